@@ -4,7 +4,7 @@ import "slices"
 
 // Retain handling values for a subscription (MQTT 5 §3.8.3.1).
 const (
-	RetainSendOnSubscribe      = 0 // send retained messages at subscribe time
+	RetainSendOnSubscribe       = 0 // send retained messages at subscribe time
 	RetainSendIfNewSubscription = 1 // only when the subscription did not exist yet
 	RetainDoNotSend             = 2 // never send retained messages for this subscription
 )
