@@ -1,0 +1,324 @@
+package tern
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ternmq/tern/packet"
+)
+
+// ConnackInfo is what the broker granted in CONNACK, with absent properties replaced by the
+// values the specification gives them.
+type ConnackInfo struct {
+	Broker            string // URL of the broker, without credentials
+	SessionPresent    bool
+	ClientID          string // the identifier in use: assigned by the broker or our own
+	ReceiveMaximum    uint16 // how many QoS 1/2 publishes may await acknowledgement at once
+	MaximumQoS        byte
+	RetainAvailable   bool
+	MaximumPacketSize uint32 // 0: no limit beyond the protocol's
+	TopicAliasMaximum uint16
+	WildcardSubs      bool
+	SharedSubs        bool
+	SubscriptionIDs   bool
+	KeepAlive         time.Duration // in force: the broker's Server Keep Alive if it sent one
+	SessionExpiry     time.Duration // in force: the broker's value if it sent one
+	ResponseInfo      string
+	ServerReference   string
+	ReasonString      string
+	UserProperties    []packet.UserProperty
+	Packet            *packet.Connack // the CONNACK as received
+}
+
+func newConnackInfo(ca *packet.Connack, cfg *config, broker *url.URL) *ConnackInfo {
+	info := &ConnackInfo{
+		Broker:            redact(broker),
+		SessionPresent:    ca.SessionPresent,
+		ClientID:          cfg.clientID,
+		ReceiveMaximum:    ca.ReceiveMax(),
+		MaximumQoS:        ca.MaxQoS(),
+		RetainAvailable:   ca.Retain(),
+		MaximumPacketSize: ca.MaximumPacketSize,
+		TopicAliasMaximum: ca.TopicAliasMaximum,
+		WildcardSubs:      ca.Wildcards(),
+		SharedSubs:        ca.Shared(),
+		SubscriptionIDs:   ca.SubIDs(),
+		KeepAlive:         cfg.keepAlive.Truncate(time.Second),
+		SessionExpiry:     cfg.sessionExpiry.Truncate(time.Second),
+		ResponseInfo:      ca.ResponseInfo,
+		ServerReference:   ca.ServerReference,
+		ReasonString:      ca.ReasonString,
+		UserProperties:    ca.UserProperties,
+		Packet:            ca,
+	}
+	if ca.AssignedClientID != "" {
+		info.ClientID = ca.AssignedClientID
+	}
+	if ca.ServerKeepAlive != nil {
+		info.KeepAlive = time.Duration(*ca.ServerKeepAlive) * time.Second
+	}
+	if ca.SessionExpiry != nil {
+		info.SessionExpiry = time.Duration(*ca.SessionExpiry) * time.Second
+	}
+	return info
+}
+
+// conn is one network connection and its goroutines: the reader (decode and dispatch), the
+// writer (batched writes) and the keepalive loop. The client's supervisor owns it and waits
+// for all three before starting the next connection.
+type conn struct {
+	c     *Client
+	nc    net.Conn
+	w     *writer
+	r     *packet.Reader
+	info  *ConnackInfo
+	gen   uint64 // connection number within the client's life
+	reads atomic.Uint64
+
+	pingSent atomic.Int64 // unix nanos of the outstanding PINGREQ, 0 if none
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed when the connection starts to shut down
+	errMu     sync.Mutex
+	err       error // why it closed
+	wg        sync.WaitGroup
+
+	aliases *aliasTable // outbound topic aliases; nil when off
+	inAlias []string    // inbound topic aliases, index = alias
+}
+
+// buildConnect assembles the CONNECT for one attempt.
+func (c *Client) buildConnect(clean bool) *packet.Connect {
+	cfg := c.cfg
+	cp := &packet.Connect{
+		ClientID:            c.clientIDForConnect(),
+		CleanStart:          clean,
+		KeepAlive:           uint16(cfg.keepAlive / time.Second),
+		Username:            cfg.username,
+		Password:            cfg.password,
+		Will:                cfg.will,
+		SessionExpiry:       sessionExpirySeconds(cfg.sessionExpiry),
+		MaximumPacketSize:   cfg.maxPacketSize,
+		TopicAliasMaximum:   cfg.inAliasMax,
+		RequestResponseInfo: cfg.requestResp,
+		UserProperties:      cfg.connectProps,
+	}
+	if cfg.receiveMax != 65535 {
+		cp.ReceiveMaximum = cfg.receiveMax
+	}
+	if !cfg.requestProblem {
+		cp.RequestProblemInfo = packet.Ptr(false)
+	}
+	return cp
+}
+
+func sessionExpirySeconds(d time.Duration) uint32 {
+	s := d / time.Second
+	if s >= 0xFFFFFFFF {
+		return 0xFFFFFFFF
+	}
+	return uint32(s)
+}
+
+// dialConn opens a connection to broker and performs the CONNECT/CONNACK exchange, bounded
+// by the connect timeout and ctx. The returned conn is not yet running.
+func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean bool) (*conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.connectTimeout)
+	defer cancel()
+	nc, err := c.cfg.dialBroker(ctx, broker)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", redact(broker), err)
+	}
+	// Close the socket if ctx ends mid-handshake; the deadline covers the rest.
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	ca, r, err := c.handshake(nc, clean)
+	if err != nil {
+		nc.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("connect %s: %w", redact(broker), context.Cause(ctx))
+		}
+		return nil, fmt.Errorf("connect %s: %w", redact(broker), err)
+	}
+	if !stop() {
+		nc.Close()
+		return nil, fmt.Errorf("connect %s: %w", redact(broker), ctx.Err())
+	}
+	nc.SetDeadline(time.Time{})
+	info := newConnackInfo(ca, c.cfg, broker)
+	cn := &conn{
+		c:       c,
+		nc:      nc,
+		w:       newWriter(nc, c.cfg.writeBufMax),
+		r:       r,
+		info:    info,
+		closing: make(chan struct{}),
+	}
+	if c.cfg.outAliases && info.TopicAliasMaximum > 0 {
+		cn.aliases = newAliasTable(info.TopicAliasMaximum)
+	}
+	if c.cfg.inAliasMax > 0 {
+		cn.inAlias = make([]string, int(c.cfg.inAliasMax)+1)
+	}
+	return cn, nil
+}
+
+// handshake sends CONNECT and reads CONNACK.
+func (c *Client) handshake(nc net.Conn, clean bool) (*packet.Connack, *packet.Reader, error) {
+	cp := c.buildConnect(clean)
+	if err := cp.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	if _, err := nc.Write(cp.AppendTo(nil)); err != nil {
+		return nil, nil, fmt.Errorf("write CONNECT: %w", err)
+	}
+	r := packet.NewReader(nc, 32<<10)
+	if c.cfg.maxPacketSize > 0 {
+		r.SetMaxPacketSize(int(c.cfg.maxPacketSize))
+	}
+	for {
+		f, err := r.ReadFrame()
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, nil, fmt.Errorf("read CONNACK: %w", err)
+		}
+		switch f.Type() {
+		case packet.CONNACK:
+			var ca packet.Connack
+			err := ca.Decode(f.Flags(), f.Body)
+			f.Release()
+			if err != nil {
+				return nil, nil, fmt.Errorf("read CONNACK: %w", err)
+			}
+			if ca.ReasonCode.IsError() {
+				return &ca, nil, &ReasonCodeError{Op: "connect", Code: ca.ReasonCode,
+					Reason: ca.ReasonString, UserProperties: ca.UserProperties}
+			}
+			return &ca, r, nil
+		case packet.AUTH:
+			f.Release()
+			// Enhanced authentication arrives with the authenticator support.
+			return nil, nil, fmt.Errorf("read CONNACK: %w", &packet.Error{Code: packet.ProtocolError, Detail: "AUTH without an authentication method"})
+		default:
+			t := f.Type()
+			f.Release()
+			return nil, nil, fmt.Errorf("read CONNACK: %w", &packet.Error{Code: packet.ProtocolError,
+				Rule: "MQTT-3.2.0-1", Detail: t.String() + " before CONNACK"})
+		}
+	}
+}
+
+// start launches the connection's goroutines.
+func (cn *conn) start() {
+	cn.wg.Add(2)
+	go func() { defer cn.wg.Done(); cn.w.loop() }()
+	go func() { defer cn.wg.Done(); cn.readLoop() }()
+	if ka := cn.info.KeepAlive; ka > 0 {
+		cn.wg.Add(1)
+		go func() { defer cn.wg.Done(); cn.keepAlive(ka) }()
+	}
+}
+
+// close shuts the connection down for reason err. It does not wait; use wait for that.
+func (cn *conn) close(err error) {
+	cn.closeOnce.Do(func() {
+		cn.errMu.Lock()
+		cn.err = err
+		cn.errMu.Unlock()
+		close(cn.closing)
+		cn.w.fail(ErrConnectionLost)
+		cn.nc.Close()
+	})
+}
+
+// closeWith sends DISCONNECT with code (best effort, bounded) and closes.
+func (cn *conn) closeWith(code packet.ReasonCode, err error) {
+	d := &packet.Disconnect{ReasonCode: code}
+	if perr := (*packet.Error)(nil); errors.As(err, &perr) && perr.Detail != "" {
+		d.ReasonString = perr.Detail
+	}
+	cn.sendDisconnect(d, err)
+}
+
+// sendDisconnect stops the writer, writes d directly (bounded by a short deadline) and
+// closes the connection with reason err.
+func (cn *conn) sendDisconnect(d *packet.Disconnect, err error) {
+	cn.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	cn.w.fail(ErrConnectionLost)
+	<-cn.w.stopped
+	cn.nc.Write(d.AppendTo(nil))
+	cn.close(err)
+}
+
+func (cn *conn) reason() error {
+	cn.errMu.Lock()
+	defer cn.errMu.Unlock()
+	return cn.err
+}
+
+func (cn *conn) wait() { cn.wg.Wait() }
+
+// keepAlive sends PINGREQ when either direction has been quiet for three quarters of the
+// keepalive, and closes the connection when PINGRESP does not come within the ping timeout.
+func (cn *conn) keepAlive(ka time.Duration) {
+	tick := ka / 4
+	if tick > time.Second {
+		tick = time.Second
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	quietAfter := ka * 3 / 4
+	lastReads, lastWrites := cn.reads.Load(), cn.w.writes.Load()
+	lastRead, lastWrite := time.Now(), time.Now()
+	for {
+		select {
+		case <-cn.closing:
+			return
+		case now := <-t.C:
+			if r := cn.reads.Load(); r != lastReads {
+				lastReads, lastRead = r, now
+			}
+			if w := cn.w.writes.Load(); w != lastWrites {
+				lastWrites, lastWrite = w, now
+			}
+			if sent := cn.pingSent.Load(); sent != 0 {
+				if now.Sub(time.Unix(0, sent)) > cn.c.cfg.pingTimeout {
+					if s := cn.c.st; s != nil {
+						s.PingTimeouts.Add(1)
+					}
+					cn.close(fmt.Errorf("%w: no PINGRESP within %v", ErrConnectionLost, cn.c.cfg.pingTimeout))
+					return
+				}
+				continue
+			}
+			if now.Sub(lastRead) >= quietAfter || now.Sub(lastWrite) >= quietAfter {
+				cn.pingSent.Store(now.UnixNano())
+				if cn.w.sendUrgent(pingreq[:]) != nil {
+					return
+				}
+			}
+		}
+	}
+}
+
+var pingreq = [2]byte{byte(packet.PINGREQ) << 4, 0}
+
+// clientIDForConnect is the identifier to send: the configured one, or after a first
+// connect the one the broker assigned, so a reconnect keeps the same identity.
+func (c *Client) clientIDForConnect() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.clientID
+}

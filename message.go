@@ -1,0 +1,320 @@
+package tern
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/ternmq/tern/packet"
+)
+
+// Message is one received application message, as delivered to one subscription.
+//
+// Unless the subscription was made with SubZeroCopy, the message owns its memory and may be
+// kept as long as needed. With SubZeroCopy, Topic, Payload and the property strings point
+// into the read buffer and the Message itself is recycled: none of it may be used after Ack.
+type Message struct {
+	Topic    string
+	Payload  []byte
+	QoS      byte
+	Retain   bool
+	Dup      bool
+	PacketID uint16
+
+	PayloadFormat   byte   // 1: the payload is UTF-8 text
+	MessageExpiry   uint32 // remaining lifetime in seconds; 0: none
+	ContentType     string
+	ResponseTopic   string
+	CorrelationData []byte
+	SubscriptionIDs []uint32
+	UserProperties  []packet.UserProperty
+
+	in       *inbound
+	acked    atomic.Bool
+	zeroCopy bool
+}
+
+// Ack acknowledges the message. The client sends PUBACK (QoS 1) or PUBREC (QoS 2) once every
+// subscription the message was delivered to has acknowledged it, and sends acknowledgements
+// in the order the messages arrived whatever order Ack is called in (MQTT 5 §4.6). Ack is
+// idempotent and safe from any goroutine; for QoS 0 it only releases a zero-copy buffer.
+// An Ack for a message from a connection that has since closed sends nothing: the broker
+// delivers the message again.
+func (m *Message) Ack() error {
+	if !m.acked.CompareAndSwap(false, true) {
+		return nil
+	}
+	in := m.in
+	if m.zeroCopy {
+		// The user promised not to touch the message after Ack; recycle it.
+		*m = Message{}
+		messagePool.Put(m)
+	}
+	if in != nil {
+		in.release()
+	}
+	return nil
+}
+
+var messagePool = sync.Pool{New: func() any { return new(Message) }}
+
+// inbound tracks one received QoS 1/2 PUBLISH (or a zero-copy QoS 0 one) until every handle
+// delivered for it has been acknowledged.
+type inbound struct {
+	c     *Client
+	id    uint16
+	qos   byte
+	gen   uint64         // connection that must carry the acknowledgement
+	refs  atomic.Int32   // handles not yet acknowledged
+	frame *packet.Buffer // zero-copy read buffer, released with the last handle
+	done  bool           // guarded by c.mu: every handle acknowledged
+	recd  bool           // guarded by c.mu: QoS 2, PUBREC sent
+}
+
+var inboundPool = sync.Pool{New: func() any { return new(inbound) }}
+
+// release drops one handle; the last one frees the buffer and lets the acknowledgement go.
+func (in *inbound) release() {
+	if in.refs.Add(-1) != 0 {
+		return
+	}
+	if in.frame != nil {
+		in.frame.Release()
+		in.frame = nil
+	}
+	if in.qos == 0 {
+		*in = inbound{}
+		inboundPool.Put(in)
+		return
+	}
+	c := in.c
+	c.mu.Lock()
+	in.done = true
+	c.flushAcksLocked()
+	c.mu.Unlock()
+}
+
+// ackQueue holds received QoS 1/2 messages in arrival order until they can be acknowledged.
+type ackQueue struct {
+	items []*inbound
+	head  int
+}
+
+func (q *ackQueue) push(in *inbound) { q.items = append(q.items, in) }
+
+func (q *ackQueue) reset() {
+	clear(q.items)
+	q.items, q.head = q.items[:0], 0
+}
+
+// flushAcksLocked sends the acknowledgements that have become due: those at the front of the
+// arrival order whose handles are all acknowledged. Caller holds c.mu.
+func (c *Client) flushAcksLocked() {
+	q := &c.acks
+	cn := c.conn
+	for q.head < len(q.items) && q.items[q.head].done {
+		in := q.items[q.head]
+		q.items[q.head] = nil
+		q.head++
+		if cn == nil || in.gen != cn.gen {
+			continue // from a closed connection: the broker will send it again
+		}
+		var b [4]byte
+		kind := packet.PUBACK
+		if in.qos == 2 {
+			kind = packet.PUBREC
+			in.recd = true
+		} else {
+			c.inCount--
+		}
+		a := packet.Ack{Kind: kind, PacketID: in.id}
+		cn.w.sendUrgent(a.AppendTo(b[:0]))
+		if s := c.st; s != nil {
+			s.AcksSent.Add(1)
+		}
+		if in.qos == 1 {
+			*in = inbound{}
+			inboundPool.Put(in)
+		}
+	}
+	if q.head == len(q.items) {
+		q.items, q.head = q.items[:0], 0
+	} else if q.head > 1024 && q.head > len(q.items)/2 {
+		n := copy(q.items, q.items[q.head:])
+		clear(q.items[n:])
+		q.items, q.head = q.items[:n], 0
+	}
+}
+
+var (
+	errInboundQuota = &packet.Error{Code: packet.ReceiveMaximumExceeded,
+		Detail: "more unacknowledged QoS 1/2 messages than the Receive Maximum"}
+	errAliasInvalid = &packet.Error{Code: packet.TopicAliasInvalid,
+		Detail: "topic alias 0 or above the Topic Alias Maximum"}
+	errAliasUnknown = &packet.Error{Code: packet.ProtocolError,
+		Detail: "empty topic with a topic alias that was never set"}
+	errEmptyTopic = &packet.Error{Code: packet.ProtocolError,
+		Detail: "empty topic without a topic alias"}
+)
+
+// resolveAlias applies inbound topic alias rules to p (MQTT 5 §3.3.2.3.4).
+func (cn *conn) resolveAlias(p *packet.Publish) error {
+	if p.TopicAlias == 0 {
+		if p.Topic == "" {
+			return errEmptyTopic
+		}
+		return nil
+	}
+	if int(p.TopicAlias) >= len(cn.inAlias) {
+		return errAliasInvalid
+	}
+	if p.Topic == "" {
+		t := cn.inAlias[p.TopicAlias]
+		if t == "" {
+			return errAliasUnknown
+		}
+		p.Topic = t
+		return nil
+	}
+	// The topic points into the frame; the table keeps its own copy.
+	if cn.inAlias[p.TopicAlias] != p.Topic {
+		cn.inAlias[p.TopicAlias] = string([]byte(p.Topic))
+	}
+	return nil
+}
+
+// handlePublish routes one inbound PUBLISH. It owns f from here on.
+func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) error {
+	if err := cn.resolveAlias(p); err != nil {
+		return err
+	}
+	if s := c.st; s != nil {
+		s.Received.Add(1)
+	}
+	c.mu.Lock()
+	if p.QoS > 0 {
+		c.inCount++
+		if c.inCount > int(c.cfg.receiveMax) {
+			c.mu.Unlock()
+			return errInboundQuota
+		}
+	}
+	if p.QoS == 2 {
+		if in := c.inQoS2[p.PacketID]; in != nil {
+			// A resend of a message already delivered: never deliver it twice. Answer
+			// it once the original is acknowledged, on this connection.
+			c.inCount--
+			in.gen = cn.gen
+			if in.recd {
+				c.mu.Unlock()
+				f.Release()
+				a := packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}
+				return cn.w.sendUrgent(a.AppendTo(nil))
+			}
+			c.acks.push(in)
+			c.flushAcksLocked()
+			c.mu.Unlock()
+			f.Release()
+			return nil
+		}
+	}
+	c.mu.Unlock()
+
+	c.subMu.RLock()
+	matches := c.routes.Match(p.Topic, c.matchBuf[:0])
+	c.matchBuf = matches[:0]
+	c.subMu.RUnlock()
+
+	zeroCopy := false
+	for _, s := range matches {
+		zeroCopy = zeroCopy || s.zeroCopy
+	}
+	var in *inbound
+	if p.QoS > 0 || zeroCopy {
+		in = inboundPool.Get().(*inbound)
+		in.c, in.id, in.qos, in.gen = c, p.PacketID, p.QoS, cn.gen
+		n := int32(len(matches))
+		if n == 0 {
+			n = 1 // released below, so the message is acknowledged in order
+		}
+		in.refs.Store(n)
+		if zeroCopy {
+			in.frame = f.Detach()
+		}
+		if p.QoS > 0 {
+			c.mu.Lock()
+			c.acks.push(in)
+			if p.QoS == 2 {
+				c.inQoS2[p.PacketID] = in
+			}
+			c.mu.Unlock()
+		}
+	}
+	if len(matches) == 0 {
+		if st := c.st; st != nil {
+			st.Unrouted.Add(1)
+		}
+		f.Release()
+		if in != nil {
+			in.release()
+		}
+		return nil
+	}
+	var shared *packet.Publish // one copy serves every subscription that does not alias
+	for _, s := range matches {
+		m := c.newMessage(s, p, in, &shared)
+		s.deliver(m, cn)
+	}
+	f.Release() // no-op when detached for zero-copy
+	return nil
+}
+
+// newMessage builds the handle one subscription receives.
+func (c *Client) newMessage(s *subscription, p *packet.Publish, in *inbound, shared **packet.Publish) *Message {
+	src := p
+	var m *Message
+	if s.zeroCopy {
+		m = messagePool.Get().(*Message)
+		m.zeroCopy = true
+	} else {
+		if *shared == nil {
+			*shared = p.Clone()
+		}
+		src = *shared
+		m = new(Message)
+	}
+	m.Topic, m.Payload, m.QoS, m.Retain, m.Dup, m.PacketID = src.Topic, src.Payload, src.QoS, src.Retain, src.Dup, src.PacketID
+	m.PayloadFormat, m.MessageExpiry, m.ContentType = src.PayloadFormat, src.MessageExpiry, src.ContentType
+	m.ResponseTopic, m.CorrelationData = src.ResponseTopic, src.CorrelationData
+	m.SubscriptionIDs, m.UserProperties = nil, nil
+	if len(src.SubscriptionIDs) > 0 {
+		m.SubscriptionIDs = append([]uint32(nil), src.SubscriptionIDs...)
+	}
+	if len(src.UserProperties) > 0 {
+		m.UserProperties = append([]packet.UserProperty(nil), src.UserProperties...)
+	}
+	m.in = in
+	return m
+}
+
+// handlePubrel completes an inbound QoS 2 exchange with PUBCOMP.
+func (c *Client) handlePubrel(cn *conn, a *packet.Ack) error {
+	c.mu.Lock()
+	in := c.inQoS2[a.PacketID]
+	code := packet.Success
+	if in == nil {
+		code = packet.PacketIdentifierNotFound
+	} else {
+		delete(c.inQoS2, a.PacketID)
+		c.inCount--
+		if in.recd {
+			// Nothing refers to the record any more: its handles are all acknowledged
+			// and it has left the acknowledgement queue.
+			*in = inbound{}
+			inboundPool.Put(in)
+		}
+	}
+	c.mu.Unlock()
+	comp := packet.Ack{Kind: packet.PUBCOMP, PacketID: a.PacketID, ReasonCode: code}
+	var b [8]byte
+	return cn.w.sendUrgent(comp.AppendTo(b[:0]))
+}

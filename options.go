@@ -1,0 +1,426 @@
+package tern
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/ternmq/tern/packet"
+)
+
+// Option configures a Client; pass options to New.
+type Option func(*config) error
+
+// DialFunc opens the byte stream to a broker. It is given the broker URL as parsed by New and
+// must honour ctx. Use it for transports Tern does not ship (WebSocket lives in its own
+// module) or to wrap connections.
+type DialFunc func(ctx context.Context, broker *url.URL) (net.Conn, error)
+
+// config is everything New accepts. Defaults live in defaultConfig, cross-checks in validate.
+type config struct {
+	brokers        []*url.URL
+	clientID       string
+	username       string
+	password       []byte
+	cleanStart     bool
+	sessionExpiry  time.Duration
+	keepAlive      time.Duration
+	pingTimeout    time.Duration
+	connectTimeout time.Duration
+	tlsConfig      *tls.Config
+	dialer         *net.Dialer
+	dial           DialFunc
+	will           *packet.Will
+	receiveMax     uint16
+	maxPacketSize  uint32
+	inAliasMax     uint16
+	outAliases     bool
+	requestProblem bool
+	requestResp    bool
+	connectProps   []packet.UserProperty
+	logger         *slog.Logger
+	stats          bool
+	writeBufMax    int
+	flushTimeout   time.Duration
+	subBuffer      int
+	dropPolicy     DropPolicy
+
+	onUp         func(*ConnackInfo)
+	onDown       func(error) bool
+	onConnectErr func(error)
+	onServerDisc func(*packet.Disconnect)
+	backoff      Backoff
+}
+
+// Defaults. A test checks that the documentation of each option states these values.
+const (
+	DefaultKeepAlive      = 60 * time.Second
+	DefaultPingTimeout    = 10 * time.Second
+	DefaultConnectTimeout = 30 * time.Second
+	DefaultReceiveMaximum = 1024
+	DefaultWriteBuffer    = 4 << 20
+	DefaultFlushTimeout   = 5 * time.Second
+	DefaultSubBuffer      = 1024
+)
+
+func defaultConfig() *config {
+	return &config{
+		cleanStart:     true,
+		keepAlive:      DefaultKeepAlive,
+		pingTimeout:    DefaultPingTimeout,
+		connectTimeout: DefaultConnectTimeout,
+		receiveMax:     DefaultReceiveMaximum,
+		requestProblem: true,
+		writeBufMax:    DefaultWriteBuffer,
+		flushTimeout:   DefaultFlushTimeout,
+		subBuffer:      DefaultSubBuffer,
+		dropPolicy:     Block,
+		dialer:         &net.Dialer{KeepAlive: -1},
+		backoff:        ExponentialBackoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2},
+		logger:         slog.New(slog.DiscardHandler),
+	}
+}
+
+func (c *config) validate() error {
+	if len(c.brokers) == 0 {
+		return fmt.Errorf("%w: no broker: use WithBroker", ErrInvalidOption)
+	}
+	if err := packet.ValidString(c.clientID); err != nil {
+		return fmt.Errorf("%w: client id: %w", ErrInvalidOption, err)
+	}
+	if c.clientID == "" && !c.cleanStart && c.sessionExpiry > 0 {
+		// A broker-assigned id changes on every connect, so a session kept under it could
+		// never be resumed.
+		return fmt.Errorf("%w: a persistent session needs WithClientID", ErrInvalidOption)
+	}
+	if c.will != nil {
+		if err := (&packet.Connect{Will: c.will}).Validate(); err != nil {
+			return fmt.Errorf("%w: will: %w", ErrInvalidOption, err)
+		}
+	}
+	if c.keepAlive > 0 && c.pingTimeout <= 0 {
+		return fmt.Errorf("%w: ping timeout must be positive", ErrInvalidOption)
+	}
+	for _, up := range c.connectProps {
+		if err := packet.ValidString(up.Key); err != nil {
+			return fmt.Errorf("%w: connect user property: %w", ErrInvalidOption, err)
+		}
+		if err := packet.ValidString(up.Value); err != nil {
+			return fmt.Errorf("%w: connect user property: %w", ErrInvalidOption, err)
+		}
+	}
+	if err := packet.ValidString(c.username); err != nil {
+		return fmt.Errorf("%w: user name: %w", ErrInvalidOption, err)
+	}
+	if len(c.password) > 0xFFFF {
+		return fmt.Errorf("%w: password longer than 65535 bytes", ErrInvalidOption)
+	}
+	return nil
+}
+
+func parseBroker(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: broker %q: %w", ErrInvalidOption, raw, err)
+	}
+	switch u.Scheme {
+	case "mqtt", "tcp", "mqtts", "tls", "ssl":
+		if u.Hostname() == "" {
+			return nil, fmt.Errorf("%w: broker %q: no host", ErrInvalidOption, raw)
+		}
+	case "unix":
+		if u.Path == "" && u.Opaque == "" {
+			return nil, fmt.Errorf("%w: broker %q: no socket path", ErrInvalidOption, raw)
+		}
+	case "ws", "wss":
+		// Served by a DialFunc, such as the one in the ws module.
+	default:
+		return nil, fmt.Errorf("%w: broker %q: unknown scheme %q (want mqtt, tcp, mqtts, tls, ws, wss or unix)", ErrInvalidOption, raw, u.Scheme)
+	}
+	return u, nil
+}
+
+// WithBroker sets the broker to connect to, as a URL: mqtt:// or tcp:// (port 1883 by
+// default), mqtts:// or tls:// (8883), unix:///path/to/socket, or ws:// and wss:// together
+// with a DialFunc that speaks WebSocket. It replaces any broker set before.
+func WithBroker(rawURL string) Option {
+	return WithBrokers(rawURL)
+}
+
+// WithBrokers sets several interchangeable brokers serving one session; the client fails
+// over between them.
+func WithBrokers(rawURLs ...string) Option {
+	return func(c *config) error {
+		if len(rawURLs) == 0 {
+			return fmt.Errorf("%w: WithBrokers needs at least one URL", ErrInvalidOption)
+		}
+		c.brokers = c.brokers[:0]
+		for _, raw := range rawURLs {
+			u, err := parseBroker(raw)
+			if err != nil {
+				return err
+			}
+			c.brokers = append(c.brokers, u)
+		}
+		return nil
+	}
+}
+
+// WithClientID sets the client identifier. Default: empty, and the broker assigns one
+// (ClientID returns it after Connect).
+func WithClientID(id string) Option {
+	return func(c *config) error { c.clientID = id; return nil }
+}
+
+// WithCredentials sets the user name and password sent in CONNECT. They are never logged.
+func WithCredentials(user string, password []byte) Option {
+	return func(c *config) error {
+		c.username, c.password = user, append([]byte(nil), password...)
+		return nil
+	}
+}
+
+// WithCleanStart sets Clean Start on the first connection. Default: true.
+func WithCleanStart(clean bool) Option {
+	return func(c *config) error { c.cleanStart = clean; return nil }
+}
+
+// WithSessionExpiry sets how long the broker keeps the session after the connection closes.
+// Default: 0, the session ends with the connection. Rounded down to whole seconds;
+// math.MaxUint32 seconds or more means the session never expires.
+func WithSessionExpiry(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: negative session expiry", ErrInvalidOption)
+		}
+		c.sessionExpiry = d
+		return nil
+	}
+}
+
+// WithKeepAlive sets the keepalive interval, rounded down to whole seconds (at most 65535 s).
+// The client sends PINGREQ when either direction has been quiet for most of it. Default: 60 s.
+func WithKeepAlive(d time.Duration) Option {
+	return func(c *config) error {
+		if d < time.Second || d > math.MaxUint16*time.Second {
+			return fmt.Errorf("%w: keepalive %v not in [1s, 65535s]", ErrInvalidOption, d)
+		}
+		c.keepAlive = d
+		return nil
+	}
+}
+
+// WithoutKeepAlive turns keepalive off (keepalive 0 in CONNECT). A dead connection is then
+// found only by a failed write.
+func WithoutKeepAlive() Option {
+	return func(c *config) error { c.keepAlive = 0; return nil }
+}
+
+// WithPingTimeout sets how long to wait for PINGRESP before the connection is judged dead.
+// Default: 10 s.
+func WithPingTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: ping timeout must be positive", ErrInvalidOption)
+		}
+		c.pingTimeout = d
+		return nil
+	}
+}
+
+// WithConnectTimeout bounds one connection attempt: dial, TLS handshake and CONNACK.
+// Default: 30 s.
+func WithConnectTimeout(d time.Duration) Option {
+	return func(c *config) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: connect timeout must be positive", ErrInvalidOption)
+		}
+		c.connectTimeout = d
+		return nil
+	}
+}
+
+// WithTLSConfig sets the TLS configuration for mqtts:// and tls:// brokers, including client
+// certificates. The server name defaults to the broker's host.
+func WithTLSConfig(t *tls.Config) Option {
+	return func(c *config) error { c.tlsConfig = t; return nil }
+}
+
+// WithDialer sets the net.Dialer for TCP, TLS and unix brokers.
+func WithDialer(d *net.Dialer) Option {
+	return func(c *config) error {
+		if d == nil {
+			return fmt.Errorf("%w: nil dialer", ErrInvalidOption)
+		}
+		c.dialer = d
+		return nil
+	}
+}
+
+// WithDialFunc replaces the built-in transports with fn for every broker URL.
+func WithDialFunc(fn DialFunc) Option {
+	return func(c *config) error { c.dial = fn; return nil }
+}
+
+// WithWill sets the will message the broker publishes if the connection ends without a
+// normal DISCONNECT.
+func WithWill(w *packet.Will) Option {
+	return func(c *config) error { c.will = w; return nil }
+}
+
+// WithReceiveMaximum sets how many QoS 1 and 2 messages the broker may have unacknowledged
+// towards this client at once. A broker that sends more is disconnected with 0x93.
+// Default: 1024.
+func WithReceiveMaximum(n uint16) Option {
+	return func(c *config) error {
+		if n == 0 {
+			return fmt.Errorf("%w: receive maximum must be at least 1", ErrInvalidOption)
+		}
+		c.receiveMax = n
+		return nil
+	}
+}
+
+// WithMaximumPacketSize sets the largest packet the client accepts; the broker must not send
+// larger ones. Default: 0, no limit beyond the protocol's.
+func WithMaximumPacketSize(n uint32) Option {
+	return func(c *config) error {
+		if n != 0 && n < 16 {
+			return fmt.Errorf("%w: maximum packet size %d is too small to be useful", ErrInvalidOption, n)
+		}
+		c.maxPacketSize = n
+		return nil
+	}
+}
+
+// WithInboundTopicAliasMaximum lets the broker use up to n topic aliases towards this
+// client. Default: 0, no aliases.
+func WithInboundTopicAliasMaximum(n uint16) Option {
+	return func(c *config) error { c.inAliasMax = n; return nil }
+}
+
+// WithTopicAliases turns on outbound topic aliases: the client assigns aliases, up to the
+// broker's Topic Alias Maximum, to topics it publishes to, and sends the topic only once per
+// connection. Aliases are assigned when a packet is written and never stored. Default: off.
+func WithTopicAliases(on bool) Option {
+	return func(c *config) error { c.outAliases = on; return nil }
+}
+
+// WithRequestProblemInformation sets whether the broker may add a Reason String and user
+// properties to its failure reports. Default: true.
+func WithRequestProblemInformation(b bool) Option {
+	return func(c *config) error { c.requestProblem = b; return nil }
+}
+
+// WithRequestResponseInformation asks the broker for Response Information in CONNACK.
+// Default: false.
+func WithRequestResponseInformation(b bool) Option {
+	return func(c *config) error { c.requestResp = b; return nil }
+}
+
+// WithConnectUserProperty adds a user property to every CONNECT.
+func WithConnectUserProperty(key, value string) Option {
+	return func(c *config) error {
+		c.connectProps = append(c.connectProps, packet.UserProperty{Key: key, Value: value})
+		return nil
+	}
+}
+
+// WithLogger sets the structured logger. Default: discard. Credentials are never logged.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalidOption)
+		}
+		c.logger = l
+		return nil
+	}
+}
+
+// WithStats turns on the counters that Stats reports. Default: off; when off, counting costs
+// one predictable branch per event.
+func WithStats() Option {
+	return func(c *config) error { c.stats = true; return nil }
+}
+
+// WithWriteBuffer bounds the bytes waiting to be written. A publisher finding it full waits,
+// bounded by its ctx. Default: 4 MiB.
+func WithWriteBuffer(n int) Option {
+	return func(c *config) error {
+		if n < 1024 {
+			return fmt.Errorf("%w: write buffer must be at least 1024 bytes", ErrInvalidOption)
+		}
+		c.writeBufMax = n
+		return nil
+	}
+}
+
+// WithDisconnectFlushTimeout bounds how long Disconnect waits for queued bytes to be written
+// before it sends DISCONNECT, when its ctx has no earlier deadline. Default: 5 s.
+func WithDisconnectFlushTimeout(d time.Duration) Option {
+	return func(c *config) error { c.flushTimeout = d; return nil }
+}
+
+// WithMaxSubscribeQueueSize sets the default buffer of each subscription, in messages.
+// Default: 1024. SubBuffer overrides it per subscription.
+func WithMaxSubscribeQueueSize(n int) Option {
+	return func(c *config) error {
+		if n < 1 {
+			return fmt.Errorf("%w: subscription buffer must be at least 1", ErrInvalidOption)
+		}
+		c.subBuffer = n
+		return nil
+	}
+}
+
+// WithDropPolicy sets the default policy of subscriptions whose buffer is full. Default:
+// Block. SubDropPolicy overrides it per subscription.
+func WithDropPolicy(p DropPolicy) Option {
+	return func(c *config) error {
+		if p > DropOldest {
+			return fmt.Errorf("%w: unknown drop policy %d", ErrInvalidOption, p)
+		}
+		c.dropPolicy = p
+		return nil
+	}
+}
+
+// WithOnConnectionUp sets a callback run after each successful connect with what the broker
+// granted. Callbacks run one at a time, in event order, off the read loop; they must not
+// block for long.
+func WithOnConnectionUp(fn func(*ConnackInfo)) Option {
+	return func(c *config) error { c.onUp = fn; return nil }
+}
+
+// WithOnConnectionDown sets a callback run when a connection ends with the reason. Returning
+// false stops the client from reconnecting. Same execution rules as WithOnConnectionUp.
+func WithOnConnectionDown(fn func(error) bool) Option {
+	return func(c *config) error { c.onDown = fn; return nil }
+}
+
+// WithOnConnectError sets a callback run for each failed connection attempt.
+func WithOnConnectError(fn func(error)) Option {
+	return func(c *config) error { c.onConnectErr = fn; return nil }
+}
+
+// WithOnServerDisconnect sets a callback run when the broker sends DISCONNECT.
+func WithOnServerDisconnect(fn func(*packet.Disconnect)) Option {
+	return func(c *config) error { c.onServerDisc = fn; return nil }
+}
+
+// WithReconnectBackoff sets the delay policy between connection attempts. Default:
+// ExponentialBackoff{Min: 100ms, Max: 30s, Jitter: 0.2}.
+func WithReconnectBackoff(b Backoff) Option {
+	return func(c *config) error {
+		if b == nil {
+			return fmt.Errorf("%w: nil backoff", ErrInvalidOption)
+		}
+		c.backoff = b
+		return nil
+	}
+}

@@ -1,0 +1,436 @@
+package tern
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/ternmq/tern/packet"
+)
+
+// PublishOptions is one message to publish with its MQTT 5 properties.
+type PublishOptions struct {
+	Topic   string
+	Payload []byte
+	QoS     byte // 0, 1 or 2
+	Retain  bool
+
+	PayloadFormat   byte          // 1: the payload is UTF-8 text
+	MessageExpiry   time.Duration // lifetime at the broker, whole seconds; 0: none
+	ContentType     string
+	ResponseTopic   string
+	CorrelationData []byte
+	UserProperties  []packet.UserProperty
+}
+
+// PublishToken is the outcome of an asynchronous publish. It resolves exactly once: for
+// QoS 1 on PUBACK, for QoS 2 on PUBCOMP, or with an error.
+type PublishToken struct {
+	done chan struct{}
+	err  error
+}
+
+// Done returns a channel closed when the outcome is known.
+func (t *PublishToken) Done() <-chan struct{} { return t.done }
+
+// Err returns the outcome once Done is closed: nil, a *ReasonCodeError refusal, or the
+// reason the message was given up. Before that it returns nil.
+func (t *PublishToken) Err() error {
+	select {
+	case <-t.done:
+		return t.err
+	default:
+		return nil
+	}
+}
+
+// Wait blocks until the outcome is known or ctx ends. A ctx error says nothing about the
+// message, which stays in flight and may still be delivered.
+func (t *PublishToken) Wait(ctx context.Context) error {
+	select {
+	case <-t.done:
+		return t.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+var resolvedToken = func() *PublishToken {
+	t := &PublishToken{done: make(chan struct{})}
+	close(t.done)
+	return t
+}()
+
+// outMsg is an outbound QoS 1 or 2 publish from the moment it holds a packet identifier until
+// its final acknowledgement. It is guarded by Client.mu.
+type outMsg struct {
+	id         uint16
+	qos        byte
+	buf        *packet.Buffer // the encoded PUBLISH without alias, DUP clear
+	idOff      int            // offset of the packet identifier in buf
+	sent       bool           // written on some connection at least once
+	released   bool           // QoS 2: PUBREC received, PUBREL sent
+	prev, next *outMsg        // send order, for replay
+	tok        *PublishToken
+}
+
+// Publish sends one message and waits for the outcome its QoS promises: QoS 0 returns once
+// the message is queued for writing (see Flush), QoS 1 once the broker sent PUBACK, QoS 2
+// once it sent PUBCOMP. A refusal is a *ReasonCodeError. Publish waits, bounded by ctx, for a
+// connection and for room in the broker's Receive Maximum window. If ctx ends while a QoS 1
+// or 2 message is in flight, Publish returns the ctx error and the message stays in the
+// session: it may still be delivered. Safe for concurrent use.
+func (c *Client) Publish(ctx context.Context, m PublishOptions) error {
+	if m.QoS == 0 {
+		return c.publish0(ctx, &m)
+	}
+	tok, err := c.PublishAsync(ctx, m)
+	if err != nil {
+		return err
+	}
+	return tok.Wait(ctx)
+}
+
+// PublishAsync queues one message and returns as soon as it holds a place in the broker's
+// Receive Maximum window, so a single goroutine can keep the whole window busy. The token
+// resolves with the outcome. It waits, bounded by ctx, only for a connection and for room in
+// the window. The payload is copied; the caller may reuse it when PublishAsync returns.
+func (c *Client) PublishAsync(ctx context.Context, m PublishOptions) (*PublishToken, error) {
+	if m.QoS == 0 {
+		return resolvedToken, c.publish0(ctx, &m)
+	}
+	p := toPacket(&m)
+	if err := c.checkPublish(&p); err != nil {
+		return nil, err
+	}
+	// Encode outside the session lock with a zero identifier; it is patched in below.
+	p.PacketID = 0xFFFF
+	n := p.Len()
+	buf := packet.GetBuffer(n)
+	buf.B = p.AppendTo(buf.B[:0])
+	idOff := 1 + vbiBytes(n) + 2 + len(p.Topic)
+
+	if err := c.acquireQuota(ctx); err != nil {
+		buf.Release()
+		return nil, err
+	}
+	om := &outMsg{qos: m.QoS, buf: buf, idOff: idOff, tok: &PublishToken{done: make(chan struct{})}}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		buf.Release()
+		return nil, ErrClosed
+	}
+	om.id = c.allocIDLocked()
+	buf.B[idOff], buf.B[idOff+1] = byte(om.id>>8), byte(om.id)
+	c.inflight[om.id] = om
+	c.linkLocked(om)
+	if cn := c.conn; cn != nil {
+		c.writeOutLocked(cn, om, false)
+	}
+	c.mu.Unlock()
+	return om.tok, nil
+}
+
+// vbiBytes returns the size of the Remaining Length field of a whole packet of n bytes.
+func vbiBytes(n int) int {
+	for k := 1; k <= 4; k++ {
+		if packet.VBILen(n-1-k) == k {
+			return k
+		}
+	}
+	return 4
+}
+
+// publish0 sends a QoS 0 message straight into the write buffer.
+func (c *Client) publish0(ctx context.Context, m *PublishOptions) error {
+	p := toPacket(m)
+	if err := c.checkPublish(&p); err != nil {
+		return err
+	}
+	cn, err := c.waitConn(ctx)
+	if err != nil {
+		return err
+	}
+	if _, err := cn.w.reserve(ctx); err != nil {
+		return err
+	}
+	if cn.aliases != nil {
+		cn.aliases.apply(&p)
+	}
+	cn.w.buf = p.AppendTo(cn.w.buf)
+	cn.w.commit()
+	if s := c.st; s != nil {
+		s.PublishSent.Add(1)
+	}
+	return nil
+}
+
+// Flush waits until every packet queued so far on the current connection has been handed
+// to the operating system, or ctx ends.
+func (c *Client) Flush(ctx context.Context) error {
+	c.mu.Lock()
+	cn := c.conn
+	c.mu.Unlock()
+	if cn == nil {
+		return ErrNotConnected
+	}
+	return cn.w.flush(ctx)
+}
+
+func toPacket(m *PublishOptions) packet.Publish {
+	return packet.Publish{
+		Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain,
+		PayloadFormat: m.PayloadFormat, MessageExpiry: uint32(m.MessageExpiry / time.Second),
+		ContentType: m.ContentType, ResponseTopic: m.ResponseTopic,
+		CorrelationData: m.CorrelationData, UserProperties: m.UserProperties,
+	}
+}
+
+// checkPublish validates a message against the protocol and against what the broker
+// granted in its last CONNACK, before anything goes on the wire.
+func (c *Client) checkPublish(p *packet.Publish) error {
+	if p.QoS > 2 {
+		return invalidMessage("QoS", packet.ErrInvalidQoS)
+	}
+	if err := packet.ValidateTopicName(p.Topic); err != nil {
+		return invalidTopic(p.Topic, err)
+	}
+	id := p.PacketID
+	p.PacketID = 1 // Validate insists on an identifier for QoS > 0; it is assigned later
+	err := p.Validate()
+	p.PacketID = id
+	if err != nil {
+		return invalidMessage("publish", err)
+	}
+	info := c.info.Load()
+	if info == nil {
+		return nil // checked again when the packet is written
+	}
+	if p.QoS > info.MaximumQoS {
+		return fmt.Errorf("%w: QoS %d, broker maximum %d", ErrQoSNotSupported, p.QoS, info.MaximumQoS)
+	}
+	if p.Retain && !info.RetainAvailable {
+		return ErrRetainNotSupported
+	}
+	if max := info.MaximumPacketSize; max > 0 && uint32(p.Len()+2) > max {
+		return fmt.Errorf("%w: %d bytes, broker maximum %d", ErrPacketTooLarge, p.Len(), max)
+	}
+	return nil
+}
+
+// writeOutLocked writes a stored publish to cn. dup marks a resend. Caller holds c.mu.
+func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
+	b := om.buf.B
+	cn.w.mu.Lock()
+	if cn.aliases != nil {
+		// Aliases belong to the connection and are assigned in write order, under w.mu.
+		var p packet.Publish
+		if err := p.Decode(b[0]&0x0F, b[1+vbiBytes(len(b)):]); err == nil {
+			cn.aliases.apply(&p)
+			p.Dup = dup
+			if cn.w.err == nil {
+				cn.w.buf = p.AppendTo(cn.w.buf)
+			}
+			cn.w.commit()
+			om.sent = true
+			c.countSent(dup)
+			return
+		}
+	}
+	if cn.w.err == nil {
+		start := len(cn.w.buf)
+		cn.w.buf = append(cn.w.buf, b...)
+		if dup {
+			cn.w.buf[start] |= 0x08
+		}
+	}
+	cn.w.commit()
+	om.sent = true
+	c.countSent(dup)
+}
+
+func (c *Client) countSent(dup bool) {
+	if s := c.st; s != nil {
+		s.PublishSent.Add(1)
+		if dup {
+			s.PublishResent.Add(1)
+		}
+	}
+}
+
+// acquireQuota takes one place in the broker's Receive Maximum window, waiting in FIFO order.
+func (c *Client) acquireQuota(ctx context.Context) error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if len(c.quotaQ) == 0 && c.inUse < c.sendQuota {
+		c.inUse++
+		c.mu.Unlock()
+		return nil
+	}
+	w := &quotaWaiter{ch: make(chan struct{})}
+	c.quotaQ = append(c.quotaQ, w)
+	c.mu.Unlock()
+	select {
+	case <-w.ch:
+		if w.err != nil {
+			return w.err
+		}
+		return nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if w.granted {
+			c.releaseQuotaLocked()
+			return ctx.Err()
+		}
+		for i, q := range c.quotaQ {
+			if q == w {
+				c.quotaQ = append(c.quotaQ[:i], c.quotaQ[i+1:]...)
+				break
+			}
+		}
+		return ctx.Err()
+	}
+}
+
+type quotaWaiter struct {
+	ch      chan struct{}
+	granted bool
+	err     error
+}
+
+// releaseQuotaLocked frees one place and hands free places to waiters in order.
+func (c *Client) releaseQuotaLocked() {
+	c.inUse--
+	c.grantQuotaLocked()
+}
+
+func (c *Client) grantQuotaLocked() {
+	for len(c.quotaQ) > 0 && c.inUse < c.sendQuota {
+		w := c.quotaQ[0]
+		c.quotaQ[0] = nil
+		c.quotaQ = c.quotaQ[1:]
+		w.granted = true
+		c.inUse++
+		close(w.ch)
+	}
+}
+
+// allocIDLocked returns a packet identifier not used by any publish or request in flight.
+func (c *Client) allocIDLocked() uint16 {
+	for {
+		c.nextID++
+		if c.nextID == 0 {
+			c.nextID = 1
+		}
+		if _, used := c.inflight[c.nextID]; used {
+			continue
+		}
+		if _, used := c.requests[c.nextID]; used {
+			continue
+		}
+		return c.nextID
+	}
+}
+
+func (c *Client) linkLocked(om *outMsg) {
+	if c.tail == nil {
+		c.head, c.tail = om, om
+		return
+	}
+	om.prev = c.tail
+	c.tail.next = om
+	c.tail = om
+}
+
+func (c *Client) unlinkLocked(om *outMsg) {
+	if om.prev != nil {
+		om.prev.next = om.next
+	} else {
+		c.head = om.next
+	}
+	if om.next != nil {
+		om.next.prev = om.prev
+	} else {
+		c.tail = om.prev
+	}
+	om.prev, om.next = nil, nil
+}
+
+// completeLocked ends an outbound publish with err and frees its identifier and window place.
+func (c *Client) completeLocked(om *outMsg, err error) {
+	delete(c.inflight, om.id)
+	c.unlinkLocked(om)
+	om.buf.Release()
+	om.buf = nil
+	c.releaseQuotaLocked()
+	om.tok.err = err
+	close(om.tok.done)
+	if s := c.st; s != nil {
+		if err == nil {
+			s.PublishAcked.Add(1)
+		} else {
+			s.PublishFailed.Add(1)
+		}
+	}
+}
+
+var errAckMismatch = &packet.Error{Code: packet.ProtocolError, Detail: "acknowledgement does not fit the publish's QoS or state"}
+
+// handleAck processes PUBACK, PUBREC and PUBCOMP for an outbound publish.
+func (c *Client) handleAck(cn *conn, a *packet.Ack) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	om := c.inflight[a.PacketID]
+	if om == nil {
+		if a.Kind == packet.PUBREC {
+			// Tell the broker it can forget the exchange (§4.3.3).
+			rel := packet.Ack{Kind: packet.PUBREL, PacketID: a.PacketID, ReasonCode: packet.PacketIdentifierNotFound}
+			cn.w.sendUrgent(rel.AppendTo(nil))
+		}
+		c.log.Debug("tern: acknowledgement for an unknown packet identifier", "type", a.Kind.String(), "id", a.PacketID)
+		return nil
+	}
+	refused := func() error {
+		return &ReasonCodeError{Op: "publish", Code: a.ReasonCode, Reason: a.ReasonString, UserProperties: a.UserProperties}
+	}
+	switch a.Kind {
+	case packet.PUBACK:
+		if om.qos != 1 {
+			return errAckMismatch
+		}
+		if a.ReasonCode.IsError() {
+			c.completeLocked(om, refused())
+		} else {
+			c.completeLocked(om, nil)
+		}
+	case packet.PUBREC:
+		if om.qos != 2 {
+			return errAckMismatch
+		}
+		if a.ReasonCode.IsError() {
+			c.completeLocked(om, refused())
+			return nil
+		}
+		om.released = true
+		om.buf.Release() // the message itself is no longer needed, only its identifier
+		om.buf = nil
+		rel := packet.Ack{Kind: packet.PUBREL, PacketID: om.id}
+		var b [4]byte
+		return cn.w.sendUrgent(rel.AppendTo(b[:0]))
+	case packet.PUBCOMP:
+		if om.qos != 2 || !om.released {
+			return errAckMismatch
+		}
+		if a.ReasonCode.IsError() {
+			c.completeLocked(om, refused())
+		} else {
+			c.completeLocked(om, nil)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,177 @@
+package tern
+
+import (
+	"context"
+	"sync"
+)
+
+// DropPolicy decides what a subscription does with a new message when its buffer is full.
+type DropPolicy uint8
+
+const (
+	// Block makes the read loop wait until the consumer takes a message. Nothing is lost,
+	// and the broker is slowed down through TCP and the Receive Maximum window; acks for
+	// this client's own publishes wait too, so a consumer must not wait on a Publish of the
+	// same client while its subscription is full.
+	Block DropPolicy = iota
+	// DropNewest discards the message that does not fit, acknowledging it to the broker.
+	DropNewest
+	// DropOldest discards the oldest buffered message, acknowledging it, to make room.
+	DropOldest
+)
+
+func (p DropPolicy) String() string {
+	switch p {
+	case Block:
+		return "block"
+	case DropNewest:
+		return "drop-newest"
+	case DropOldest:
+		return "drop-oldest"
+	}
+	return "unknown"
+}
+
+// Queue is a bounded FIFO of messages with a drop policy, the buffer behind SubscribeQueue
+// and SubscribeCallback. Pop is safe for concurrent use by several consumers.
+type Queue[T any] struct {
+	mu      sync.Mutex
+	items   []T // ring buffer
+	head, n int
+	closed  bool
+	ready   chan struct{} // cap 1: an item may be waiting; closed when the queue closes
+	space   chan struct{} // cap 1: room may be free
+	policy  DropPolicy
+	onDrop  func(T)
+}
+
+func newQueue[T any](size int, policy DropPolicy, onDrop func(T)) *Queue[T] {
+	return &Queue[T]{
+		items:  make([]T, size),
+		ready:  make(chan struct{}, 1),
+		space:  make(chan struct{}, 1),
+		policy: policy,
+		onDrop: onDrop,
+	}
+}
+
+// Len returns the number of buffered messages.
+func (q *Queue[T]) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}
+
+// Cap returns the buffer size.
+func (q *Queue[T]) Cap() int { return len(q.items) }
+
+// Pop removes and returns the oldest message, waiting for one until ctx ends. ok is false
+// when the queue is closed and empty (the subscription ended) or ctx ended.
+func (q *Queue[T]) Pop(ctx context.Context) (v T, ok bool) {
+	for {
+		q.mu.Lock()
+		if q.n > 0 {
+			v = q.popLocked()
+			if q.n > 0 {
+				// Pass the wake-up on: another consumer may be waiting for the rest. Under
+				// the lock, so it cannot race with close.
+				signal(q.ready)
+			}
+			q.mu.Unlock()
+			return v, true
+		}
+		if q.closed {
+			q.mu.Unlock()
+			return v, false
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.ready:
+		case <-ctx.Done():
+			return v, false
+		}
+	}
+}
+
+// TryPop returns the oldest message without waiting.
+func (q *Queue[T]) TryPop() (v T, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == 0 {
+		return v, false
+	}
+	return q.popLocked(), true
+}
+
+func (q *Queue[T]) popLocked() T {
+	var zero T
+	v := q.items[q.head]
+	q.items[q.head] = zero
+	q.head = (q.head + 1) % len(q.items)
+	q.n--
+	signal(q.space)
+	return v
+}
+
+// signal wakes one waiter without blocking; a pending signal is enough for any number of
+// events because waiters re-check the state under the lock.
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// push adds v under the queue's policy. With Block it waits until there is room or stop is
+// closed; it reports false if v was not queued (dropped or stopped). Dropped messages go to
+// onDrop outside the lock.
+func (q *Queue[T]) push(v T, stop <-chan struct{}) bool {
+	for {
+		q.mu.Lock()
+		if q.closed {
+			q.mu.Unlock()
+			return false
+		}
+		if q.n < len(q.items) {
+			q.items[(q.head+q.n)%len(q.items)] = v
+			q.n++
+			signal(q.ready)
+			q.mu.Unlock()
+			return true
+		}
+		switch q.policy {
+		case DropNewest:
+			q.mu.Unlock()
+			q.drop(v)
+			return false
+		case DropOldest:
+			old := q.popLocked()
+			q.mu.Unlock()
+			q.drop(old)
+			continue
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.space:
+		case <-stop:
+			return false
+		}
+	}
+}
+
+func (q *Queue[T]) drop(v T) {
+	if q.onDrop != nil {
+		q.onDrop(v)
+	}
+}
+
+// close ends the queue: Pop drains what is buffered, then reports ok == false.
+func (q *Queue[T]) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	q.closed = true
+	close(q.ready) // wakes every waiting Pop for good; push never signals a closed queue
+}

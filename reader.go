@@ -1,0 +1,128 @@
+package tern
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+
+	"github.com/ternmq/tern/packet"
+)
+
+// readLoop reads and dispatches packets until the connection fails. A packet that breaks the
+// protocol closes the connection with DISCONNECT and the reason code the specification names;
+// nothing from the network can make it panic.
+func (cn *conn) readLoop() {
+	var pub packet.Publish // reused: decoding into it does not allocate
+	for {
+		f, err := cn.r.ReadFrame()
+		if err != nil {
+			cn.readFailed(err)
+			return
+		}
+		cn.reads.Add(1)
+		if err := cn.dispatch(&f, &pub); err != nil {
+			f.Release()
+			code := packet.ProtocolError
+			if perr := (*packet.Error)(nil); errors.As(err, &perr) {
+				code = perr.Code
+			}
+			cn.c.log.Warn("tern: protocol violation by the broker", "err", err)
+			cn.closeWith(code, fmt.Errorf("%w: %w", ErrConnectionLost, err))
+			return
+		}
+		select {
+		case <-cn.closing:
+			return
+		default:
+		}
+	}
+}
+
+func (cn *conn) readFailed(err error) {
+	var perr *packet.Error
+	if errors.As(err, &perr) {
+		cn.closeWith(perr.Code, fmt.Errorf("%w: %w", ErrConnectionLost, err))
+		return
+	}
+	select {
+	case <-cn.closing:
+		return // closed on purpose; keep the first reason
+	default:
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+		err = io.ErrUnexpectedEOF
+	}
+	cn.close(fmt.Errorf("%w: %w", ErrConnectionLost, err))
+}
+
+var errUnexpectedPacket = &packet.Error{Code: packet.ProtocolError, Detail: "packet a server must not send"}
+
+// dispatch handles one frame. It takes ownership of the frame on success.
+func (cn *conn) dispatch(f *packet.Frame, pub *packet.Publish) error {
+	c := cn.c
+	switch t := f.Type(); t {
+	case packet.PUBLISH:
+		if err := pub.Decode(f.Flags(), f.Body); err != nil {
+			return err
+		}
+		return c.handlePublish(cn, f, pub)
+	case packet.PUBACK, packet.PUBREC, packet.PUBCOMP, packet.PUBREL:
+		var a packet.Ack
+		err := a.Decode(t, f.Flags(), f.Body)
+		f.Release()
+		if err != nil {
+			return err
+		}
+		if t == packet.PUBREL {
+			return c.handlePubrel(cn, &a)
+		}
+		return c.handleAck(cn, &a)
+	case packet.SUBACK:
+		var s packet.Suback
+		err := s.Decode(f.Flags(), f.Body)
+		f.Release()
+		if err != nil {
+			return err
+		}
+		return c.handleSuback(&s)
+	case packet.UNSUBACK:
+		var u packet.Unsuback
+		err := u.Decode(f.Flags(), f.Body)
+		f.Release()
+		if err != nil {
+			return err
+		}
+		return c.handleUnsuback(&u)
+	case packet.PINGRESP:
+		if f.Flags() != 0 || len(f.Body) != 0 {
+			return &packet.Error{Code: packet.MalformedPacket, Detail: "PINGRESP with flags or a body"}
+		}
+		f.Release()
+		cn.pingSent.Store(0)
+		return nil
+	case packet.DISCONNECT:
+		var d packet.Disconnect
+		err := d.Decode(f.Flags(), f.Body)
+		f.Release()
+		if err != nil {
+			return err
+		}
+		c.handleServerDisconnect(cn, &d)
+		return nil
+	case packet.AUTH:
+		f.Release()
+		return &packet.Error{Code: packet.ProtocolError, Detail: "AUTH without enhanced authentication"}
+	default:
+		f.Release()
+		return errUnexpectedPacket
+	}
+}
+
+func (c *Client) handleServerDisconnect(cn *conn, d *packet.Disconnect) {
+	c.log.Info("tern: broker sent DISCONNECT", "reason", d.ReasonCode.String(), "reason_string", d.ReasonString)
+	if fn := c.cfg.onServerDisc; fn != nil {
+		c.events.post(func() { fn(d) })
+	}
+	cn.close(&DisconnectError{Packet: d})
+}

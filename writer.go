@@ -1,0 +1,210 @@
+package tern
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// writer owns the write side of one connection. Producers append encoded packets to a shared
+// buffer under w.mu; one goroutine swaps the buffer out and writes it with a single syscall,
+// so a burst of packets from many goroutines costs one write. Nothing is allocated per packet.
+type writer struct {
+	conn net.Conn
+	max  int // bytes that may wait before producers block
+
+	mu      sync.Mutex
+	buf     []byte        // pending bytes, appended by producers
+	spare   []byte        // the buffer being written, or free for the next swap
+	err     error         // sticky: the first write error, or errWriterClosed
+	gen     uint64        // generation of the bytes in buf: bumped on every swap
+	done    uint64        // every generation below this one has been written
+	flushed chan struct{} // closed when the generation in flight has been written
+	space   chan struct{} // closed when buf shrinks below max after being full
+
+	wake    chan struct{} // cap 1: there is something to write
+	stopped chan struct{} // closed when the loop has exited
+	writes  atomic.Uint64 // completed writes, read by the keepalive loop
+}
+
+func newWriter(conn net.Conn, max int) *writer {
+	return &writer{
+		conn:    conn,
+		max:     max,
+		buf:     make([]byte, 0, 64<<10),
+		spare:   make([]byte, 0, 64<<10),
+		flushed: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		stopped: make(chan struct{}),
+	}
+}
+
+// reserve locks the writer for appending and returns the generation the appended bytes will
+// belong to. It waits, bounded by ctx, while the buffer is over its limit. On success the
+// caller holds w.mu and must call commit.
+func (w *writer) reserve(ctx context.Context) (uint64, error) {
+	w.mu.Lock()
+	for {
+		if w.err != nil {
+			err := w.err
+			w.mu.Unlock()
+			return 0, err
+		}
+		if len(w.buf) < w.max {
+			return w.gen, nil
+		}
+		if w.space == nil {
+			w.space = make(chan struct{})
+		}
+		space := w.space
+		w.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+		w.mu.Lock()
+	}
+}
+
+// commit releases w.mu after an append and wakes the loop.
+func (w *writer) commit() {
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+// send appends b, bounded by ctx, and returns the generation it belongs to.
+func (w *writer) send(ctx context.Context, b []byte) (uint64, error) {
+	gen, err := w.reserve(ctx)
+	if err != nil {
+		return 0, err
+	}
+	w.buf = append(w.buf, b...)
+	w.commit()
+	return gen, nil
+}
+
+// sendUrgent appends b ignoring the size limit: for small control packets (acks, PINGREQ,
+// DISCONNECT) that must never wait behind publishes.
+func (w *writer) sendUrgent(b []byte) error {
+	w.mu.Lock()
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	w.buf = append(w.buf, b...)
+	w.commit()
+	return nil
+}
+
+// flush waits until every byte appended so far has been written, or ctx ends.
+func (w *writer) flush(ctx context.Context) error {
+	w.mu.Lock()
+	gen := w.gen
+	if len(w.buf) == 0 {
+		if w.done >= gen {
+			w.mu.Unlock()
+			return nil
+		}
+		gen-- // only the write in progress
+	}
+	w.mu.Unlock()
+	return w.waitFlushed(ctx, gen)
+}
+
+// waitFlushed blocks until every byte of generation gen has been handed to the kernel.
+func (w *writer) waitFlushed(ctx context.Context, gen uint64) error {
+	for {
+		w.mu.Lock()
+		if w.done > gen {
+			w.mu.Unlock()
+			return nil
+		}
+		if w.err != nil && w.done <= gen {
+			err := w.err
+			w.mu.Unlock()
+			return err
+		}
+		ch := w.flushed
+		w.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// loop writes pending bytes until the connection fails or close is called.
+func (w *writer) loop() {
+	defer close(w.stopped)
+	for range w.wake {
+		for {
+			w.mu.Lock()
+			if len(w.buf) == 0 || w.err != nil {
+				w.mu.Unlock()
+				break
+			}
+			w.buf, w.spare = w.spare[:0], w.buf
+			gen := w.gen
+			w.gen++
+			if w.space != nil {
+				close(w.space)
+				w.space = nil
+			}
+			out := w.spare
+			w.mu.Unlock()
+
+			_, err := w.conn.Write(out)
+			w.writes.Add(1)
+
+			w.mu.Lock()
+			if err != nil && w.err == nil {
+				w.err = err
+			}
+			w.done = gen + 1
+			close(w.flushed)
+			w.flushed = make(chan struct{})
+			// Large one-off buffers are not kept: the steady state stays small.
+			if cap(w.spare) > 4*w.max {
+				w.spare = make([]byte, 0, 64<<10)
+			}
+			w.spare = w.spare[:0]
+			w.mu.Unlock()
+			if err != nil {
+				w.conn.Close()
+				return
+			}
+		}
+		w.mu.Lock()
+		stop := w.err != nil
+		w.mu.Unlock()
+		if stop {
+			return
+		}
+	}
+}
+
+// fail makes every later send return err and stops the loop once pending bytes are dropped.
+func (w *writer) fail(err error) {
+	w.mu.Lock()
+	if w.err == nil {
+		w.err = err
+	}
+	if w.space != nil {
+		close(w.space)
+		w.space = nil
+	}
+	close(w.flushed)
+	w.flushed = make(chan struct{})
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
