@@ -203,17 +203,19 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 			// A resend of a message already delivered: never deliver it twice. Answer
 			// it once the original is acknowledged, on this connection.
 			c.inCount--
-			in.gen = cn.gen
+			f.Release()
 			if in.recd {
 				c.mu.Unlock()
-				f.Release()
 				a := packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}
 				return cn.w.sendUrgent(a.AppendTo(nil))
 			}
-			c.acks.push(in)
-			c.flushAcksLocked()
+			if in.gen != cn.gen {
+				// Queued on a connection that has closed: queue it again on this one.
+				in.gen = cn.gen
+				c.acks.push(in)
+				c.flushAcksLocked()
+			}
 			c.mu.Unlock()
-			f.Release()
 			return nil
 		}
 	}
