@@ -38,6 +38,7 @@ type Client struct {
 	tail      *outMsg
 	sendQuota int // the broker's Receive Maximum
 	inUse     int // places of the window taken
+	inUseHigh int // the most places ever taken at once (tests check the window)
 	quotaQ    []*quotaWaiter
 	requests  map[uint16]*request // SUBSCRIBE/UNSUBSCRIBE awaiting acknowledgement
 
@@ -50,6 +51,8 @@ type Client struct {
 	routes     trie.Trie[*Subscription]
 	filterRefs map[string]int
 	subs       map[*Subscription]struct{}
+	byID       map[uint32][]*Subscription // by subscription identifier
+	nextSubID  uint32
 	matchBuf   []*Subscription // reader goroutine only
 
 	events  *eventLoop
@@ -83,6 +86,7 @@ func New(opts ...Option) (*Client, error) {
 		inQoS2:     make(map[uint16]*inbound),
 		filterRefs: make(map[string]int),
 		subs:       make(map[*Subscription]struct{}),
+		byID:       make(map[uint32][]*Subscription),
 	}
 	if cfg.stats {
 		c.st = new(stats)
@@ -260,7 +264,10 @@ func (c *Client) resubscribeAll() {
 	}
 	c.subMu.RUnlock()
 	for _, s := range subs {
-		p := &packet.Subscribe{SubscriptionID: s.cfg.subID, UserProperties: s.cfg.props}
+		p := &packet.Subscribe{SubscriptionID: s.id, UserProperties: s.cfg.props}
+		if info := c.info.Load(); info != nil && !info.SubscriptionIDs && s.cfg.subID == 0 {
+			p.SubscriptionID = 0 // this broker does not take them; routing falls back to filters
+		}
 		for i, f := range s.filters {
 			if s.results != nil && s.results[i].Err != nil {
 				continue

@@ -1,6 +1,7 @@
 package tern
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -222,7 +223,7 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 	c.mu.Unlock()
 
 	c.subMu.RLock()
-	matches := c.routes.Match(p.Topic, c.matchBuf[:0])
+	matches := c.route(p, c.matchBuf[:0])
 	c.matchBuf = matches[:0]
 	c.subMu.RUnlock()
 
@@ -268,6 +269,26 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 	}
 	f.Release() // no-op when detached for zero-copy
 	return nil
+}
+
+// autoSubIDMax bounds the identifiers Tern picks, leaving the rest of the range free.
+const autoSubIDMax = 1 << 20
+
+// route returns the subscriptions a message is for: by its subscription identifiers when it
+// carries known ones (each copy the broker sends is for specific subscriptions), else by
+// matching its topic against every filter. Caller holds subMu.
+func (c *Client) route(p *packet.Publish, dst []*Subscription) []*Subscription {
+	for _, id := range p.SubscriptionIDs {
+		for _, s := range c.byID[id] {
+			if !slices.Contains(dst, s) {
+				dst = append(dst, s)
+			}
+		}
+	}
+	if len(dst) > 0 {
+		return dst
+	}
+	return c.routes.Match(p.Topic, dst)
 }
 
 // newMessage builds the handle one subscription receives.

@@ -267,7 +267,7 @@ func (c *Client) acquireQuota(ctx context.Context) error {
 		return ErrClosed
 	}
 	if len(c.quotaQ) == 0 && c.inUse < c.sendQuota {
-		c.inUse++
+		c.takeQuotaLocked()
 		c.mu.Unlock()
 		return nil
 	}
@@ -315,8 +315,15 @@ func (c *Client) grantQuotaLocked() {
 		c.quotaQ[0] = nil
 		c.quotaQ = c.quotaQ[1:]
 		w.granted = true
-		c.inUse++
+		c.takeQuotaLocked()
 		close(w.ch)
+	}
+}
+
+func (c *Client) takeQuotaLocked() {
+	c.inUse++
+	if c.inUse > c.inUseHigh {
+		c.inUseHigh = c.inUse
 	}
 }
 

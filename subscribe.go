@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -82,8 +83,10 @@ func SubZeroCopy() SubOption {
 	return func(s *subConfig) error { s.zeroCopy = true; return nil }
 }
 
-// SubIdentifier sends a Subscription Identifier with the SUBSCRIBE; the broker returns it in
-// the messages this subscription matches (Message.SubscriptionIDs).
+// SubIdentifier sets the Subscription Identifier sent with the SUBSCRIBE; the broker returns
+// it in the messages this subscription matches (Message.SubscriptionIDs). Without it, Tern
+// picks an identifier of its own whenever the broker supports them, and uses the identifiers
+// to hand each copy of a message to exactly the subscription it is for.
 func SubIdentifier(id uint32) SubOption {
 	return func(s *subConfig) error {
 		if id == 0 || id > packet.MaxVBI {
@@ -112,6 +115,7 @@ type FilterResult struct {
 // Subscription is a live subscription: a set of filters and the place their messages go.
 type Subscription struct {
 	c        *Client
+	id       uint32 // subscription identifier sent with SUBSCRIBE; 0: none
 	filters  []TopicFilter
 	cfg      subConfig
 	zeroCopy bool
@@ -363,13 +367,14 @@ func (c *Client) subscribe(ctx context.Context, s *Subscription) (*Subscription,
 		s.close()
 		return nil, err
 	}
-	p := &packet.Subscribe{SubscriptionID: s.cfg.subID, UserProperties: s.cfg.props}
+	// Route first: retained messages may arrive before SUBACK. This also picks the
+	// subscription identifier.
+	c.addRoutes(s)
+	p := &packet.Subscribe{SubscriptionID: s.id, UserProperties: s.cfg.props}
 	for _, f := range s.filters {
 		p.Subscriptions = append(p.Subscriptions, packet.Subscription{Filter: f.Topic, QoS: f.QoS,
 			NoLocal: f.NoLocal, RetainAsPublished: f.RetainAsPublished, RetainHandling: f.RetainHandling})
 	}
-	// Route first: retained messages may arrive before SUBACK.
-	c.addRoutes(s)
 	res, err := c.request(ctx, p)
 	if err != nil {
 		c.removeRoutes(s)
@@ -417,6 +422,21 @@ func (c *Client) subscribe(ctx context.Context, s *Subscription) (*Subscription,
 func (c *Client) addRoutes(s *Subscription) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
+	s.id = s.cfg.subID
+	if info := c.info.Load(); s.id == 0 && (info == nil || info.SubscriptionIDs) {
+		// An identifier of our own lets the broker tell us which subscription each copy
+		// of a message is for, so overlapping subscriptions get exactly their copies.
+		for {
+			c.nextSubID = c.nextSubID%autoSubIDMax + 1
+			if len(c.byID[c.nextSubID]) == 0 {
+				break
+			}
+		}
+		s.id = c.nextSubID
+	}
+	if s.id != 0 {
+		c.byID[s.id] = append(c.byID[s.id], s)
+	}
 	for _, f := range s.filters {
 		c.routes.Add(f.Topic, s)
 		c.filterRefs[f.Topic]++
@@ -432,6 +452,14 @@ func (c *Client) removeRoutes(s *Subscription) []string {
 		return nil
 	}
 	delete(c.subs, s)
+	if list := c.byID[s.id]; len(list) > 0 {
+		list = slices.DeleteFunc(list, func(x *Subscription) bool { return x == s })
+		if len(list) == 0 {
+			delete(c.byID, s.id)
+		} else {
+			c.byID[s.id] = list
+		}
+	}
 	var unused []string
 	for i, f := range s.filters {
 		if s.results != nil && s.results[i].Err != nil {

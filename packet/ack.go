@@ -66,7 +66,8 @@ func (a *Ack) Validate() error {
 	return validateUserProps(a.UserProperties)
 }
 
-var errAckID0 = protocolErr("MQTT-2.2.1-3", "packet identifier 0")
+// An acknowledgement repeats the non-zero identifier of the packet it answers.
+var errAckID0 = protocolErr("MQTT-2.2.1-5", "packet identifier 0")
 
 // Decode fills a from a packet body; kind is the type from the fixed header. Strings are
 // copied.

@@ -227,13 +227,14 @@ func (c *Connect) Validate() error {
 }
 
 var (
-	errConnProto     = &Error{Code: UnsupportedProtocolVersion, Rule: "MQTT-3.1.2-1", Detail: "protocol name is not MQTT"}
-	errConnVersion   = &Error{Code: UnsupportedProtocolVersion, Rule: "MQTT-3.1.2-2", Detail: "protocol version is not 5"}
-	errConnReserved  = malformed("MQTT-3.1.2-3", "reserved connect flag set")
-	errConnWillQoS   = malformed("MQTT-3.1.2-12", "will QoS 3")
-	errConnWillFlags = malformed("MQTT-3.1.2-11", "will QoS or retain set without a will")
-	errConnZero      = protocolErr("", "receive maximum or maximum packet size of 0")
-	errAuthNoMethod  = protocolErr("", "authentication data without a method")
+	errConnProto    = &Error{Code: UnsupportedProtocolVersion, Rule: "MQTT-3.1.2-1", Detail: "protocol name is not MQTT"}
+	errConnVersion  = &Error{Code: UnsupportedProtocolVersion, Rule: "MQTT-3.1.2-2", Detail: "protocol version is not 5"}
+	errConnReserved = malformed("MQTT-3.1.2-3", "reserved connect flag set")
+	errConnWillQoS  = malformed("MQTT-3.1.2-12", "will QoS 3")
+	errConnWillQoS0 = malformed("MQTT-3.1.2-11", "will QoS set without a will")
+	errConnWillRet0 = malformed("MQTT-3.1.2-13", "will retain set without a will")
+	errConnZero     = protocolErr("", "receive maximum or maximum packet size of 0")
+	errAuthNoMethod = protocolErr("", "authentication data without a method")
 )
 
 // Decode fills c from a CONNECT packet body. Strings and byte slices are copied.
@@ -259,8 +260,11 @@ func (c *Connect) Decode(flags byte, body []byte) error {
 	}
 	c.CleanStart = f&0x02 != 0
 	willQoS := (f >> 3) & 3
-	if f&0x04 == 0 && (willQoS != 0 || f&0x20 != 0) {
-		return errConnWillFlags
+	if f&0x04 == 0 && willQoS != 0 {
+		return errConnWillQoS0
+	}
+	if f&0x04 == 0 && f&0x20 != 0 {
+		return errConnWillRet0
 	}
 	if willQoS == 3 {
 		return errConnWillQoS

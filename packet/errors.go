@@ -59,7 +59,7 @@ func protocolErr(rule, detail string) *Error {
 // Errors shared by the decoders; fixed values so the error path does not allocate.
 var (
 	errShort     = malformed("", "packet shorter than its fields")
-	errLongVBI   = malformed("MQTT-1.5.5-1", "variable byte integer longer than 4 bytes")
+	errLongVBI   = malformed("", "variable byte integer longer than 4 bytes") // §1.5.5, unnumbered
 	errVBIForm   = malformed("MQTT-1.5.5-1", "variable byte integer not in its shortest form")
 	errUTF8      = malformed("MQTT-1.5.4-1", "string is not well-formed UTF-8")
 	errNullChar  = malformed("MQTT-1.5.4-2", "string contains U+0000")

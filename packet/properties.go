@@ -61,9 +61,10 @@ var (
 	allowedAuth        = bit(propAuthMethod, propAuthData, propReasonString, propUserProperty)
 )
 
-// repeatable are the properties that may appear more than once: user properties everywhere,
-// and subscription identifiers in PUBLISH (one per matching subscription).
-var repeatable = bit(propUserProperty, propSubscriptionID)
+// repeatable are the properties that may appear more than once in every packet that allows
+// them. PUBLISH also repeats the subscription identifier (one per matching subscription); its
+// decoder adds that to its own propReader, since SUBSCRIBE allows only one.
+var repeatable = bit(propUserProperty)
 
 // UserProperty is one name/value pair of the User Property property. Order is preserved and a
 // name may repeat.
@@ -76,6 +77,7 @@ type UserProperty struct {
 type propReader struct {
 	end     int
 	allowed uint64
+	repeat  uint64
 	seen    uint64
 }
 
@@ -85,7 +87,7 @@ func (d *decoder) beginProps(allowed uint64) propReader {
 	if n > d.remaining() {
 		d.fail(errPropLen)
 	}
-	return propReader{end: d.off + n, allowed: allowed}
+	return propReader{end: d.off + n, allowed: allowed, repeat: repeatable}
 }
 
 // next returns the next property identifier, or 0 when the block is done or broken.
@@ -103,7 +105,7 @@ func (p *propReader) next(d *decoder) byte {
 		return 0
 	}
 	m := uint64(1) << id
-	if p.seen&m != 0 && repeatable&m == 0 {
+	if p.seen&m != 0 && p.repeat&m == 0 {
 		d.fail(errPropDup)
 		return 0
 	}

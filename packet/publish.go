@@ -160,6 +160,7 @@ var (
 	errPubID0      = protocolErr("MQTT-2.2.1-3", "QoS > 0 PUBLISH with packet identifier 0")
 	errPubWildcard = protocolErr("MQTT-3.3.2-2", "topic name contains a wildcard")
 	errPubAlias0   = protocolErr("MQTT-3.3.2-8", "topic alias 0")
+	errPubNoTopic  = protocolErr("", "empty topic name without a topic alias")
 	errPubFormat   = protocolErr("", "payload format indicator neither 0 nor 1")
 	errSubID0      = protocolErr("", "subscription identifier 0")
 )
@@ -191,6 +192,10 @@ func (p *Publish) Decode(flags byte, body []byte) error {
 	if d.err != nil {
 		return d.err
 	}
+	// §3.3.2.1: a zero-length Topic Name without a Topic Alias is a Protocol Error.
+	if p.Topic == "" && p.TopicAlias == 0 {
+		return errPubNoTopic
+	}
 	for i := 0; i < len(p.Topic); i++ {
 		if c := p.Topic[i]; c == '+' || c == '#' {
 			return errPubWildcard
@@ -205,6 +210,7 @@ func (p *Publish) decodeProps(d *decoder) {
 	p.ResponseTopic, p.ContentType, p.CorrelationData = "", "", nil
 	p.SubscriptionIDs, p.UserProperties = p.SubscriptionIDs[:0], p.UserProperties[:0]
 	pr := d.beginProps(allowedPublish)
+	pr.repeat |= 1 << propSubscriptionID
 	for id := pr.next(d); id != 0; id = pr.next(d) {
 		switch id {
 		case propPayloadFormat:

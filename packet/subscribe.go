@@ -116,10 +116,12 @@ func (s *Subscribe) Validate() error {
 var (
 	errSubEmpty    = protocolErr("MQTT-3.8.3-2", "SUBSCRIBE without a topic filter")
 	errSubReserved = malformed("MQTT-3.8.3-5", "reserved subscription option bits set")
-	errSubQoS      = malformed("", "subscription QoS 3")
+	errSubQoS      = protocolErr("", "subscription QoS 3")
 	errSubRetain   = protocolErr("", "retain handling 3")
 	errSubShared   = protocolErr("MQTT-3.8.3-4", "no local on a shared subscription")
 	errUnsubEmpty  = protocolErr("MQTT-3.10.3-2", "UNSUBSCRIBE without a topic filter")
+	errRequestID0  = protocolErr("MQTT-2.2.1-3", "packet identifier 0")
+	errListAckID0  = protocolErr("MQTT-2.2.1-6", "packet identifier 0")
 )
 
 // Decode fills s from a SUBSCRIBE packet body. Strings are copied.
@@ -130,7 +132,7 @@ func (s *Subscribe) Decode(flags byte, body []byte) error {
 	*s = Subscribe{}
 	d := decoder{b: body}
 	if s.PacketID = d.u16(); d.err == nil && s.PacketID == 0 {
-		return errAckID0
+		return errRequestID0
 	}
 	pr := d.beginProps(allowedSubscribe)
 	for id := pr.next(&d); id != 0; id = pr.next(&d) {
@@ -256,7 +258,7 @@ func (u *Unsubscribe) Decode(flags byte, body []byte) error {
 	*u = Unsubscribe{}
 	d := decoder{b: body}
 	if u.PacketID = d.u16(); d.err == nil && u.PacketID == 0 {
-		return errAckID0
+		return errRequestID0
 	}
 	pr := d.beginProps(allowedUnsubscribe)
 	for id := pr.next(&d); id != 0; id = pr.next(&d) {
@@ -326,7 +328,7 @@ func decodeListAck(flags byte, body []byte, id *uint16, reason *string, ups *[]U
 	}
 	d := decoder{b: body}
 	if *id = d.u16(); d.err == nil && *id == 0 {
-		return errAckID0
+		return errListAckID0
 	}
 	pr := d.beginProps(allowedAck)
 	for p := pr.next(&d); p != 0; p = pr.next(&d) {

@@ -42,9 +42,6 @@ func ReadVBI(b []byte) (v, n int, err error) {
 	shift := 0
 	for i := 0; i < len(b); i++ {
 		c := b[i]
-		if i == 4 {
-			return 0, 0, errLongVBI
-		}
 		v |= int(c&0x7f) << shift
 		if c < 0x80 {
 			// [MQTT-1.5.5-1] The encoded value must use the minimum number of bytes: a
@@ -53,6 +50,11 @@ func ReadVBI(b []byte) (v, n int, err error) {
 				return 0, 0, errVBIForm
 			}
 			return v, i + 1, nil
+		}
+		if i == 3 {
+			// A fourth byte that still continues already makes the integer too long; say
+			// so now rather than wait for bytes that cannot help.
+			return 0, 0, errLongVBI
 		}
 		shift += 7
 	}
