@@ -46,8 +46,10 @@ func (m *Message) Ack() error {
 	}
 	in := m.in
 	if m.zeroCopy {
-		// The user promised not to touch the message after Ack; recycle it.
-		*m = Message{}
+		// The user promised not to touch the message after Ack; recycle it, keeping the
+		// slices' capacity for the next message.
+		ids, ups := m.SubscriptionIDs[:0], m.UserProperties[:0]
+		*m = Message{SubscriptionIDs: ids, UserProperties: ups}
 		messagePool.Put(m)
 	}
 	if in != nil {
@@ -308,12 +310,15 @@ func (c *Client) newMessage(s *subscription, p *packet.Publish, in *inbound, sha
 	m.Topic, m.Payload, m.QoS, m.Retain, m.Dup, m.PacketID = src.Topic, src.Payload, src.QoS, src.Retain, src.Dup, src.PacketID
 	m.PayloadFormat, m.MessageExpiry, m.ContentType = src.PayloadFormat, src.MessageExpiry, src.ContentType
 	m.ResponseTopic, m.CorrelationData = src.ResponseTopic, src.CorrelationData
-	m.SubscriptionIDs, m.UserProperties = nil, nil
-	if len(src.SubscriptionIDs) > 0 {
-		m.SubscriptionIDs = append([]uint32(nil), src.SubscriptionIDs...)
+	// The read loop reuses src's slices, so the message needs its own; a recycled
+	// zero-copy message brings the capacity of its previous life.
+	m.SubscriptionIDs = append(m.SubscriptionIDs[:0], src.SubscriptionIDs...)
+	m.UserProperties = append(m.UserProperties[:0], src.UserProperties...)
+	if len(m.SubscriptionIDs) == 0 && !s.zeroCopy {
+		m.SubscriptionIDs = nil
 	}
-	if len(src.UserProperties) > 0 {
-		m.UserProperties = append([]packet.UserProperty(nil), src.UserProperties...)
+	if len(m.UserProperties) == 0 && !s.zeroCopy {
+		m.UserProperties = nil
 	}
 	m.in = in
 	return m

@@ -1,0 +1,189 @@
+package tern
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern/packet"
+)
+
+// benchServer is a minimal MQTT server for client benchmarks: it answers CONNECT, then either
+// discards everything (sink), acknowledges QoS 1 publishes, or writes n pre-encoded packets.
+// It allocates nothing per message, so the benchmark's allocations are the client's.
+type benchServer struct {
+	ln   net.Listener
+	done chan struct{}
+}
+
+func startBenchServer(b *testing.B, serve func(nc net.Conn, r *packet.Reader)) *benchServer {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := &benchServer{ln: ln, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		r := packet.NewReader(nc, 64<<10)
+		f, err := r.ReadFrame()
+		if err != nil {
+			return
+		}
+		f.Release()
+		nc.Write((&packet.Connack{ReceiveMaximum: 65535}).AppendTo(nil))
+		serve(nc, r)
+	}()
+	b.Cleanup(func() {
+		ln.Close()
+		<-s.done
+	})
+	return s
+}
+
+func benchClient(b *testing.B, addr string, opts ...Option) *Client {
+	c, err := New(append([]Option{WithBroker("mqtt://" + addr), WithoutKeepAlive()}, opts...)...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Connect(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c.Disconnect(ctx)
+	})
+	return c
+}
+
+// BenchmarkPublishQoS0 measures the client's cost of a fire-and-forget publish.
+func BenchmarkPublishQoS0(b *testing.B) {
+	s := startBenchServer(b, func(nc net.Conn, _ *packet.Reader) { io.Copy(io.Discard, nc) })
+	c := benchClient(b, s.ln.Addr().String())
+	ctx := context.Background()
+	m := PublishOptions{Topic: "bench/qos0", Payload: make([]byte, 64)}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Publish(ctx, m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := c.Flush(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkPublishQoS1Async measures one goroutine keeping the window busy with PublishAsync.
+func BenchmarkPublishQoS1Async(b *testing.B) {
+	s := startBenchServer(b, func(nc net.Conn, r *packet.Reader) {
+		w := bufio.NewWriterSize(nc, 64<<10)
+		var pub packet.Publish
+		for {
+			f, err := r.ReadFrame()
+			if err != nil {
+				return
+			}
+			if f.Type() == packet.PUBLISH && pub.Decode(f.Flags(), f.Body) == nil && pub.QoS == 1 {
+				a := packet.Ack{Kind: packet.PUBACK, PacketID: pub.PacketID}
+				var buf [4]byte
+				w.Write(a.AppendTo(buf[:0]))
+			}
+			f.Release()
+			if r.Buffered() == 0 {
+				w.Flush()
+			}
+		}
+	})
+	c := benchClient(b, s.ln.Addr().String())
+	ctx := context.Background()
+	m := PublishOptions{Topic: "bench/qos1", Payload: make([]byte, 64), QoS: 1}
+	toks := make(chan *PublishToken, 4096)
+	errc := make(chan error, 1)
+	go func() {
+		for t := range toks {
+			if err := t.Wait(ctx); err != nil {
+				errc <- err
+				return
+			}
+		}
+		errc <- nil
+	}()
+	b.ReportAllocs()
+	for b.Loop() {
+		t, err := c.PublishAsync(ctx, m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		toks <- t
+	}
+	close(toks)
+	if err := <-errc; err != nil {
+		b.Fatal(err)
+	}
+}
+
+// BenchmarkReceiveQoS0ZeroCopy measures receiving on the zero-copy path: the server writes
+// b.N QoS 0 messages, the application takes each from the channel and acknowledges it.
+func BenchmarkReceiveQoS0ZeroCopy(b *testing.B) {
+	benchReceive(b, SubZeroCopy())
+}
+
+// BenchmarkReceiveQoS0Copy is the same with the default, copying delivery.
+func BenchmarkReceiveQoS0Copy(b *testing.B) {
+	benchReceive(b)
+}
+
+func benchReceive(b *testing.B, opts ...SubOption) {
+	start := make(chan int)
+	s := startBenchServer(b, func(nc net.Conn, r *packet.Reader) {
+		f, err := r.ReadFrame() // SUBSCRIBE
+		if err != nil {
+			return
+		}
+		var sp packet.Subscribe
+		sp.Decode(f.Flags(), f.Body)
+		f.Release()
+		nc.Write((&packet.Suback{PacketID: sp.PacketID, ReasonCodes: []packet.ReasonCode{0}}).AppendTo(nil))
+		pub := packet.Publish{Topic: "bench/rx", Payload: make([]byte, 64), SubscriptionIDs: []uint32{sp.SubscriptionID}}
+		if sp.SubscriptionID == 0 {
+			pub.SubscriptionIDs = nil
+		}
+		one := pub.AppendTo(nil)
+		const batch = 256
+		var block []byte
+		for range batch {
+			block = append(block, one...)
+		}
+		go io.Copy(io.Discard, nc)
+		for n := range start {
+			for n >= batch {
+				nc.Write(block)
+				n -= batch
+			}
+			nc.Write(block[:n*len(one)])
+		}
+	})
+	c := benchClient(b, s.ln.Addr().String())
+	ctx := context.Background()
+	ch, _, err := c.Subscribe(ctx, []TopicFilter{{Topic: "bench/#"}}, append(opts, SubBuffer(4096))...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	start <- b.N
+	for range b.N {
+		m := <-ch
+		m.Ack()
+	}
+	b.StopTimer()
+	close(start)
+}
