@@ -364,3 +364,5 @@ func TestPublishRefusedIsTyped(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func errorsAs[T error](err error, target *T) bool { return errors.As(err, target) }

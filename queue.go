@@ -122,28 +122,36 @@ func signal(ch chan struct{}) {
 	}
 }
 
+// pushResult says what push did with an item.
+type pushResult uint8
+
+const (
+	pushQueued  pushResult = iota
+	pushDropped            // discarded by DropNewest and handed to onDrop
+	pushStopped            // not queued: the queue is closed or stop was closed
+)
+
 // push adds v under the queue's policy. With Block it waits until there is room or stop is
-// closed; it reports false if v was not queued (dropped or stopped). Dropped messages go to
-// onDrop outside the lock.
-func (q *Queue[T]) push(v T, stop <-chan struct{}) bool {
+// closed. Dropped items, v or the oldest, go to onDrop outside the lock.
+func (q *Queue[T]) push(v T, stop <-chan struct{}) pushResult {
 	for {
 		q.mu.Lock()
 		if q.closed {
 			q.mu.Unlock()
-			return false
+			return pushStopped
 		}
 		if q.n < len(q.items) {
 			q.items[(q.head+q.n)%len(q.items)] = v
 			q.n++
 			signal(q.ready)
 			q.mu.Unlock()
-			return true
+			return pushQueued
 		}
 		switch q.policy {
 		case DropNewest:
 			q.mu.Unlock()
 			q.drop(v)
-			return false
+			return pushDropped
 		case DropOldest:
 			old := q.popLocked()
 			q.mu.Unlock()
@@ -154,7 +162,7 @@ func (q *Queue[T]) push(v T, stop <-chan struct{}) bool {
 		select {
 		case <-q.space:
 		case <-stop:
-			return false
+			return pushStopped
 		}
 	}
 }

@@ -156,8 +156,8 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 		return
 	}
 	if s.q != nil {
-		if !s.q.push(m, s.quit) {
-			s.dropped(m, false)
+		if s.q.push(m, s.quit) == pushStopped {
+			m.Ack() // not delivered: the broker sends it again if it matters
 		}
 		return
 	}
@@ -168,12 +168,12 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 	}
 	switch s.cfg.policy {
 	case DropNewest:
-		s.dropped(m, true)
+		s.dropped(m)
 	case DropOldest:
 		for {
 			select {
 			case old := <-s.ch:
-				s.dropped(old, true)
+				s.dropped(old)
 			default:
 			}
 			select {
@@ -194,17 +194,19 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 	}
 }
 
-// dropped acknowledges a message the policy discarded and reports it. The queue form has
-// already called onDrop.
-func (s *Subscription) dropped(m *Message, hook bool) {
+// dropped acknowledges a message the policy discarded, after the on-drop hook has seen it.
+func (s *Subscription) dropped(m *Message) {
 	if st := s.c.st; st != nil {
 		st.Dropped.Add(1)
 	}
-	if hook && s.cfg.onDrop != nil {
+	if s.cfg.onDrop != nil {
 		s.cfg.onDrop(m)
 	}
 	m.Ack()
 }
+
+// droppedByQueue is the queue form's drop hook.
+func (s *Subscription) droppedByQueue(m *Message) { s.dropped(m) }
 
 // close ends delivery: the channel is closed, the queue drains then ends.
 func (s *Subscription) close() {
@@ -250,7 +252,7 @@ func (c *Client) SubscribeQueue(ctx context.Context, filters []TopicFilter, opts
 	if err != nil {
 		return nil, nil, err
 	}
-	s.q = newQueue(s.cfg.buffer, s.cfg.policy, s.cfg.onDrop)
+	s.q = newQueue(s.cfg.buffer, s.cfg.policy, s.droppedByQueue)
 	s, err = c.subscribe(ctx, s)
 	if s == nil {
 		return nil, nil, err
@@ -269,13 +271,14 @@ func (c *Client) SubscribeCallback(ctx context.Context, filters []TopicFilter, f
 	if err != nil {
 		return nil, err
 	}
-	s.q = newQueue(s.cfg.buffer, s.cfg.policy, s.cfg.onDrop)
+	s.q = newQueue(s.cfg.buffer, s.cfg.policy, s.droppedByQueue)
 	s.cbDone = make(chan struct{})
 	manual := s.cfg.manualAck || s.cfg.autoAck
+	q, done := s.q, s.cbDone
 	go func() {
-		defer close(s.cbDone)
+		defer close(done)
 		for {
-			m, ok := s.q.Pop(context.Background())
+			m, ok := q.Pop(context.Background())
 			if !ok {
 				return
 			}
@@ -285,11 +288,11 @@ func (c *Client) SubscribeCallback(ctx context.Context, filters []TopicFilter, f
 			}
 		}
 	}()
-	s, err = c.subscribe(ctx, s)
-	if s == nil {
+	live, err := c.subscribe(ctx, s)
+	if live == nil {
 		return nil, err
 	}
-	return s, err
+	return live, err
 }
 
 func (c *Client) newSubscription(filters []TopicFilter, opts []SubOption) (*Subscription, error) {
