@@ -1,17 +1,43 @@
 package tern
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ternmq/tern/internal/brokertest"
 )
 
-// TestMain fails the run if any goroutine started by the package outlives the tests.
+// TestMain starts the broker the examples share, and fails the run if any goroutine
+// started by the package outlives the tests.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "tern-examples-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	broker, err := brokertest.Start(brokertest.Config{Dir: dir})
+	switch {
+	case err == nil:
+		// The examples read the broker from the environment, as a program would.
+		os.Setenv("MQTT_BROKER", broker.URL)
+	case strings.EqualFold(os.Getenv("CI"), "true"):
+		fmt.Fprintln(os.Stderr, "CI=true and the examples' broker did not start:", err)
+		os.Exit(1)
+	default:
+		fmt.Fprintln(os.Stderr, "SKIPPING the Example functions: no broker:", err)
+		flag.Set("test.skip", "^Example")
+	}
 	code := m.Run()
+	if broker != nil {
+		broker.Stop()
+	}
+	os.RemoveAll(dir)
 	if code == 0 {
 		if leaked := waitGoroutines(5 * time.Second); leaked != "" {
 			fmt.Fprintf(os.Stderr, "goroutines left after the tests:\n%s\n", leaked)

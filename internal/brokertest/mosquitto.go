@@ -348,11 +348,8 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-// Require returns the path of the mosquitto binary: the one on PATH, else /usr/sbin/mosquitto.
-// When there is none it fails t if the environment variable CI is "true", and otherwise
-// skips t with a message saying how to install it.
-func Require(t testing.TB) string {
-	t.Helper()
+// Find returns the path of the mosquitto binary, or "" when there is none.
+func Find() string {
 	if p, err := exec.LookPath("mosquitto"); err == nil {
 		return p
 	}
@@ -360,6 +357,47 @@ func Require(t testing.TB) string {
 		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
 			return p
 		}
+	}
+	return ""
+}
+
+// Start starts a broker outside a test, for a TestMain that shares one broker (Example
+// functions need one). cfg.Dir must be set; the caller must call Stop.
+func Start(cfg Config) (*Mosquitto, error) {
+	bin := Find()
+	if bin == "" {
+		return nil, errors.New("brokertest: mosquitto not found; install it with apt-get install -y mosquitto")
+	}
+	if cfg.Dir == "" {
+		return nil, errors.New("brokertest: Start needs cfg.Dir")
+	}
+	m := &Mosquitto{Dir: cfg.Dir, bin: bin, conf: filepath.Join(cfg.Dir, "mosquitto.conf"), cfg: cfg}
+	var err error
+	var port int
+	for range bindAttempts {
+		if port, err = freePort(); err != nil {
+			return nil, err
+		}
+		if err = m.launch(port); !errors.Is(err, errAddrInUse) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("brokertest: start mosquitto: %w\n%s", err, m.Log())
+	}
+	m.Port = port
+	m.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	m.URL = "mqtt://" + m.Addr
+	return m, nil
+}
+
+// Require returns the path of the mosquitto binary: the one on PATH, else /usr/sbin/mosquitto.
+// When there is none it fails t if the environment variable CI is "true", and otherwise
+// skips t with a message saying how to install it.
+func Require(t testing.TB) string {
+	t.Helper()
+	if p := Find(); p != "" {
+		return p
 	}
 	const msg = "\n" +
 		"************************************************************************\n" +
