@@ -2,9 +2,11 @@ package tern
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +33,11 @@ type Client struct {
 	connGen  uint64
 	up       chan struct{} // closed while a connection is up
 	clientID string
+	brokers  []*url.URL // the failover list; SetBrokers replaces it
+	brokerAt int        // index of the broker to try first
+	redirect *url.URL   // a server reference to try next, from 0x9C/0x9D
+	store    Store      // nil: the session lives in memory only
+	seq      uint64     // send order of outbound publishes
 
 	nextID    uint16
 	inflight  map[uint16]*outMsg // outbound QoS 1/2 by packet identifier
@@ -80,6 +87,9 @@ func New(opts ...Option) (*Client, error) {
 		cfg:        cfg,
 		log:        cfg.logger,
 		clientID:   cfg.clientID,
+		brokers:    slices.Clone(cfg.brokers),
+		brokerAt:   rand.IntN(len(cfg.brokers)),
+		store:      cfg.store,
 		up:         make(chan struct{}),
 		inflight:   make(map[uint16]*outMsg),
 		requests:   make(map[uint16]*request),
@@ -114,7 +124,11 @@ func (c *Client) Info() *ConnackInfo { return c.info.Load() }
 
 // Connect connects to the broker and waits for CONNACK, bounded by ctx and the connect
 // timeout. On success the supervisor keeps the client connected until Disconnect. On failure
-// nothing keeps running and Connect may be called again.
+// nothing keeps running and Connect may be called again. With WithBackgroundConnect,
+// Connect returns at once and the supervisor makes the first connection too.
+//
+// With a Store, the session state it holds is loaded first: unfinished publishes are resent
+// on the first connection (nobody waits for their outcome).
 func (c *Client) Connect(ctx context.Context) error {
 	c.mu.Lock()
 	if c.closed {
@@ -128,246 +142,34 @@ func (c *Client) Connect(ctx context.Context) error {
 	c.started = true
 	c.mu.Unlock()
 
-	runCtx, cancel := context.WithCancel(context.Background())
-	c.events = newEventLoop()
-	cn, err := c.dialAny(ctx, 0)
-	if err != nil {
-		cancel()
-		c.events.close()
-		<-c.events.done
+	fail := func(err error) error {
 		c.mu.Lock()
 		c.started = false
 		c.mu.Unlock()
 		return err
 	}
+	if err := c.restore(); err != nil {
+		return fail(err)
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	c.events = newEventLoop()
+	var cn *conn
+	if !c.cfg.background {
+		var err error
+		if cn, err = c.dialAny(ctx); err != nil {
+			cancel()
+			c.events.close()
+			<-c.events.done
+			return fail(err)
+		}
+	}
 	c.cancel = cancel
 	c.supDone = make(chan struct{})
-	c.install(cn)
+	if cn != nil {
+		c.install(cn)
+	}
 	go c.supervise(runCtx, cn)
 	return nil
-}
-
-// dialAny tries the brokers in order, starting at index start, and returns the first
-// connection that completes its handshake.
-func (c *Client) dialAny(ctx context.Context, start int) (*conn, error) {
-	var errs []error
-	n := len(c.cfg.brokers)
-	for i := 0; i < n; i++ {
-		u := c.cfg.brokers[(start+i)%n]
-		c.mu.Lock()
-		clean := c.cfg.cleanStart && c.connGen == 0
-		c.mu.Unlock()
-		cn, err := c.dialConn(ctx, u, clean)
-		if err == nil {
-			return cn, nil
-		}
-		if s := c.st; s != nil {
-			s.ConnectErrors.Add(1)
-		}
-		c.log.Warn("tern: connect failed", "broker", redact(u), "err", err)
-		if c.cfg.onConnectErr != nil {
-			fn := c.cfg.onConnectErr
-			c.events.post(func() { fn(err) })
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil || !retryable(err) {
-			break
-		}
-	}
-	return nil, errors.Join(errs...)
-}
-
-// retryable decides whether another broker or a later attempt may succeed.
-func retryable(err error) bool {
-	var rc *ReasonCodeError
-	if errors.As(err, &rc) {
-		switch rc.Code {
-		// Refusals about who we are: trying again only repeats them.
-		case packet.BadUserNameOrPassword, packet.NotAuthorized, packet.Banned,
-			packet.BadAuthenticationMethod, packet.ClientIdentifierNotValid,
-			packet.UnsupportedProtocolVersion:
-			return false
-		}
-		return true
-	}
-	// An invalid option stays invalid.
-	return !errors.Is(err, ErrInvalidOption)
-}
-
-// install makes cn the live connection: session state is resumed or rebuilt, then the
-// connection's goroutines start.
-func (c *Client) install(cn *conn) {
-	info := cn.info
-	c.mu.Lock()
-	c.connGen++
-	cn.gen = c.connGen
-	c.clientID = info.ClientID
-	c.info.Store(info)
-	c.conn = cn
-	c.sendQuota = int(info.ReceiveMaximum)
-	c.acks.reset()
-	if !info.SessionPresent {
-		// The broker has no session: nothing it sent us is pending any more.
-		clear(c.inQoS2)
-	}
-	c.inCount = len(c.inQoS2)
-	cn.start()
-	c.resendLocked(cn, info.SessionPresent)
-	for _, r := range c.requests {
-		cn.w.sendUrgent(r.pkt.AppendTo(nil))
-	}
-	c.grantQuotaLocked()
-	close(c.up)
-	resubscribe := !info.SessionPresent && c.connGen > 1
-	c.mu.Unlock()
-
-	if s := c.st; s != nil {
-		s.Connects.Add(1)
-	}
-	c.log.Info("tern: connected", "broker", info.Broker, "session_present", info.SessionPresent,
-		"receive_maximum", info.ReceiveMaximum)
-	if resubscribe {
-		c.resubscribeAll()
-	}
-	if fn := c.cfg.onUp; fn != nil {
-		c.events.post(func() { fn(info) })
-	}
-}
-
-// resendLocked writes the outbound session to a new connection in its original order: with
-// the session resumed, PUBREL for QoS 2 messages past PUBREC and PUBLISH with DUP for the
-// rest (§4.4); with the session lost, QoS 2 messages past PUBREC are complete (the broker
-// took them) and the others are published anew.
-func (c *Client) resendLocked(cn *conn, resumed bool) {
-	for om := c.head; om != nil; {
-		next := om.next
-		switch {
-		case om.released && resumed:
-			rel := packet.Ack{Kind: packet.PUBREL, PacketID: om.id}
-			cn.w.sendUrgent(rel.AppendTo(nil))
-		case om.released:
-			c.completeLocked(om, nil)
-		default:
-			c.writeOutLocked(cn, om, resumed && om.sent)
-		}
-		om = next
-	}
-}
-
-// resubscribeAll subscribes every live subscription again after the broker lost the
-// session. Refusals are logged; the subscription keeps waiting for messages.
-func (c *Client) resubscribeAll() {
-	c.subMu.RLock()
-	subs := make([]*Subscription, 0, len(c.subs))
-	for s := range c.subs {
-		subs = append(subs, s)
-	}
-	c.subMu.RUnlock()
-	for _, s := range subs {
-		p := &packet.Subscribe{SubscriptionID: s.id, UserProperties: s.cfg.props}
-		if info := c.info.Load(); info != nil && !info.SubscriptionIDs && s.cfg.subID == 0 {
-			p.SubscriptionID = 0 // this broker does not take them; routing falls back to filters
-		}
-		for i, f := range s.filters {
-			if s.results != nil && s.results[i].Err != nil {
-				continue
-			}
-			p.Subscriptions = append(p.Subscriptions, packet.Subscription{Filter: f.Topic, QoS: f.QoS,
-				NoLocal: f.NoLocal, RetainAsPublished: f.RetainAsPublished, RetainHandling: f.RetainHandling})
-		}
-		if len(p.Subscriptions) == 0 {
-			continue
-		}
-		c.bg.Add(1)
-		go func() {
-			defer c.bg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.connectTimeout)
-			defer cancel()
-			res, err := c.request(ctx, p)
-			if err != nil {
-				c.log.Warn("tern: resubscribe failed", "err", err)
-				return
-			}
-			for i, code := range res.(*packet.Suback).ReasonCodes {
-				if code.IsError() && i < len(p.Subscriptions) {
-					c.log.Warn("tern: resubscribe refused", "filter", p.Subscriptions[i].Filter, "reason", code.String())
-				}
-			}
-		}()
-	}
-}
-
-// supervise watches the live connection and replaces it when it dies, until the client is
-// disconnected or the connection-down callback says stop.
-func (c *Client) supervise(ctx context.Context, cn *conn) {
-	defer func() {
-		c.bg.Wait()
-		c.events.close()
-		close(c.supDone)
-	}()
-	attempt := 0
-	broker := 0
-	for {
-		<-cn.closing
-		cn.wait()
-		reason := cn.reason()
-		c.uninstall(cn)
-		if ctx.Err() != nil {
-			return
-		}
-		if s := c.st; s != nil {
-			s.ConnectionLost.Add(1)
-		}
-		c.log.Warn("tern: connection lost", "err", reason)
-		if fn := c.cfg.onDown; fn != nil {
-			keep := make(chan bool, 1)
-			c.events.post(func() { keep <- fn(reason) })
-			select {
-			case k := <-keep:
-				if !k {
-					c.shutdown(ErrConnectionLost)
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-		// A connection that dies soon after it came up counts as a failed attempt, so a
-		// broker that accepts and then drops causes no tight loop.
-		for {
-			attempt++
-			if !sleepCtx(ctx, c.cfg.backoff.Delay(attempt)) {
-				return
-			}
-			var err error
-			cn, err = c.dialAny(ctx, broker)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return
-			}
-			broker++
-		}
-		c.install(cn)
-		// Reset the backoff only once the connection has proved itself.
-		select {
-		case <-cn.closing:
-		case <-time.After(c.cfg.backoff.Delay(1) + time.Second):
-			attempt = 0
-		}
-	}
-}
-
-// uninstall detaches a dead connection from the session.
-func (c *Client) uninstall(cn *conn) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.conn == cn {
-		c.conn = nil
-		c.up = make(chan struct{})
-		c.acks.reset()
-	}
 }
 
 // waitConn returns the live connection, waiting for one until ctx ends.

@@ -204,7 +204,7 @@ func (c *Client) handshake(nc net.Conn, clean bool) (*packet.Connack, *packet.Re
 			}
 			if ca.ReasonCode.IsError() {
 				return &ca, nil, &ReasonCodeError{Op: "connect", Code: ca.ReasonCode,
-					Reason: ca.ReasonString, UserProperties: ca.UserProperties}
+					Reason: ca.ReasonString, UserProperties: ca.UserProperties, ServerReference: ca.ServerReference}
 			}
 			return &ca, r, nil
 		case packet.AUTH:

@@ -37,6 +37,12 @@ var (
 	ErrWriteQueueFull = errors.New("tern: write queue full")
 	// ErrAlreadyConnected: Connect was called on a client that is already running.
 	ErrAlreadyConnected = errors.New("tern: already connected")
+	// ErrSessionLost: the broker lost the session and the policy is FailPending.
+	ErrSessionLost = errors.New("tern: session lost by the broker")
+	// ErrMessageExpired: the message's expiry interval passed before it could be sent.
+	ErrMessageExpired = errors.New("tern: message expired before it was sent")
+	// ErrInflightTTL: the message waited longer than WithInflightTTL for a connection.
+	ErrInflightTTL = errors.New("tern: in-flight time limit exceeded")
 )
 
 // ReasonCodeError is an MQTT reason code of 0x80 or above returned by the broker: a refused
@@ -46,8 +52,9 @@ var (
 type ReasonCodeError struct {
 	Op             string // "connect", "publish", "subscribe", "unsubscribe", "disconnect"
 	Code           packet.ReasonCode
-	Reason         string // the Reason String property, if the broker sent one
-	UserProperties []packet.UserProperty
+	Reason          string // the Reason String property, if the broker sent one
+	UserProperties  []packet.UserProperty
+	ServerReference string // CONNACK only: another server to use, with 0x9C or 0x9D
 }
 
 func (e *ReasonCodeError) Error() string {

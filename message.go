@@ -1,8 +1,10 @@
 package tern
 
 import (
+	"fmt"
 	"slices"
 	"sync"
+	"time"
 	"sync/atomic"
 
 	"github.com/ternmq/tern/packet"
@@ -202,7 +204,16 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 		}
 	}
 	if p.QoS == 2 {
-		if in := c.inQoS2[p.PacketID]; in != nil {
+		in := c.inQoS2[p.PacketID]
+		if in != nil && !p.Dup {
+			// [MQTT-3.3.1-1] A re-delivery always carries DUP, so this is a new message and
+			// the record is stale: its exchange ended but the end was not recorded (a
+			// deletion lost in a crash, say). Forget it.
+			delete(c.inQoS2, p.PacketID)
+			c.inCount--
+			in = nil
+		}
+		if in != nil {
 			// A resend of a message already delivered: never deliver it twice. Answer
 			// it once the original is acknowledged, on this connection.
 			c.inCount--
@@ -223,6 +234,14 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 		}
 	}
 	c.mu.Unlock()
+	if p.QoS == 2 && c.store != nil {
+		// Write-ahead: a resend after a restart must be recognised, so the receipt is stored
+		// before PUBREC can leave.
+		if err := c.store.Put(StoreRecord{Kind: RecordInbound, ID: p.PacketID, Time: time.Now()}); err != nil {
+			f.Release()
+			return fmt.Errorf("tern: store receipt: %w", err)
+		}
+	}
 
 	c.subMu.RLock()
 	matches := c.route(p, c.matchBuf[:0])
@@ -332,6 +351,12 @@ func (c *Client) handlePubrel(cn *conn, a *packet.Ack) error {
 	if in == nil {
 		code = packet.PacketIdentifierNotFound
 	} else {
+		if c.store != nil {
+			if err := c.store.Delete(RecordInbound, a.PacketID); err != nil {
+				c.mu.Unlock()
+				return fmt.Errorf("tern: store release: %w", err)
+			}
+		}
 		delete(c.inQoS2, a.PacketID)
 		c.inCount--
 		if in.recd {

@@ -50,6 +50,11 @@ type config struct {
 	subBuffer      int
 	dropPolicy     DropPolicy
 
+	background   bool
+	sessionLoss  SessionLossPolicy
+	inflightTTL  time.Duration
+	store        Store
+	onReconnect  func(attempt int, broker string)
 	onUp         func(*ConnackInfo)
 	onDown       func(error) bool
 	onConnectErr func(error)
@@ -423,4 +428,50 @@ func WithReconnectBackoff(b Backoff) Option {
 		c.backoff = b
 		return nil
 	}
+}
+
+// WithBackgroundConnect makes Connect return at once and leaves the first connection, like
+// every later one, to the supervisor, which retries with backoff until it succeeds. Until
+// then Publish and Subscribe wait for the connection, bounded by their ctx. Default: off,
+// Connect waits for the first CONNACK and reports its failure.
+func WithBackgroundConnect() Option {
+	return func(c *config) error { c.background = true; return nil }
+}
+
+// WithSessionLossPolicy sets what happens to unacknowledged publishes when the broker comes
+// back without the session. Default: Republish.
+func WithSessionLossPolicy(p SessionLossPolicy) Option {
+	return func(c *config) error {
+		if p > FailPending {
+			return fmt.Errorf("%w: unknown session loss policy %d", ErrInvalidOption, p)
+		}
+		c.sessionLoss = p
+		return nil
+	}
+}
+
+// WithInflightTTL bounds how long a QoS 1/2 publish may wait for a connection to carry it:
+// past it the publish completes with ErrInflightTTL instead of waiting forever. A publish
+// already outstanding on a live connection is settled by the broker or by the connection's
+// end, never by this timer (MQTT 5 §4.4 forbids resending on a timer). Default: 0, no limit.
+func WithInflightTTL(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 {
+			return fmt.Errorf("%w: negative in-flight TTL", ErrInvalidOption)
+		}
+		c.inflightTTL = d
+		return nil
+	}
+}
+
+// WithStore keeps the session state in s, so it survives the process (see Store and the
+// filestore package). Default: none, the session lives in memory.
+func WithStore(s Store) Option {
+	return func(c *config) error { c.store = s; return nil }
+}
+
+// WithOnReconnectAttempt sets a callback run before each attempt to (re)connect, with the
+// attempt number and the broker tried first. Same execution rules as WithOnConnectionUp.
+func WithOnReconnectAttempt(fn func(attempt int, broker string)) Option {
+	return func(c *config) error { c.onReconnect = fn; return nil }
 }

@@ -66,10 +66,16 @@ var resolvedToken = func() *PublishToken {
 type outMsg struct {
 	id         uint16
 	qos        byte
+	seq        uint64         // send order, persisted with the store
 	buf        *packet.Buffer // the encoded PUBLISH without alias, DUP clear
 	idOff      int            // offset of the packet identifier in buf
+	born       time.Time      // when it was published
+	expires    time.Time      // when its message expiry passes; zero: never
+	stored     bool           // in the store (always true without one)
 	sent       bool           // written on some connection at least once
 	released   bool           // QoS 2: PUBREC received, PUBREL sent
+	done       bool           // completed
+	restored   bool           // loaded from the store at start
 	prev, next *outMsg        // send order, for replay
 	tok        *PublishToken
 }
@@ -114,21 +120,50 @@ func (c *Client) PublishAsync(ctx context.Context, m PublishOptions) (*PublishTo
 		buf.Release()
 		return nil, err
 	}
-	om := &outMsg{qos: m.QoS, buf: buf, idOff: idOff, tok: &PublishToken{done: make(chan struct{})}}
+	om := &outMsg{qos: m.QoS, buf: buf, idOff: idOff, born: time.Now(), stored: c.store == nil,
+		tok: &PublishToken{done: make(chan struct{})}}
+	if m.MessageExpiry > 0 {
+		om.expires = om.born.Add(m.MessageExpiry.Truncate(time.Second))
+	}
 	c.mu.Lock()
 	if c.closed {
+		c.releaseQuotaLocked()
 		c.mu.Unlock()
 		buf.Release()
 		return nil, ErrClosed
 	}
 	om.id = c.allocIDLocked()
+	c.seq++
+	om.seq = c.seq
 	buf.B[idOff], buf.B[idOff+1] = byte(om.id>>8), byte(om.id)
 	c.inflight[om.id] = om
 	c.linkLocked(om)
+	if c.store == nil {
+		if cn := c.conn; cn != nil {
+			c.writeOutLocked(cn, om, false)
+		}
+		c.mu.Unlock()
+		return om.tok, nil
+	}
+	c.mu.Unlock()
+
+	// Write-ahead: stored before its first byte is written, outside the session lock so
+	// many publishers share one sync.
+	err := c.store.Put(StoreRecord{Kind: RecordPublish, ID: om.id, Seq: om.seq, Packet: buf.B, Time: om.born})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("tern: store publish: %w", err)
+		c.completeLocked(om, err)
+		return nil, err
+	}
+	if om.done {
+		return om.tok, nil // failed meanwhile (Disconnect); the token says why
+	}
+	om.stored = true
 	if cn := c.conn; cn != nil {
 		c.writeOutLocked(cn, om, false)
 	}
-	c.mu.Unlock()
 	return om.tok, nil
 }
 
@@ -223,11 +258,18 @@ func (c *Client) checkPublish(p *packet.Publish) error {
 func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
 	b := om.buf.B
 	cn.w.mu.Lock()
-	if cn.aliases != nil {
-		// Aliases belong to the connection and are assigned in write order, under w.mu.
+	if cn.aliases != nil || (om.sent && !om.expires.IsZero()) {
+		// Rewrite: aliases belong to the connection and are assigned in write order, under
+		// w.mu; a resent message carries its remaining lifetime, not the original.
 		var p packet.Publish
 		if err := p.Decode(b[0]&0x0F, b[1+vbiBytes(len(b)):]); err == nil {
-			cn.aliases.apply(&p)
+			if cn.aliases != nil {
+				cn.aliases.apply(&p)
+			}
+			if !om.expires.IsZero() {
+				left := time.Until(om.expires)
+				p.MessageExpiry = uint32(max((left+time.Second-1)/time.Second, 1))
+			}
 			p.Dup = dup
 			if cn.w.err == nil {
 				cn.w.buf = p.AppendTo(cn.w.buf)
@@ -369,7 +411,18 @@ func (c *Client) unlinkLocked(om *outMsg) {
 }
 
 // completeLocked ends an outbound publish with err and frees its identifier and window place.
+// Completing twice does nothing.
 func (c *Client) completeLocked(om *outMsg, err error) {
+	if om.done {
+		return
+	}
+	om.done = true
+	if c.store != nil && om.stored {
+		// Need not be durable (see Store): a lost deletion only causes a harmless resend.
+		if derr := c.store.Delete(RecordPublish, om.id); derr != nil {
+			c.log.Warn("tern: store delete failed", "id", om.id, "err", derr)
+		}
+	}
 	delete(c.inflight, om.id)
 	c.unlinkLocked(om)
 	om.buf.Release()
@@ -426,6 +479,17 @@ func (c *Client) handleAck(cn *conn, a *packet.Ack) error {
 		om.released = true
 		om.buf.Release() // the message itself is no longer needed, only its identifier
 		om.buf = nil
+		if c.store != nil {
+			// Write-ahead: the released state is stored before PUBREL leaves, outside the
+			// session lock.
+			rec := StoreRecord{Kind: RecordReleased, ID: om.id, Seq: om.seq, Time: om.born}
+			c.mu.Unlock()
+			err := c.store.Put(rec)
+			c.mu.Lock()
+			if err != nil {
+				return fmt.Errorf("tern: store release: %w", err)
+			}
+		}
 		rel := packet.Ack{Kind: packet.PUBREL, PacketID: om.id}
 		var b [4]byte
 		return cn.w.sendUrgent(rel.AppendTo(b[:0]))

@@ -23,11 +23,13 @@ func (cn *conn) readLoop() {
 		cn.reads.Add(1)
 		if err := cn.dispatch(&f, &pub); err != nil {
 			f.Release()
-			code := packet.ProtocolError
+			// A packet error carries the code the specification names; anything else (a
+			// store failure, say) is our own problem.
+			code := packet.ImplementationSpecificError
 			if perr := (*packet.Error)(nil); errors.As(err, &perr) {
 				code = perr.Code
 			}
-			cn.c.log.Warn("tern: protocol violation by the broker", "err", err)
+			cn.c.log.Warn("tern: closing the connection", "err", err)
 			cn.closeWith(code, fmt.Errorf("%w: %w", ErrConnectionLost, err))
 			return
 		}
@@ -121,6 +123,7 @@ func (cn *conn) dispatch(f *packet.Frame, pub *packet.Publish) error {
 
 func (c *Client) handleServerDisconnect(cn *conn, d *packet.Disconnect) {
 	c.log.Info("tern: broker sent DISCONNECT", "reason", d.ReasonCode.String(), "reason_string", d.ReasonString)
+	c.noteRedirect(cn, d)
 	if fn := c.cfg.onServerDisc; fn != nil {
 		c.events.post(func() { fn(d) })
 	}

@@ -1,8 +1,17 @@
 package tern
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"math/rand/v2"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/ternmq/tern/packet"
 )
 
 // Backoff gives the delay before reconnection attempt number attempt (1 for the first retry).
@@ -45,3 +54,501 @@ type ConstantBackoff time.Duration
 
 // Delay implements Backoff.
 func (b ConstantBackoff) Delay(int) time.Duration { return time.Duration(b) }
+
+// SessionLossPolicy decides what happens to unacknowledged outbound messages when the broker
+// reports, on reconnect, that it no longer has the session.
+type SessionLossPolicy uint8
+
+const (
+	// Republish sends them again as new messages (DUP clear). They may be delivered twice if
+	// the broker had forwarded them before it lost the session. The default.
+	Republish SessionLossPolicy = iota
+	// FailPending completes them with ErrSessionLost and leaves the decision to the caller.
+	FailPending
+)
+
+// supervise watches the live connection and replaces it when it dies, until the client is
+// disconnected or the connection-down callback says stop. cn is nil when the first connection
+// is still to be made (WithBackgroundConnect).
+func (c *Client) supervise(ctx context.Context, cn *conn) {
+	defer func() {
+		c.bg.Wait()
+		c.events.close()
+		close(c.supDone)
+	}()
+	attempt := 0
+	for {
+		if cn != nil {
+			if !c.watch(ctx, cn) {
+				return
+			}
+		}
+		// A connection that dies soon after it came up counts as a failed attempt, so a
+		// broker that accepts and then drops causes no tight loop.
+		for {
+			if cn != nil || attempt > 0 {
+				attempt++
+				if !sleepCtx(ctx, c.cfg.backoff.Delay(attempt)) {
+					return
+				}
+			} else {
+				attempt++ // the first background attempt goes at once
+			}
+			c.sweepExpired()
+			if fn := c.cfg.onReconnect; fn != nil {
+				n, broker := attempt, c.nextBroker()
+				c.events.post(func() { fn(n, broker) })
+			}
+			next, err := c.dialAny(ctx)
+			if err == nil {
+				cn = next
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			if !retryable(err) {
+				// A refusal about who we are repeats itself; keep trying, but slowly, so a
+				// wrong credential is a clear error in the callbacks, not a storm.
+				attempt = max(attempt, 8)
+			}
+		}
+		c.install(cn)
+		// Reset the backoff only once the connection has proved itself.
+		select {
+		case <-cn.closing:
+		case <-time.After(c.cfg.backoff.Delay(1) + time.Second):
+			attempt = 0
+		}
+	}
+}
+
+// watch waits for cn to die and reports whether the supervisor should reconnect.
+func (c *Client) watch(ctx context.Context, cn *conn) bool {
+	<-cn.closing
+	cn.wait()
+	reason := cn.reason()
+	c.uninstall(cn)
+	if ctx.Err() != nil {
+		return false
+	}
+	if s := c.st; s != nil {
+		s.ConnectionLost.Add(1)
+	}
+	c.log.Warn("tern: connection lost", "err", reason)
+	if fn := c.cfg.onDown; fn != nil {
+		keep := make(chan bool, 1)
+		c.events.post(func() { keep <- fn(reason) })
+		select {
+		case k := <-keep:
+			if !k {
+				c.shutdown(ErrConnectionLost)
+				return false
+			}
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
+
+// nextBroker names the broker the next attempt starts with, for callbacks.
+func (c *Client) nextBroker() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.redirect != nil {
+		return redact(c.redirect)
+	}
+	return redact(c.brokers[c.brokerAt%len(c.brokers)])
+}
+
+// maxRedirects bounds how many server references one attempt follows.
+const maxRedirects = 3
+
+// dialAny tries the brokers in order from the current one, following server references,
+// and returns the first connection that completes its handshake.
+func (c *Client) dialAny(ctx context.Context) (*conn, error) {
+	c.mu.Lock()
+	brokers := slices.Clone(c.brokers)
+	start := c.brokerAt
+	redirect := c.redirect
+	c.redirect = nil
+	clean := c.cfg.cleanStart && c.connGen == 0
+	c.mu.Unlock()
+
+	var errs []error
+	try := func(u *url.URL) (*conn, error) {
+		for hop := 0; ; hop++ {
+			cn, err := c.dialConn(ctx, u, clean)
+			if err == nil {
+				return cn, nil
+			}
+			c.connectFailed(u, err)
+			next, moved := c.referral(u, err)
+			if next == nil || hop == maxRedirects {
+				return nil, err
+			}
+			if moved {
+				c.replaceBroker(u, next)
+			}
+			u = next
+		}
+	}
+	if redirect != nil {
+		if cn, err := try(redirect); err == nil {
+			return cn, nil
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	for i := range brokers {
+		idx := (start + i) % len(brokers)
+		cn, err := try(brokers[idx])
+		if err == nil {
+			c.mu.Lock()
+			c.brokerAt = idx
+			c.mu.Unlock()
+			return cn, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil || !retryable(err) {
+			break
+		}
+	}
+	c.mu.Lock()
+	c.brokerAt = (start + 1) % len(brokers) // rotate: the next round starts elsewhere
+	c.mu.Unlock()
+	return nil, errors.Join(errs...)
+}
+
+func (c *Client) connectFailed(u *url.URL, err error) {
+	if s := c.st; s != nil {
+		s.ConnectErrors.Add(1)
+	}
+	c.log.Warn("tern: connect failed", "broker", redact(u), "err", err)
+	if fn := c.cfg.onConnectErr; fn != nil {
+		c.events.post(func() { fn(err) })
+	}
+}
+
+// referral returns the server a refusal points to (0x9C use another server, 0x9D server
+// moved, with a Server Reference), and whether the move is permanent.
+func (c *Client) referral(from *url.URL, err error) (*url.URL, bool) {
+	var rc *ReasonCodeError
+	if !errors.As(err, &rc) || rc.ServerReference == "" {
+		return nil, false
+	}
+	if rc.Code != packet.UseAnotherServer && rc.Code != packet.ServerMoved {
+		return nil, false
+	}
+	u, perr := resolveReference(from, rc.ServerReference)
+	if perr != nil {
+		c.log.Warn("tern: unusable server reference", "reference", rc.ServerReference, "err", perr)
+		return nil, false
+	}
+	return u, rc.Code == packet.ServerMoved
+}
+
+// resolveReference turns a Server Reference into a broker URL. The specification leaves its
+// format open; Tern accepts a URL, or host[:port] taking the scheme (and, without a port,
+// the port) of the broker that sent it. A space-separated list names alternatives: the first
+// is used.
+func resolveReference(from *url.URL, ref string) (*url.URL, error) {
+	ref, _, _ = strings.Cut(strings.TrimSpace(ref), " ")
+	if strings.Contains(ref, "://") {
+		return parseBroker(ref)
+	}
+	host, port, err := net.SplitHostPort(ref)
+	if err != nil {
+		host, port = strings.Trim(ref, "[]"), from.Port()
+	}
+	u := *from
+	u.Host = host
+	if port != "" {
+		u.Host = net.JoinHostPort(host, port)
+	} else if strings.Contains(host, ":") {
+		u.Host = "[" + host + "]"
+	}
+	return parseBroker(u.String())
+}
+
+// replaceBroker puts a permanently moved broker's new address in the list.
+func (c *Client) replaceBroker(old, next *url.URL) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, u := range c.brokers {
+		if u.String() == old.String() {
+			c.brokers[i] = next
+		}
+	}
+}
+
+// noteRedirect remembers a server reference from a broker's DISCONNECT for the next attempt.
+func (c *Client) noteRedirect(cn *conn, d *packet.Disconnect) {
+	if d.ServerReference == "" || (d.ReasonCode != packet.UseAnotherServer && d.ReasonCode != packet.ServerMoved) {
+		return
+	}
+	from, err := url.Parse(cn.info.Broker)
+	if err != nil {
+		return
+	}
+	u, err := resolveReference(from, d.ServerReference)
+	if err != nil {
+		c.log.Warn("tern: unusable server reference", "reference", d.ServerReference, "err", err)
+		return
+	}
+	if d.ReasonCode == packet.ServerMoved {
+		c.replaceBroker(from, u)
+	}
+	c.mu.Lock()
+	c.redirect = u
+	c.mu.Unlock()
+}
+
+// SetBrokers replaces the failover list. The live connection is kept; the next connection
+// attempt uses the new list, starting at a random broker.
+func (c *Client) SetBrokers(rawURLs ...string) error {
+	if len(rawURLs) == 0 {
+		return fmt.Errorf("%w: SetBrokers needs at least one URL", ErrInvalidOption)
+	}
+	list := make([]*url.URL, 0, len(rawURLs))
+	for _, raw := range rawURLs {
+		u, err := parseBroker(raw)
+		if err != nil {
+			return err
+		}
+		list = append(list, u)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.brokers = list
+	c.brokerAt = rand.IntN(len(list))
+	return nil
+}
+
+// install makes cn the live connection: session state is resumed or rebuilt, then the
+// connection's goroutines start.
+func (c *Client) install(cn *conn) {
+	info := cn.info
+	if !info.SessionPresent && c.store != nil {
+		// Before anything is sent on this connection (the store's contract).
+		if err := c.store.Reset(); err != nil {
+			c.log.Error("tern: store reset failed", "err", err)
+		}
+	}
+	c.mu.Lock()
+	c.connGen++
+	cn.gen = c.connGen
+	c.clientID = info.ClientID
+	c.info.Store(info)
+	c.conn = cn
+	c.sendQuota = int(info.ReceiveMaximum)
+	c.acks.reset()
+	if !info.SessionPresent {
+		// The broker has no session: nothing it sent us is pending any more.
+		clear(c.inQoS2)
+	}
+	c.inCount = len(c.inQoS2)
+	cn.start()
+	c.resendLocked(cn, info.SessionPresent)
+	for _, r := range c.requests {
+		cn.w.sendUrgent(r.pkt.AppendTo(nil))
+	}
+	c.grantQuotaLocked()
+	close(c.up)
+	resubscribe := !info.SessionPresent && c.connGen > 1
+	c.mu.Unlock()
+
+	if s := c.st; s != nil {
+		s.Connects.Add(1)
+	}
+	c.log.Info("tern: connected", "broker", info.Broker, "session_present", info.SessionPresent,
+		"receive_maximum", info.ReceiveMaximum)
+	if resubscribe {
+		c.resubscribeAll()
+	}
+	if fn := c.cfg.onUp; fn != nil {
+		c.events.post(func() { fn(info) })
+	}
+}
+
+// resendLocked writes the outbound session to a new connection in its original order: with
+// the session resumed, PUBREL for QoS 2 messages past PUBREC and PUBLISH with DUP for the
+// rest (§4.4); with the session lost, QoS 2 messages past PUBREC are complete (the broker
+// took them) and the others are published anew, or failed, by policy. Expired messages are
+// completed instead of sent.
+func (c *Client) resendLocked(cn *conn, resumed bool) {
+	now := time.Now()
+	for om := c.head; om != nil; {
+		next := om.next
+		switch {
+		case !om.stored:
+			// Its publisher is storing it and writes it when done.
+		case om.released && resumed:
+			rel := packet.Ack{Kind: packet.PUBREL, PacketID: om.id}
+			cn.w.sendUrgent(rel.AppendTo(nil))
+		case om.released:
+			c.completeLocked(om, nil)
+		case c.expiredLocked(om, now):
+		case !resumed && c.cfg.sessionLoss == FailPending:
+			c.completeLocked(om, ErrSessionLost)
+		default:
+			c.writeOutLocked(cn, om, resumed && om.sent)
+		}
+		om = next
+	}
+}
+
+// expiredLocked completes om if its message expiry or the in-flight TTL has passed, and
+// reports whether it did. Only for messages not outstanding on a live connection: those are
+// settled by the broker's acknowledgement or by the connection's end.
+func (c *Client) expiredLocked(om *outMsg, now time.Time) bool {
+	if om.released {
+		return false
+	}
+	switch {
+	case !om.expires.IsZero() && !now.Before(om.expires):
+		c.completeLocked(om, ErrMessageExpired)
+		return true
+	case c.cfg.inflightTTL > 0 && now.Sub(om.born) >= c.cfg.inflightTTL:
+		c.completeLocked(om, ErrInflightTTL)
+		return true
+	}
+	return false
+}
+
+// sweepExpired completes expired messages while no connection is up.
+func (c *Client) sweepExpired() {
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		return
+	}
+	for om := c.head; om != nil; {
+		next := om.next
+		if om.stored {
+			c.expiredLocked(om, now)
+		}
+		om = next
+	}
+}
+
+// restore loads the session from the store before the first connection.
+func (c *Client) restore() error {
+	if c.store == nil {
+		return nil
+	}
+	recs, err := c.store.Load()
+	if err != nil {
+		return fmt.Errorf("tern: load session: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range recs {
+		switch r.Kind {
+		case RecordPublish, RecordReleased:
+			if _, dup := c.inflight[r.ID]; dup || r.ID == 0 {
+				continue
+			}
+			om := &outMsg{id: r.ID, seq: r.Seq, born: r.Time, stored: true, sent: true,
+				released: r.Kind == RecordReleased, qos: 2, tok: &PublishToken{done: make(chan struct{})}, restored: true}
+			if r.Kind == RecordPublish {
+				var p packet.Publish
+				if len(r.Packet) < 2 || p.Decode(r.Packet[0]&0x0F, r.Packet[1+vbiBytes(len(r.Packet)):]) != nil || p.QoS == 0 {
+					c.log.Error("tern: unreadable stored publish dropped", "id", r.ID)
+					c.store.Delete(r.Kind, r.ID)
+					continue
+				}
+				om.qos = p.QoS
+				om.buf = packet.GetBuffer(len(r.Packet))
+				copy(om.buf.B, r.Packet)
+				om.buf.B[0] &^= 0x08
+				om.idOff = 1 + vbiBytes(len(r.Packet)) + 2 + len(p.Topic)
+				if p.MessageExpiry > 0 && !r.Time.IsZero() {
+					om.expires = r.Time.Add(time.Duration(p.MessageExpiry) * time.Second)
+				}
+			}
+			c.inflight[r.ID] = om
+			c.linkLocked(om)
+			c.inUse++
+			c.seq = max(c.seq, r.Seq)
+		case RecordInbound:
+			in := &inbound{c: c, id: r.ID, qos: 2, recd: true, done: true}
+			c.inQoS2[r.ID] = in
+		}
+	}
+	return nil
+}
+
+// retryable decides whether another broker or a later attempt may succeed.
+func retryable(err error) bool {
+	var rc *ReasonCodeError
+	if errors.As(err, &rc) {
+		switch rc.Code {
+		// Refusals about who we are: trying again only repeats them.
+		case packet.BadUserNameOrPassword, packet.NotAuthorized, packet.Banned,
+			packet.BadAuthenticationMethod, packet.ClientIdentifierNotValid,
+			packet.UnsupportedProtocolVersion:
+			return false
+		}
+		return true
+	}
+	// An invalid option stays invalid.
+	return !errors.Is(err, ErrInvalidOption)
+}
+
+// uninstall detaches a dead connection from the session.
+func (c *Client) uninstall(cn *conn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == cn {
+		c.conn = nil
+		c.up = make(chan struct{})
+		c.acks.reset()
+	}
+}
+
+// resubscribeAll subscribes every live subscription again after the broker lost the
+// session. Refusals are logged; the subscription keeps waiting for messages.
+func (c *Client) resubscribeAll() {
+	c.subMu.RLock()
+	subs := make([]*Subscription, 0, len(c.subs))
+	for s := range c.subs {
+		subs = append(subs, s)
+	}
+	c.subMu.RUnlock()
+	info := c.info.Load()
+	for _, s := range subs {
+		p := &packet.Subscribe{SubscriptionID: s.id, UserProperties: s.cfg.props}
+		if info != nil && !info.SubscriptionIDs && s.cfg.subID == 0 {
+			p.SubscriptionID = 0 // this broker does not take them; routing falls back to filters
+		}
+		for i, f := range s.filters {
+			if s.results != nil && s.results[i].Err != nil {
+				continue
+			}
+			p.Subscriptions = append(p.Subscriptions, packet.Subscription{Filter: f.Topic, QoS: f.QoS,
+				NoLocal: f.NoLocal, RetainAsPublished: f.RetainAsPublished, RetainHandling: f.RetainHandling})
+		}
+		if len(p.Subscriptions) == 0 {
+			continue
+		}
+		c.bg.Add(1)
+		go func() {
+			defer c.bg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), c.cfg.connectTimeout)
+			defer cancel()
+			res, err := c.request(ctx, p)
+			if err != nil {
+				c.log.Warn("tern: resubscribe failed", "err", err)
+				return
+			}
+			for i, code := range res.(*packet.Suback).ReasonCodes {
+				if code.IsError() && i < len(p.Subscriptions) {
+					c.log.Warn("tern: resubscribe refused", "filter", p.Subscriptions[i].Filter, "reason", code.String())
+				}
+			}
+		}()
+	}
+}
