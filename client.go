@@ -62,6 +62,8 @@ type Client struct {
 	nextSubID  uint32
 	matchBuf   []*Subscription // reader goroutine only
 
+	reauthMu sync.Mutex // one re-authentication at a time
+
 	events  *eventLoop
 	cancel  context.CancelFunc // stops the supervisor's current wait or attempt
 	supDone chan struct{}      // closed when the supervisor exits

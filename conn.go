@@ -90,6 +90,9 @@ type conn struct {
 	err       error // why it closed
 	wg        sync.WaitGroup
 
+	authMu sync.Mutex
+	authCh chan *packet.Auth // the re-authentication waiting for the broker's AUTH
+
 	aliases *aliasTable // outbound topic aliases; nil when off
 	inAlias []string    // inbound topic aliases, index = alias
 }
@@ -142,7 +145,7 @@ func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean bool) (*co
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
-	ca, r, err := c.handshake(nc, clean)
+	ca, r, err := c.handshake(ctx, nc, clean)
 	if err != nil {
 		nc.Close()
 		if ctx.Err() != nil {
@@ -174,8 +177,20 @@ func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean bool) (*co
 }
 
 // handshake sends CONNECT and reads CONNACK.
-func (c *Client) handshake(nc net.Conn, clean bool) (*packet.Connack, *packet.Reader, error) {
+func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool) (*packet.Connack, *packet.Reader, error) {
 	cp := c.buildConnect(clean)
+	if a := c.cfg.auth; a != nil {
+		data, err := a.Start(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %w", ErrAuthFailed, err)
+		}
+		cp.AuthMethod, cp.AuthData = a.Method(), data
+	}
+	if fn := c.cfg.connectBuilder; fn != nil {
+		if err := fn(ctx, cp); err != nil {
+			return nil, nil, fmt.Errorf("connect packet builder: %w", err)
+		}
+	}
 	if err := cp.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
@@ -206,11 +221,19 @@ func (c *Client) handshake(nc net.Conn, clean bool) (*packet.Connack, *packet.Re
 				return &ca, nil, &ReasonCodeError{Op: "connect", Code: ca.ReasonCode,
 					Reason: ca.ReasonString, UserProperties: ca.UserProperties, ServerReference: ca.ServerReference}
 			}
+			if a := c.cfg.auth; a != nil {
+				if ca.AuthMethod != a.Method() {
+					return nil, nil, fmt.Errorf("read CONNACK: %w", errAuthMethod)
+				}
+				if err := a.Done(ctx, ca.AuthData); err != nil {
+					return nil, nil, fmt.Errorf("%w: %w", ErrAuthFailed, err)
+				}
+			}
 			return &ca, r, nil
 		case packet.AUTH:
-			f.Release()
-			// Enhanced authentication arrives with the authenticator support.
-			return nil, nil, fmt.Errorf("read CONNACK: %w", &packet.Error{Code: packet.ProtocolError, Detail: "AUTH without an authentication method"})
+			if err := c.handshakeAuth(ctx, nc, &f); err != nil {
+				return nil, nil, fmt.Errorf("authenticate: %w", err)
+			}
 		default:
 			t := f.Type()
 			f.Release()

@@ -50,8 +50,8 @@ var (
 // a packet.ReasonCode value wrapped with AsError, and against the sentinels above where one
 // fits (packet.QoSNotSupported matches ErrQoSNotSupported, for instance).
 type ReasonCodeError struct {
-	Op             string // "connect", "publish", "subscribe", "unsubscribe", "disconnect"
-	Code           packet.ReasonCode
+	Op              string // "connect", "publish", "subscribe", "unsubscribe", "disconnect"
+	Code            packet.ReasonCode
 	Reason          string // the Reason String property, if the broker sent one
 	UserProperties  []packet.UserProperty
 	ServerReference string // CONNACK only: another server to use, with 0x9C or 0x9D

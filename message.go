@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"sync"
-	"time"
 	"sync/atomic"
+	"time"
 
 	"github.com/ternmq/tern/packet"
 )

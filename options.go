@@ -50,16 +50,18 @@ type config struct {
 	subBuffer      int
 	dropPolicy     DropPolicy
 
-	background   bool
-	sessionLoss  SessionLossPolicy
-	inflightTTL  time.Duration
-	store        Store
-	onReconnect  func(attempt int, broker string)
-	onUp         func(*ConnackInfo)
-	onDown       func(error) bool
-	onConnectErr func(error)
-	onServerDisc func(*packet.Disconnect)
-	backoff      Backoff
+	auth           Authenticator
+	connectBuilder func(context.Context, *packet.Connect) error
+	background     bool
+	sessionLoss    SessionLossPolicy
+	inflightTTL    time.Duration
+	store          Store
+	onReconnect    func(attempt int, broker string)
+	onUp           func(*ConnackInfo)
+	onDown         func(error) bool
+	onConnectErr   func(error)
+	onServerDisc   func(*packet.Disconnect)
+	backoff        Backoff
 }
 
 // Defaults. A test checks that the documentation of each option states these values.

@@ -113,8 +113,13 @@ func (cn *conn) dispatch(f *packet.Frame, pub *packet.Publish) error {
 		c.handleServerDisconnect(cn, &d)
 		return nil
 	case packet.AUTH:
+		var a packet.Auth
+		err := a.Decode(f.Flags(), f.Body)
 		f.Release()
-		return &packet.Error{Code: packet.ProtocolError, Detail: "AUTH without enhanced authentication"}
+		if err != nil {
+			return err
+		}
+		return cn.handleAuth(&a)
 	default:
 		f.Release()
 		return errUnexpectedPacket

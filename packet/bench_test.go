@@ -5,8 +5,8 @@ import (
 	"testing"
 )
 
-// benchPublishes are the PUBLISH packets the codec benchmarks use, shared with the
-// side-by-side benchmarks in the bench module so both measure the same inputs.
+// benchPublishes are the PUBLISH packets the codec benchmarks use; bench/codec builds the same
+// inputs for the side-by-side comparison with Paho.
 func benchPublishes() []struct {
 	name string
 	p    Publish

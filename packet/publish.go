@@ -2,6 +2,7 @@ package packet
 
 import (
 	"slices"
+	"strings"
 	"unsafe"
 )
 
@@ -196,10 +197,9 @@ func (p *Publish) Decode(flags byte, body []byte) error {
 	if p.Topic == "" && p.TopicAlias == 0 {
 		return errPubNoTopic
 	}
-	for i := 0; i < len(p.Topic); i++ {
-		if c := p.Topic[i]; c == '+' || c == '#' {
-			return errPubWildcard
-		}
+	// IndexByte is vectorised; two passes beat one byte-at-a-time loop on every topic.
+	if strings.IndexByte(p.Topic, '+') >= 0 || strings.IndexByte(p.Topic, '#') >= 0 {
+		return errPubWildcard
 	}
 	p.Payload = d.rest()
 	return nil

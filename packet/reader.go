@@ -3,6 +3,7 @@ package packet
 import (
 	"bufio"
 	"io"
+	"slices"
 	"sync"
 )
 
@@ -151,6 +152,17 @@ func (r *Reader) ReadFrame() (Frame, error) {
 	if rl == 0 {
 		return f, nil
 	}
+	if rl > maxPooled {
+		// A declared length is only a claim: grow the body as its bytes arrive, so a peer
+		// cannot make us commit hundreds of megabytes with five bytes.
+		body, err := readGrowing(r.br, rl)
+		if err != nil {
+			return Frame{}, unexpected(err)
+		}
+		f.buf = &Buffer{B: body, class: -1}
+		f.Body = body
+		return f, nil
+	}
 	f.buf = GetBuffer(rl)
 	f.Body = f.buf.B
 	if _, err := io.ReadFull(r.br, f.Body); err != nil {
@@ -158,6 +170,28 @@ func (r *Reader) ReadFrame() (Frame, error) {
 		return Frame{}, unexpected(err)
 	}
 	return f, nil
+}
+
+// maxPooled is the largest body size the pools serve.
+const maxPooled = 1 << (minClassShift + 2*(numClasses-1))
+
+// readGrowing reads n bytes into a buffer that doubles as data arrives.
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	b := make([]byte, 0, maxPooled)
+	for len(b) < n {
+		if len(b) == cap(b) {
+			b = slices.Grow(b, min(cap(b), n-len(b)))
+		}
+		m, err := r.Read(b[len(b):min(cap(b), n)])
+		b = b[:len(b)+m]
+		if err != nil && len(b) < n {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return b, nil
 }
 
 func unexpected(err error) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -422,4 +423,33 @@ func TestValidate(t *testing.T) {
 			}
 		}
 	}
+}
+
+// A large declared length costs memory only as its bytes arrive.
+func TestReaderLargeBodyGrowsWithData(t *testing.T) {
+	hdr := []byte{0x30, 0xFF, 0xFF, 0xFF, 0x7F} // PUBLISH claiming 268435455 bytes
+	r := NewReader(io.MultiReader(bytes.NewReader(hdr), bytes.NewReader(make([]byte, 10))), 64)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	_, err := r.ReadFrame()
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("got %v, want io.ErrUnexpectedEOF", err)
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 8<<20 {
+		t.Fatalf("allocated %d bytes for a 10-byte body", grew)
+	}
+	// A real large body is read whole.
+	body := bytes.Repeat([]byte{7}, 3<<20)
+	pkt := (&Publish{Topic: "big", Payload: body}).AppendTo(nil)
+	f, err := NewReader(bytes.NewReader(pkt), 4096).ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Publish
+	if err := p.Decode(f.Flags(), f.Body); err != nil || !bytes.Equal(p.Payload, body) {
+		t.Fatalf("large body: %v", err)
+	}
+	f.Release()
 }

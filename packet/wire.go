@@ -91,6 +91,19 @@ func wholeLen(remaining int) int { return 1 + VBILen(remaining) + remaining }
 // matters: topics are checked on every inbound PUBLISH.
 func checkUTF8(s string) *Error {
 	for i := 0; i < len(s); {
+		// Eight bytes at a time while they are ASCII and none is zero.
+		for ; i+8 <= len(s); i += 8 {
+			w := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+				uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+			const lo, hi = 0x0101010101010101, 0x8080808080808080
+			// The second term is non-zero exactly when some byte of w is zero.
+			if w&hi != 0 || (w-lo)&^w&hi != 0 {
+				break
+			}
+		}
+		if i >= len(s) {
+			break
+		}
 		c := s[i]
 		if c < utf8.RuneSelf {
 			if c == 0 {
