@@ -63,6 +63,7 @@ func invalidCases() []invalidCase {
 		protocolCase("publish/packet-id-0", "MQTT-2.2.1-3", wire("32 06 00 01", txt("a"), "00 00 00")),
 		protocolCase("publish/wildcard-plus", "MQTT-3.3.2-2", wire("30 04 00 01", txt("+"), "00")),
 		protocolCase("publish/wildcard-hash", "MQTT-3.3.2-2", wire("30 06 00 03", txt("a/#"), "00")),
+		protocolCase("publish/response-topic-wildcard", "MQTT-3.3.2-14", wire("30 09 00 01", txt("a"), "05 08 00 02", txt("r+"))),
 		protocolCase("publish/topic-alias-0", "MQTT-3.3.2-8", wire("30 07 00 01", txt("a"), "03 23 00 00")),
 		protocolCase("publish/empty-topic-no-alias", "", wire("30 03 00 00 00")),
 		protocolCase("publish/payload-format-2", "", wire("30 06 00 01", txt("a"), "02 01 02")),

@@ -156,14 +156,15 @@ func (p *Publish) Validate() error {
 }
 
 var (
-	errPubQoS3     = malformed("MQTT-3.3.1-4", "PUBLISH with both QoS bits set")
-	errPubDup0     = protocolErr("MQTT-3.3.1-2", "DUP set on a QoS 0 PUBLISH")
-	errPubID0      = protocolErr("MQTT-2.2.1-3", "QoS > 0 PUBLISH with packet identifier 0")
-	errPubWildcard = protocolErr("MQTT-3.3.2-2", "topic name contains a wildcard")
-	errPubAlias0   = protocolErr("MQTT-3.3.2-8", "topic alias 0")
-	errPubNoTopic  = protocolErr("", "empty topic name without a topic alias")
-	errPubFormat   = protocolErr("", "payload format indicator neither 0 nor 1")
-	errSubID0      = protocolErr("", "subscription identifier 0")
+	errPubQoS3         = malformed("MQTT-3.3.1-4", "PUBLISH with both QoS bits set")
+	errPubDup0         = protocolErr("MQTT-3.3.1-2", "DUP set on a QoS 0 PUBLISH")
+	errPubID0          = protocolErr("MQTT-2.2.1-3", "QoS > 0 PUBLISH with packet identifier 0")
+	errPubWildcard     = protocolErr("MQTT-3.3.2-2", "topic name contains a wildcard")
+	errPubRespWildcard = protocolErr("MQTT-3.3.2-14", "response topic contains a wildcard")
+	errPubAlias0       = protocolErr("MQTT-3.3.2-8", "topic alias 0")
+	errPubNoTopic      = protocolErr("", "empty topic name without a topic alias")
+	errPubFormat       = protocolErr("", "payload format indicator neither 0 nor 1")
+	errSubID0          = protocolErr("", "subscription identifier 0")
 )
 
 // Decode fills p from the low nibble of the fixed header (flags) and the packet body. The
@@ -200,6 +201,10 @@ func (p *Publish) Decode(flags byte, body []byte) error {
 	// IndexByte is vectorised; two passes beat one byte-at-a-time loop on every topic.
 	if strings.IndexByte(p.Topic, '+') >= 0 || strings.IndexByte(p.Topic, '#') >= 0 {
 		return errPubWildcard
+	}
+	// [MQTT-3.3.2-14] The Response Topic is a topic name: no wildcards.
+	if p.ResponseTopic != "" && strings.ContainsAny(p.ResponseTopic, "+#") {
+		return errPubRespWildcard
 	}
 	p.Payload = d.rest()
 	return nil
