@@ -1,0 +1,173 @@
+package tern
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+)
+
+// QueueEntry is one message in a PublisherQueue.
+type QueueEntry struct {
+	Seq     uint64         // assigned by Enqueue: strictly increasing, never reused
+	Time    time.Time      // when it was enqueued, assigned by Enqueue
+	Message PublishOptions // QoS 1 or 2
+}
+
+// QueueStats describes a queue's backlog.
+type QueueStats struct {
+	Depth  int       // entries stored and not yet acknowledged
+	Bytes  int64     // their approximate size
+	Oldest time.Time // enqueue time of the oldest; zero when empty
+}
+
+// PublisherQueue stores messages for a QueuePublisher until they are delivered. The
+// filequeue package provides one on disk; NewMemoryQueue one in memory. Implementations are
+// safe for concurrent use.
+type PublisherQueue interface {
+	// Enqueue stores e, assigning e.Seq and e.Time, and returns once it is as durable as the
+	// queue promises. The message's payload and fields are copied.
+	Enqueue(ctx context.Context, e *QueueEntry) error
+	// Read appends to dst up to n unacknowledged entries with Seq greater than after, in Seq
+	// order, without waiting. The entries' memory belongs to the caller.
+	Read(after uint64, n int, dst []QueueEntry) ([]QueueEntry, error)
+	// Ack marks an entry done (delivered, expired or set aside): Read never returns it again,
+	// not even after a restart. Acks may come in any order; acknowledging twice is harmless.
+	Ack(seq uint64) error
+	// Notify returns a channel that receives a value after entries are enqueued.
+	Notify() <-chan struct{}
+	// Stats describes the backlog.
+	Stats() QueueStats
+	// Close releases the queue. Stored entries stay stored.
+	Close() error
+}
+
+// ErrQueueClosed is returned by a queue or QueuePublisher used after Close.
+var ErrQueueClosed = errors.New("tern: queue closed")
+
+// MemoryQueue is a PublisherQueue in memory: it survives outages but not the process.
+type MemoryQueue struct {
+	mu      sync.Mutex
+	entries []QueueEntry // unacknowledged, in Seq order
+	acked   map[uint64]bool
+	next    uint64
+	bytes   int64
+	closed  bool
+	notify  chan struct{}
+}
+
+// NewMemoryQueue returns an empty MemoryQueue.
+func NewMemoryQueue() *MemoryQueue {
+	return &MemoryQueue{acked: make(map[uint64]bool), notify: make(chan struct{}, 1)}
+}
+
+func entrySize(m *PublishOptions) int64 {
+	n := len(m.Topic) + len(m.Payload) + len(m.ContentType) + len(m.ResponseTopic) + len(m.CorrelationData)
+	for _, up := range m.UserProperties {
+		n += len(up.Key) + len(up.Value)
+	}
+	return int64(n + 64)
+}
+
+// CloneMessage returns a deep copy of m: a queue keeps nothing that belongs to its caller.
+func CloneMessage(m PublishOptions) PublishOptions {
+	m.Payload = slices.Clone(m.Payload)
+	m.CorrelationData = slices.Clone(m.CorrelationData)
+	m.UserProperties = slices.Clone(m.UserProperties)
+	return m
+}
+
+// Enqueue implements PublisherQueue.
+func (q *MemoryQueue) Enqueue(_ context.Context, e *QueueEntry) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrQueueClosed
+	}
+	q.next++
+	e.Seq, e.Time = q.next, time.Now()
+	stored := *e
+	stored.Message = CloneMessage(e.Message)
+	q.entries = append(q.entries, stored)
+	q.bytes += entrySize(&stored.Message)
+	signal(q.notify)
+	return nil
+}
+
+// Read implements PublisherQueue.
+func (q *MemoryQueue) Read(after uint64, n int, dst []QueueEntry) ([]QueueEntry, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return dst, ErrQueueClosed
+	}
+	i, _ := slices.BinarySearchFunc(q.entries, after+1, func(e QueueEntry, seq uint64) int {
+		switch {
+		case e.Seq < seq:
+			return -1
+		case e.Seq > seq:
+			return 1
+		}
+		return 0
+	})
+	for ; i < len(q.entries) && n > 0; i++ {
+		e := q.entries[i]
+		if q.acked[e.Seq] {
+			continue
+		}
+		e.Message = CloneMessage(e.Message)
+		dst = append(dst, e)
+		n--
+	}
+	return dst, nil
+}
+
+// Ack implements PublisherQueue.
+func (q *MemoryQueue) Ack(seq uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrQueueClosed
+	}
+	if seq == 0 || seq > q.next || q.acked[seq] {
+		return nil
+	}
+	if len(q.entries) == 0 || seq < q.entries[0].Seq {
+		return nil // already compacted away
+	}
+	q.acked[seq] = true
+	// Drop the acknowledged prefix so memory follows the backlog.
+	for len(q.entries) > 0 && q.acked[q.entries[0].Seq] {
+		delete(q.acked, q.entries[0].Seq)
+		q.bytes -= entrySize(&q.entries[0].Message)
+		q.entries[0] = QueueEntry{}
+		q.entries = q.entries[1:]
+	}
+	return nil
+}
+
+// Notify implements PublisherQueue.
+func (q *MemoryQueue) Notify() <-chan struct{} { return q.notify }
+
+// Stats implements PublisherQueue.
+func (q *MemoryQueue) Stats() QueueStats {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	st := QueueStats{Depth: len(q.entries) - len(q.acked), Bytes: q.bytes}
+	for _, e := range q.entries {
+		if !q.acked[e.Seq] {
+			st.Oldest = e.Time
+			break
+		}
+	}
+	return st
+}
+
+// Close implements PublisherQueue.
+func (q *MemoryQueue) Close() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	return nil
+}

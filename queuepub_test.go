@@ -1,0 +1,245 @@
+package tern
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern/internal/brokertest"
+	"github.com/ternmq/tern/internal/faultproxy"
+	"github.com/ternmq/tern/packet"
+)
+
+func seqPayload(i int) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, uint64(i))
+	return b
+}
+
+func closePublisher(t *testing.T, p *QueuePublisher) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := p.Close(ctx); err != nil {
+			t.Errorf("close queue publisher: %v", err)
+		}
+	})
+}
+
+// Messages published through the queue arrive in order, across connection cuts.
+func TestQueuePublisherInOrderAcrossCuts(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	proxy := faultproxy.New(t, b.Addr)
+	ctx := testCtx(t)
+	rx := newTestClient(t, b.URL)
+	ch, _, err := rx.Subscribe(ctx, []TopicFilter{{Topic: "qp/#", QoS: 2}}, SubAutoAck(), SubBuffer(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := newTestClient(t, proxy.URL(), WithClientID("qp-tx"), WithSessionExpiry(time.Hour),
+		WithReconnectBackoff(ConstantBackoff(5*time.Millisecond)))
+	q := NewMemoryQueue()
+	p, err := NewQueuePublisher(tx, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closePublisher(t, p)
+	const n = 2000
+	for i := range n {
+		qos := byte(1 + i%2)
+		if err := p.Publish(ctx, PublishOptions{Topic: "qp/x", QoS: qos, Payload: seqPayload(i)}); err != nil {
+			t.Fatal(err)
+		}
+		if i%500 == 250 {
+			proxy.Cut()
+		}
+	}
+	seen := make(map[uint64]int)
+	last := -1
+	reordered := 0
+	for len(seen) < n {
+		select {
+		case m := <-ch:
+			v := binary.BigEndian.Uint64(m.Payload)
+			seen[v]++
+			if int(v) < last {
+				reordered++
+			}
+			last = int(v)
+		case <-time.After(20 * time.Second):
+			t.Fatalf("received %d of %d; publisher %+v", len(seen), n, p.Stats())
+		}
+	}
+	dups := 0
+	for _, c := range seen {
+		dups += c - 1
+	}
+	t.Logf("duplicates %d, out of order %d (resends after cuts), stats %+v", dups, reordered, p.Stats())
+	waitFor(t, func() bool { return q.Stats().Depth == 0 })
+}
+
+func TestQueuePublisherRefusesQoS0AndInvalid(t *testing.T) {
+	p := newPeer(t)
+	c, _, _ := connectPeer(t, p, &packet.Connack{})
+	qp, err := NewQueuePublisher(c, NewMemoryQueue())
+	if err != nil {
+		t.Fatal(err)
+	}
+	closePublisher(t, qp)
+	ctx := testCtx(t)
+	if err := qp.Publish(ctx, PublishOptions{Topic: "a"}); !errors.Is(err, ErrQueueQoS0) {
+		t.Fatalf("QoS 0: %v", err)
+	}
+	if err := qp.Publish(ctx, PublishOptions{Topic: "a/#", QoS: 1}); !errors.Is(err, ErrInvalidTopic) {
+		t.Fatalf("bad topic: %v", err)
+	}
+}
+
+// A full queue refuses new messages (DropNewest) or drops the oldest (DropOldest), which
+// reaches the dead-letter callback.
+func TestQueuePublisherMaxSize(t *testing.T) {
+	p := newPeer(t)
+	c, _, _ := connectPeer(t, p, &packet.Connack{ReceiveMaximum: 1})
+	ctx := testCtx(t)
+
+	var mu sync.Mutex
+	var dead []error
+	qNewest := NewMemoryQueue()
+	qp, err := NewQueuePublisher(c, qNewest, WithQueueMaxSize(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The peer never acknowledges: closing gives up on what is in flight when ctx ends.
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		if err := qp.Close(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("close: %v", err)
+		}
+	}()
+	// Nothing is acknowledged by the peer, so the queue only grows.
+	for i := range 3 {
+		if err := qp.Publish(ctx, PublishOptions{Topic: "m", QoS: 1, Payload: seqPayload(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := qp.Publish(ctx, PublishOptions{Topic: "m", QoS: 1}); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("got %v, want ErrQueueFull", err)
+	}
+
+	qOldest := NewMemoryQueue()
+	qp2, err := NewQueuePublisher(c, qOldest, WithQueueMaxSize(2), WithQueueDropPolicy(DropOldest),
+		WithDeadLetter(func(e QueueEntry, err error) { mu.Lock(); dead = append(dead, err); mu.Unlock() }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		qp2.Close(ctx)
+	}()
+	for i := range 4 {
+		if err := qp2.Publish(ctx, PublishOptions{Topic: "m", QoS: 1, Payload: seqPayload(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if d := qOldest.Stats().Depth; d != 2 {
+		t.Fatalf("depth %d, want 2", d)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(dead) != 2 || !errors.Is(dead[0], ErrDropped) {
+		t.Fatalf("dead letters %v", dead)
+	}
+}
+
+// Expired messages go to the dead-letter callback; the others carry their remaining
+// lifetime as Message Expiry.
+func TestQueuePublisherTTL(t *testing.T) {
+	p := newPeer(t)
+	c, pc, _ := connectPeer(t, p, &packet.Connack{})
+	q := NewMemoryQueue()
+	// An entry enqueued "long ago": it must not be sent.
+	old := &QueueEntry{Message: PublishOptions{Topic: "ttl", QoS: 1, Payload: []byte("old")}}
+	q.Enqueue(context.Background(), old)
+	q.mu.Lock()
+	q.entries[0].Time = time.Now().Add(-time.Hour)
+	q.mu.Unlock()
+	dead := make(chan error, 1)
+	qp, err := NewQueuePublisher(c, q, WithQueueTTL(time.Minute),
+		WithDeadLetter(func(e QueueEntry, err error) { dead <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closePublisher(t, qp)
+	if err := qp.Publish(testCtx(t), PublishOptions{Topic: "ttl", QoS: 1, Payload: []byte("new")}); err != nil {
+		t.Fatal(err)
+	}
+	pub := readPublish(t, pc)
+	if string(pub.Payload) != "new" || pub.MessageExpiry == 0 || pub.MessageExpiry > 60 {
+		t.Fatalf("sent %q with expiry %d", pub.Payload, pub.MessageExpiry)
+	}
+	if err := <-dead; !errors.Is(err, ErrMessageExpired) {
+		t.Fatalf("dead letter %v", err)
+	}
+	pc.send(&packet.Ack{Kind: packet.PUBACK, PacketID: pub.PacketID})
+	waitFor(t, func() bool { return q.Stats().Depth == 0 })
+}
+
+// A message the broker refuses for good is set aside at once; a transient refusal is tried
+// again up to the attempt limit, then set aside. Neither loops forever.
+func TestQueuePublisherPoison(t *testing.T) {
+	p := newPeer(t)
+	c, pc, _ := connectPeer(t, p, &packet.Connack{})
+	dead := make(chan error, 2)
+	qp, err := NewQueuePublisher(c, NewMemoryQueue(), WithQueueMaxAttempts(3),
+		WithDeadLetter(func(e QueueEntry, err error) { dead <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closePublisher(t, qp)
+	ctx := testCtx(t)
+	qp.Publish(ctx, PublishOptions{Topic: "denied", QoS: 1})
+	pub := readPublish(t, pc)
+	pc.send(&packet.Ack{Kind: packet.PUBACK, PacketID: pub.PacketID, ReasonCode: packet.NotAuthorized})
+	if err := <-dead; !errors.Is(err, ErrPoison) {
+		t.Fatalf("dead letter %v", err)
+	}
+	qp.Publish(ctx, PublishOptions{Topic: "busy", QoS: 1})
+	for range 3 {
+		pub := readPublish(t, pc)
+		pc.send(&packet.Ack{Kind: packet.PUBACK, PacketID: pub.PacketID, ReasonCode: packet.QuotaExceeded})
+	}
+	if err := <-dead; !errors.Is(err, ErrPoison) {
+		t.Fatalf("dead letter %v", err)
+	}
+	if s := qp.Stats(); s.DeadLettered != 2 || s.Depth != 0 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// A new publisher on the same queue sends what the previous one left.
+func TestQueuePublisherResumesQueue(t *testing.T) {
+	p := newPeer(t)
+	c, pc, _ := connectPeer(t, p, &packet.Connack{})
+	q := NewMemoryQueue()
+	for i := range 3 {
+		q.Enqueue(context.Background(), &QueueEntry{Message: PublishOptions{Topic: "r", QoS: 1, Payload: seqPayload(i)}})
+	}
+	qp, err := NewQueuePublisher(c, q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closePublisher(t, qp)
+	for i := range 3 {
+		pub := readPublish(t, pc)
+		if binary.BigEndian.Uint64(pub.Payload) != uint64(i) {
+			t.Fatalf("out of order: %v", pub.Payload)
+		}
+		pc.send(&packet.Ack{Kind: packet.PUBACK, PacketID: pub.PacketID})
+	}
+	waitFor(t, func() bool { return q.Stats().Depth == 0 })
+}
