@@ -145,7 +145,7 @@ func TestMessageExpiresWhileDisconnected(t *testing.T) {
 	readPublish(t, pc)
 	pc.nc.Close()
 	pc2 := p.accept()
-	pc2.read() // CONNECT: the answer waits until the message's lifetime is over
+	pc2.read()                          // CONNECT: the answer waits until the message's lifetime is over
 	time.Sleep(1100 * time.Millisecond) // the behaviour under test is the passing of time
 	pc2.send(&packet.Connack{SessionPresent: true})
 	if err := <-r; !errors.Is(err, ErrMessageExpired) {
@@ -309,4 +309,3 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
 	}
 }
-
