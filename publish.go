@@ -248,7 +248,11 @@ func (c *Client) checkPublish(p *packet.Publish) error {
 	if p.Retain && !info.RetainAvailable {
 		return ErrRetainNotSupported
 	}
-	if max := info.MaximumPacketSize; max > 0 && uint32(p.Len()+2) > max {
+	size := p.Len()
+	if c.cfg.outAliases {
+		size += 3 // the Topic Alias property the writer may add
+	}
+	if max := info.MaximumPacketSize; max > 0 && uint32(size) > max {
 		return fmt.Errorf("%w: %d bytes, broker maximum %d", ErrPacketTooLarge, p.Len(), max)
 	}
 	return nil
@@ -307,6 +311,10 @@ func (c *Client) acquireQuota(ctx context.Context) error {
 	if c.closed {
 		c.mu.Unlock()
 		return ErrClosed
+	}
+	if !c.started {
+		c.mu.Unlock()
+		return ErrNotConnected
 	}
 	if len(c.quotaQ) == 0 && c.inUse < c.sendQuota {
 		c.takeQuotaLocked()

@@ -143,7 +143,12 @@ func TestConnectRefusedIsNotHang(t *testing.T) {
 	if !errors.As(err, &op) {
 		t.Fatalf("got %v, want a dial error", err)
 	}
-	if err := c.Publish(testCtx(t), PublishOptions{Topic: "x"}); !errors.Is(err, ErrNotConnected) {
-		t.Fatalf("publish on a never-connected client: %v", err)
+	for qos := byte(0); qos <= 2; qos++ {
+		if err := c.Publish(testCtx(t), PublishOptions{Topic: "x", QoS: qos}); !errors.Is(err, ErrNotConnected) {
+			t.Fatalf("QoS %d publish on a never-connected client: %v", qos, err)
+		}
+	}
+	if _, _, err := c.Subscribe(testCtx(t), []TopicFilter{{Topic: "x"}}); !errors.Is(err, ErrNotConnected) {
+		t.Fatalf("subscribe on a never-connected client: %v", err)
 	}
 }
