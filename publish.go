@@ -232,8 +232,8 @@ func (c *Client) checkPublish(p *packet.Publish) error {
 		return invalidTopic(p.Topic, err)
 	}
 	id := p.PacketID
-	p.PacketID = 1 // Validate insists on an identifier for QoS > 0; it is assigned later
-	err := p.Validate()
+	p.PacketID = 1 // an identifier is required for QoS > 0; it is assigned later
+	err := p.ValidateFields()
 	p.PacketID = id
 	if err != nil {
 		return invalidMessage("publish", err)

@@ -124,6 +124,11 @@ func (p *Publish) Validate() error {
 			return err
 		}
 	}
+	return p.ValidateFields()
+}
+
+// ValidateFields is Validate without the topic name, for a caller that checked it already.
+func (p *Publish) ValidateFields() error {
 	if p.QoS > 2 {
 		return ErrInvalidQoS
 	}
