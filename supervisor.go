@@ -337,6 +337,12 @@ func (c *Client) install(cn *conn) {
 		}
 	}
 	c.mu.Lock()
+	if c.closed {
+		// Disconnect won the race with this attempt.
+		c.mu.Unlock()
+		cn.close(ErrClosed)
+		return
+	}
 	c.connGen++
 	cn.gen = c.connGen
 	c.clientID = info.ClientID
