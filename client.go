@@ -141,33 +141,45 @@ func (c *Client) Connect(ctx context.Context) error {
 		c.mu.Unlock()
 		return ErrAlreadyConnected
 	}
+	// Everything Disconnect needs exists before the first dial, so Disconnect can stop a
+	// Connect in progress.
 	c.started = true
+	runCtx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.supDone = make(chan struct{})
+	c.events = newEventLoop()
 	c.mu.Unlock()
 
 	fail := func(err error) error {
+		aborted := runCtx.Err() != nil // Disconnect stopped this Connect
+		cancel()
+		c.events.close()
+		<-c.events.done
+		close(c.supDone)
 		c.mu.Lock()
-		c.started = false
+		if !c.closed {
+			c.started = false // Connect may be called again
+		}
 		c.mu.Unlock()
+		if aborted && ctx.Err() == nil {
+			return fmt.Errorf("%w: %w", ErrClosed, err)
+		}
 		return err
 	}
 	if err := c.restore(); err != nil {
 		return fail(err)
 	}
-	runCtx, cancel := context.WithCancel(context.Background())
-	c.events = newEventLoop()
 	var cn *conn
 	if !c.cfg.background {
+		dialCtx, stop := context.WithCancel(ctx)
+		unhook := context.AfterFunc(runCtx, stop) // Disconnect aborts the dial
 		var err error
-		if cn, err = c.dialAny(ctx); err != nil {
-			cancel()
-			c.events.close()
-			<-c.events.done
+		cn, err = c.dialAny(dialCtx)
+		unhook()
+		stop()
+		if err != nil {
 			return fail(err)
 		}
-	}
-	c.cancel = cancel
-	c.supDone = make(chan struct{})
-	if cn != nil {
 		c.install(cn)
 	}
 	go c.supervise(runCtx, cn)
@@ -257,7 +269,7 @@ func (c *Client) DisconnectWith(ctx context.Context, o DisconnectOptions) error 
 		fctx, cancel := context.WithTimeout(ctx, c.cfg.flushTimeout)
 		cn.w.flush(fctx)
 		cancel()
-		cn.sendDisconnect(d, ErrClosed)
+		cn.sendDisconnect(ctx, d, ErrClosed)
 	}
 	c.shutdown(ErrClosed)
 	select {

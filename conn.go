@@ -272,16 +272,25 @@ func (cn *conn) closeWith(code packet.ReasonCode, err error) {
 	if perr := (*packet.Error)(nil); errors.As(err, &perr) && perr.Detail != "" {
 		d.ReasonString = perr.Detail
 	}
-	cn.sendDisconnect(d, err)
+	cn.sendDisconnect(context.Background(), d, err)
 }
 
 // sendDisconnect stops the writer, writes d directly (bounded by a short deadline) and
 // closes the connection with reason err.
-func (cn *conn) sendDisconnect(d *packet.Disconnect, err error) {
-	cn.nc.SetWriteDeadline(time.Now().Add(time.Second))
+func (cn *conn) sendDisconnect(ctx context.Context, d *packet.Disconnect, err error) {
+	deadline := time.Now().Add(time.Second)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
+		deadline = dl
+	}
+	cn.nc.SetWriteDeadline(deadline)
 	cn.w.fail(ErrConnectionLost)
-	<-cn.w.stopped
-	cn.nc.Write(d.AppendTo(nil))
+	select {
+	case <-cn.w.stopped:
+		cn.nc.Write(d.AppendTo(nil))
+	case <-ctx.Done():
+		// The writer is stuck in a write the deadline has not ended yet: give up on
+		// DISCONNECT; closing the socket below frees it.
+	}
 	cn.close(err)
 }
 

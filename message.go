@@ -60,6 +60,15 @@ func (m *Message) Ack() error {
 	return nil
 }
 
+// abandon is Ack for a message that never reached the application because its connection
+// closed first (see inbound.release).
+func (m *Message) abandon() {
+	if in := m.in; in != nil && !m.acked.Load() {
+		in.abandoned.Add(1)
+	}
+	m.Ack()
+}
+
 var messagePool = sync.Pool{New: func() any { return new(Message) }}
 
 // inbound tracks one received QoS 1/2 PUBLISH (or a zero-copy QoS 0 one) until every handle
@@ -73,6 +82,9 @@ type inbound struct {
 	frame *packet.Buffer // zero-copy read buffer, released with the last handle
 	done  bool           // guarded by c.mu: every handle acknowledged
 	recd  bool           // guarded by c.mu: QoS 2, PUBREC sent
+
+	handles   int32        // handles delivered for it
+	abandoned atomic.Int32 // handles given up because the connection closed first
 }
 
 var inboundPool = sync.Pool{New: func() any { return new(inbound) }}
@@ -93,6 +105,18 @@ func (in *inbound) release() {
 	}
 	c := in.c
 	c.mu.Lock()
+	if in.qos == 2 && in.abandoned.Load() == in.handles && c.inQoS2[in.id] == in {
+		// Nobody got it: forget the receipt, so the broker's resend after the reconnect
+		// is delivered rather than taken for a duplicate. It stays out of the ack queue,
+		// which belongs to the closed connection anyway.
+		delete(c.inQoS2, in.id)
+		c.inCount--
+		if c.store != nil {
+			c.store.Delete(RecordInbound, in.id)
+		}
+		c.mu.Unlock()
+		return
+	}
 	in.done = true
 	c.flushAcksLocked()
 	c.mu.Unlock()
@@ -261,6 +285,8 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 			n = 1 // released below, so the message is acknowledged in order
 		}
 		in.refs.Store(n)
+		in.handles = n
+		in.abandoned.Store(0)
 		if zeroCopy {
 			in.frame = f.Detach()
 		}

@@ -131,9 +131,9 @@ const (
 	pushStopped            // not queued: the queue is closed or stop was closed
 )
 
-// push adds v under the queue's policy. With Block it waits until there is room or stop is
-// closed. Dropped items, v or the oldest, go to onDrop outside the lock.
-func (q *Queue[T]) push(v T, stop <-chan struct{}) pushResult {
+// push adds v under the queue's policy. With Block it waits until there is room or a stop
+// channel is closed. Dropped items, v or the oldest, go to onDrop outside the lock.
+func (q *Queue[T]) push(v T, stop, stop2 <-chan struct{}) pushResult {
 	for {
 		q.mu.Lock()
 		if q.closed {
@@ -162,6 +162,8 @@ func (q *Queue[T]) push(v T, stop <-chan struct{}) pushResult {
 		select {
 		case <-q.space:
 		case <-stop:
+			return pushStopped
+		case <-stop2:
 			return pushStopped
 		}
 	}

@@ -156,8 +156,10 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 		return
 	}
 	if s.q != nil {
-		if s.q.push(m, s.quit) == pushStopped {
-			m.Ack() // not delivered: the broker sends it again if it matters
+		// After a successful push the consumer may already have acknowledged (and, with
+		// zero-copy, recycled) m: it must not be touched again.
+		if s.q.push(m, s.quit, cn.closing) == pushStopped {
+			s.notDelivered(m, cn)
 		}
 		return
 	}
@@ -188,9 +190,21 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 		case <-s.quit:
 			m.Ack()
 		case <-cn.closing:
-			// Not delivered and not acknowledged: the broker sends it again.
-			m.Ack()
+			s.notDelivered(m, cn)
 		}
+	}
+}
+
+// notDelivered gives up a message that could not be handed over before its connection
+// closed. Nothing is acknowledged, and a QoS 2 message is forgotten unless some other
+// subscription got it, so the broker's resend is delivered instead of being taken for a
+// duplicate.
+func (s *Subscription) notDelivered(m *Message, cn *conn) {
+	select {
+	case <-cn.closing:
+		m.abandon()
+	default:
+		m.Ack() // the subscription ended: discarded on purpose
 	}
 }
 
