@@ -269,6 +269,7 @@ func (c *Client) DisconnectWith(ctx context.Context, o DisconnectOptions) error 
 		fctx, cancel := context.WithTimeout(ctx, c.cfg.flushTimeout)
 		cn.w.flush(fctx)
 		cancel()
+		c.cancel() // first, so the supervisor does not take the close for a lost connection
 		cn.sendDisconnect(ctx, d, ErrClosed)
 	}
 	c.shutdown(ErrClosed)

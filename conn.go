@@ -246,7 +246,15 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool) (*packe
 // start launches the connection's goroutines.
 func (cn *conn) start() {
 	cn.wg.Add(2)
-	go func() { defer cn.wg.Done(); cn.w.loop() }()
+	go func() {
+		defer cn.wg.Done()
+		cn.w.loop()
+		// A failed write is the only sign of a broken connection while the read loop is
+		// blocked on a full subscription: report it, or nothing ever closes the connection.
+		if err := cn.w.failure(); err != nil {
+			cn.close(fmt.Errorf("%w: write: %w", ErrConnectionLost, err))
+		}
+	}()
 	go func() { defer cn.wg.Done(); cn.readLoop() }()
 	if ka := cn.info.KeepAlive; ka > 0 {
 		cn.wg.Add(1)

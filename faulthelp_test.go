@@ -1,15 +1,19 @@
 package tern
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ternmq/tern/internal/brokertest"
 )
 
 // Helpers for the fault tests (fault_test.go): a sink that records which numbered messages
@@ -348,4 +352,37 @@ func (l *lifecycle) waitConnErr(d time.Duration) error {
 	case <-time.After(d):
 		return errNoEvent
 	}
+}
+
+// failureLog returns a logger for a client whose output t shows only if the test fails, to
+// explain a failure that is hard to reproduce. Pass it before the client is created, so its
+// cleanup runs after the client's Disconnect and shows the whole story.
+func failureLog(t *testing.T, name string) Option {
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	h := slog.NewTextHandler(lockedWriter{&buf, &mu}, &slog.HandlerOptions{Level: slog.LevelInfo})
+	t.Cleanup(func() {
+		if t.Failed() {
+			mu.Lock()
+			defer mu.Unlock()
+			t.Logf("%s log (tail):\n%s", name, tail(buf.String(), 6000))
+		}
+	})
+	return WithLogger(slog.New(h))
+}
+
+// brokerLogOnFailure shows the end of b's log if t fails.
+func brokerLogOnFailure(t *testing.T, b *brokertest.Mosquitto) {
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("broker log (tail):\n%s", tail(b.Log(), 6000))
+		}
+	})
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "..." + s[len(s)-n:]
 }

@@ -74,14 +74,15 @@ var messagePool = sync.Pool{New: func() any { return new(Message) }}
 // inbound tracks one received QoS 1/2 PUBLISH (or a zero-copy QoS 0 one) until every handle
 // delivered for it has been acknowledged.
 type inbound struct {
-	c     *Client
-	id    uint16
-	qos   byte
-	gen   uint64         // connection that must carry the acknowledgement
-	refs  atomic.Int32   // handles not yet acknowledged
-	frame *packet.Buffer // zero-copy read buffer, released with the last handle
-	done  bool           // guarded by c.mu: every handle acknowledged
-	recd  bool           // guarded by c.mu: QoS 2, PUBREC sent
+	c        *Client
+	id       uint16
+	qos      byte
+	gen      uint64         // connection that must carry the acknowledgement
+	refs     atomic.Int32   // handles not yet acknowledged
+	frame    *packet.Buffer // zero-copy read buffer, released with the last handle
+	done     bool           // guarded by c.mu: every handle acknowledged
+	recd     bool           // guarded by c.mu: QoS 2, PUBREC sent
+	restored bool           // loaded from the store at start
 
 	handles   int32        // handles delivered for it
 	abandoned atomic.Int32 // handles given up because the connection closed first
@@ -152,9 +153,12 @@ func (c *Client) flushAcksLocked() {
 		if in.qos == 2 {
 			kind = packet.PUBREC
 			in.recd = true
-		} else {
-			c.inCount--
 		}
+		// The window counts what the application has not acknowledged: QoS 2 leaves it at
+		// PUBREC, not PUBCOMP. Mosquitto 2.0 frees its send quota for QoS 2 at PUBREC and
+		// would overrun a window counted to PUBCOMP; the PUBREL that follows is bounded by
+		// the packet identifiers anyway.
+		c.inCount--
 		a := packet.Ack{Kind: kind, PacketID: in.id}
 		cn.w.sendUrgent(a.AppendTo(b[:0]))
 		if s := c.st; s != nil {
@@ -220,27 +224,25 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 		s.Received.Add(1)
 	}
 	c.mu.Lock()
-	if p.QoS > 0 {
-		c.inCount++
-		if c.inCount > int(c.cfg.receiveMax) {
-			c.mu.Unlock()
-			return errInboundQuota
-		}
-	}
 	if p.QoS == 2 {
 		in := c.inQoS2[p.PacketID]
-		if in != nil && !p.Dup {
+		if in != nil && !p.Dup && in.restored {
 			// [MQTT-3.3.1-1] A re-delivery always carries DUP, so this is a new message and
-			// the record is stale: its exchange ended but the end was not recorded (a
-			// deletion lost in a crash, say). Forget it.
+			// the record, loaded from the store, is stale: its exchange ended but the end
+			// was not recorded (a deletion lost in a crash). Forget it. A record of this
+			// process's own is exact, and the broker cannot reuse its identifier before
+			// PUBCOMP: a PUBLISH without DUP is then a resend whose DUP the broker forgot.
 			delete(c.inQoS2, p.PacketID)
-			c.inCount--
+			if !in.recd {
+				c.inCount--
+			}
 			in = nil
 		}
 		if in != nil {
 			// A resend of a message already delivered: never deliver it twice. Answer
-			// it once the original is acknowledged, on this connection.
-			c.inCount--
+			// it once the original is acknowledged, on this connection. Its record is
+			// counted in the window already, so a resend never overruns it: after a
+			// reconnection the broker resends a full window.
 			f.Release()
 			if in.recd {
 				c.mu.Unlock()
@@ -255,6 +257,15 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 			}
 			c.mu.Unlock()
 			return nil
+		}
+	}
+	if p.QoS > 0 {
+		c.inCount++
+		// A resend (DUP) is part of the broker's in-flight set from an earlier connection:
+		// refusing it can only make the broker resend it on the next one, for ever.
+		if c.inCount > int(c.cfg.receiveMax) && !p.Dup {
+			c.mu.Unlock()
+			return errInboundQuota
 		}
 	}
 	c.mu.Unlock()
@@ -384,7 +395,9 @@ func (c *Client) handlePubrel(cn *conn, a *packet.Ack) error {
 			}
 		}
 		delete(c.inQoS2, a.PacketID)
-		c.inCount--
+		if !in.recd {
+			c.inCount-- // PUBREL before PUBREC breaks the protocol; keep the count right
+		}
 		if in.recd {
 			// Nothing refers to the record any more: its handles are all acknowledged
 			// and it has left the acknowledgement queue.

@@ -354,7 +354,12 @@ func (c *Client) install(cn *conn) {
 		// The broker has no session: nothing it sent us is pending any more.
 		clear(c.inQoS2)
 	}
-	c.inCount = len(c.inQoS2)
+	c.inCount = 0
+	for _, in := range c.inQoS2 {
+		if !in.recd {
+			c.inCount++ // received, not yet acknowledged by the application
+		}
+	}
 	cn.start()
 	c.resendLocked(cn, info.SessionPresent)
 	for _, r := range c.requests {
@@ -480,7 +485,7 @@ func (c *Client) restore() error {
 			c.inUse++
 			c.seq = max(c.seq, r.Seq)
 		case RecordInbound:
-			in := &inbound{c: c, id: r.ID, qos: 2, recd: true, done: true}
+			in := &inbound{c: c, id: r.ID, qos: 2, recd: true, done: true, restored: true}
 			c.inQoS2[r.ID] = in
 		}
 	}

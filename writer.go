@@ -18,6 +18,7 @@ type writer struct {
 	buf     []byte        // pending bytes, appended by producers
 	spare   []byte        // the buffer being written, or free for the next swap
 	err     error         // sticky: the first write error, or errWriterClosed
+	werr    error         // the write error that stopped the loop, if that is what did
 	gen     uint64        // generation of the bytes in buf: bumped on every swap
 	done    uint64        // every generation below this one has been written
 	flushed chan struct{} // closed when the generation in flight has been written
@@ -165,7 +166,7 @@ func (w *writer) loop() {
 
 			w.mu.Lock()
 			if err != nil && w.err == nil {
-				w.err = err
+				w.err, w.werr = err, err
 			}
 			w.done = gen + 1
 			close(w.flushed)
@@ -188,6 +189,13 @@ func (w *writer) loop() {
 			return
 		}
 	}
+}
+
+// failure returns the write error that stopped the loop, or nil if it stopped because of fail.
+func (w *writer) failure() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.werr
 }
 
 // fail makes every later send return err and stops the loop once pending bytes are dropped.
