@@ -74,6 +74,7 @@ type outMsg struct {
 	stored     bool           // in the store (always true without one)
 	sent       bool           // written on some connection at least once
 	released   bool           // QoS 2: PUBREC received, PUBREL sent
+	resent     bool           // written again with DUP after a reconnect
 	done       bool           // completed
 	restored   bool           // loaded from the store at start
 	prev, next *outMsg        // send order, for replay
@@ -280,6 +281,7 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
 			}
 			cn.w.commit()
 			om.sent = true
+			om.resent = om.resent || dup
 			c.countSent(dup)
 			return
 		}
@@ -293,6 +295,7 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
 	}
 	cn.w.commit()
 	om.sent = true
+	om.resent = om.resent || dup
 	c.countSent(dup)
 }
 
@@ -480,7 +483,9 @@ func (c *Client) handleAck(cn *conn, a *packet.Ack) error {
 		if om.qos != 2 {
 			return errAckMismatch
 		}
-		if a.ReasonCode.IsError() {
+		// A resend answered with "packet identifier in use" means the broker holds the
+		// message already (mochi answers so): go on with PUBREL.
+		if a.ReasonCode.IsError() && !(om.resent && a.ReasonCode == packet.PacketIdentifierInUse) {
 			c.completeLocked(om, refused())
 			return nil
 		}
@@ -505,7 +510,9 @@ func (c *Client) handleAck(cn *conn, a *packet.Ack) error {
 		if om.qos != 2 || !om.released {
 			return errAckMismatch
 		}
-		if a.ReasonCode.IsError() {
+		// After a reconnect, "packet identifier not found" answers a PUBREL the broker had
+		// already completed (§4.3.3): the message was delivered.
+		if a.ReasonCode.IsError() && a.ReasonCode != packet.PacketIdentifierNotFound {
 			c.completeLocked(om, refused())
 		} else {
 			c.completeLocked(om, nil)

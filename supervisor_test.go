@@ -309,3 +309,37 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond) // polling a condition with a deadline
 	}
 }
+
+// Recovery answers that report a QoS 2 exchange already done are success, not refusals:
+// PUBREC "identifier in use" for a resent PUBLISH, PUBCOMP "identifier not found" for a
+// resent PUBREL.
+func TestQoS2RecoveryAnswersAreSuccess(t *testing.T) {
+	p := newPeer(t)
+	c, pc, _ := connectPeer(t, p, &packet.Connack{}, fastOpts...)
+	r1 := publishAsync(t, c, PublishOptions{Topic: "rec", QoS: 2, Payload: []byte("one")})
+	one := readPublish(t, pc)
+	r2 := publishAsync(t, c, PublishOptions{Topic: "rec", QoS: 2, Payload: []byte("two")})
+	two := readPublish(t, pc)
+	pc.send(&packet.Ack{Kind: packet.PUBREC, PacketID: two.PacketID})
+	pc.read() // PUBREL
+	pc.nc.Close()
+
+	pc2, _ := p.handshake(&packet.Connack{SessionPresent: true})
+	if got := readPublish(t, pc2); got.PacketID != one.PacketID || !got.Dup {
+		t.Fatalf("resend %+v", got)
+	}
+	if a := pc2.read().(*packet.Ack); a.Kind != packet.PUBREL || a.PacketID != two.PacketID {
+		t.Fatalf("got %v %d", a.Kind, a.PacketID)
+	}
+	pc2.send(&packet.Ack{Kind: packet.PUBREC, PacketID: one.PacketID, ReasonCode: packet.PacketIdentifierInUse})
+	if a := pc2.read().(*packet.Ack); a.Kind != packet.PUBREL || a.PacketID != one.PacketID {
+		t.Fatalf("got %v %d, want PUBREL after 0x91", a.Kind, a.PacketID)
+	}
+	pc2.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: one.PacketID})
+	pc2.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: two.PacketID, ReasonCode: packet.PacketIdentifierNotFound})
+	for i, r := range []chan error{r1, r2} {
+		if err := <-r; err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+}
