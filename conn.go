@@ -93,6 +93,8 @@ type conn struct {
 	authMu sync.Mutex
 	authCh chan *packet.Auth // the re-authentication waiting for the broker's AUTH
 
+	overrunLogged bool // reader only: the broker's Receive Maximum overrun was logged
+
 	aliases *aliasTable // outbound topic aliases; nil when off
 	inAlias []string    // inbound topic aliases, index = alias
 }

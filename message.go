@@ -264,8 +264,21 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 		// A resend (DUP) is part of the broker's in-flight set from an earlier connection:
 		// refusing it can only make the broker resend it on the next one, for ever.
 		if c.inCount > int(c.cfg.receiveMax) && !p.Dup {
-			c.mu.Unlock()
-			return errInboundQuota
+			if c.cfg.strictReceiveMax {
+				c.mu.Unlock()
+				return errInboundQuota
+			}
+			// Mosquitto 2.0 and mochi both overrun a client's window. Disconnecting would
+			// throw away everything in flight for a violation that costs nothing here:
+			// memory stays bounded by the subscription buffers, which block the read loop.
+			if !cn.overrunLogged {
+				cn.overrunLogged = true
+				c.log.Warn("tern: broker exceeds the Receive Maximum; tolerated (see WithStrictReceiveMaximum)",
+					"receive_maximum", c.cfg.receiveMax)
+			}
+			if s := c.st; s != nil {
+				s.ReceiveMaxExceeded.Add(1)
+			}
 		}
 	}
 	c.mu.Unlock()

@@ -50,18 +50,19 @@ type config struct {
 	subBuffer      int
 	dropPolicy     DropPolicy
 
-	auth           Authenticator
-	connectBuilder func(context.Context, *packet.Connect) error
-	background     bool
-	sessionLoss    SessionLossPolicy
-	inflightTTL    time.Duration
-	store          Store
-	onReconnect    func(attempt int, broker string)
-	onUp           func(*ConnackInfo)
-	onDown         func(error) bool
-	onConnectErr   func(error)
-	onServerDisc   func(*packet.Disconnect)
-	backoff        Backoff
+	auth             Authenticator
+	connectBuilder   func(context.Context, *packet.Connect) error
+	strictReceiveMax bool
+	background       bool
+	sessionLoss      SessionLossPolicy
+	inflightTTL      time.Duration
+	store            Store
+	onReconnect      func(attempt int, broker string)
+	onUp             func(*ConnackInfo)
+	onDown           func(error) bool
+	onConnectErr     func(error)
+	onServerDisc     func(*packet.Disconnect)
+	backoff          Backoff
 }
 
 // Defaults. A test checks that the documentation of each option states these values.
@@ -281,7 +282,7 @@ func WithWill(w *packet.Will) Option {
 }
 
 // WithReceiveMaximum sets how many QoS 1 and 2 messages the broker may have unacknowledged
-// towards this client at once. A broker that sends more is disconnected with 0x93.
+// towards this client at once (see WithStrictReceiveMaximum for a broker that sends more).
 // Default: 1024.
 func WithReceiveMaximum(n uint16) Option {
 	return func(c *config) error {
@@ -476,4 +477,13 @@ func WithStore(s Store) Option {
 // attempt number and the broker tried first. Same execution rules as WithOnConnectionUp.
 func WithOnReconnectAttempt(fn func(attempt int, broker string)) Option {
 	return func(c *config) error { c.onReconnect = fn; return nil }
+}
+
+// WithStrictReceiveMaximum makes the client disconnect (reason 0x93) a broker that sends more
+// unacknowledged QoS 1/2 messages than WithReceiveMaximum allows. Default: false: the overrun
+// is logged once per connection and counted in Stats, because common brokers (Mosquitto 2.0,
+// mochi) overrun the window and a disconnection would lose what is in flight; memory stays
+// bounded by the subscription buffers either way.
+func WithStrictReceiveMaximum(strict bool) Option {
+	return func(c *config) error { c.strictReceiveMax = strict; return nil }
 }

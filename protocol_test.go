@@ -139,7 +139,7 @@ func TestInboundQoS2ExactlyOnce(t *testing.T) {
 
 func TestInboundReceiveMaximumViolation(t *testing.T) {
 	p := newPeer(t)
-	c, pc, cp := connectPeer(t, p, &packet.Connack{}, WithReceiveMaximum(2))
+	c, pc, cp := connectPeer(t, p, &packet.Connack{}, WithReceiveMaximum(2), WithStrictReceiveMaximum(true))
 	if cp.ReceiveMaximum != 2 {
 		t.Fatalf("CONNECT advertised receive maximum %d, want 2", cp.ReceiveMaximum)
 	}
@@ -366,3 +366,25 @@ func TestPublishRefusedIsTyped(t *testing.T) {
 }
 
 func errorsAs[T error](err error, target *T) bool { return errors.As(err, target) }
+
+// By default an overrun of the window is tolerated and counted: nothing is lost.
+func TestInboundReceiveMaximumTolerated(t *testing.T) {
+	p := newPeer(t)
+	c, pc, _ := connectPeer(t, p, &packet.Connack{}, WithReceiveMaximum(2))
+	ch, _, err := subscribeVia(t, c, pc, "rm", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := uint16(1); id <= 3; id++ {
+		pc.send(&packet.Publish{Topic: "rm", QoS: 1, PacketID: id})
+	}
+	for range 3 {
+		recv(t, ch).Ack()
+	}
+	if got := fmt.Sprint(readAcks(t, pc, 3)); got != "[1 2 3]" {
+		t.Fatalf("acks %s", got)
+	}
+	if s := c.Stats(); s.ReceiveMaxExceeded != 1 {
+		t.Fatalf("overrun counted %d times, want 1", s.ReceiveMaxExceeded)
+	}
+}

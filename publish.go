@@ -74,7 +74,6 @@ type outMsg struct {
 	stored     bool           // in the store (always true without one)
 	sent       bool           // written on some connection at least once
 	released   bool           // QoS 2: PUBREC received, PUBREL sent
-	resent     bool           // written again with DUP after a reconnect
 	done       bool           // completed
 	restored   bool           // loaded from the store at start
 	prev, next *outMsg        // send order, for replay
@@ -281,7 +280,6 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
 			}
 			cn.w.commit()
 			om.sent = true
-			om.resent = om.resent || dup
 			c.countSent(dup)
 			return
 		}
@@ -295,7 +293,6 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
 	}
 	cn.w.commit()
 	om.sent = true
-	om.resent = om.resent || dup
 	c.countSent(dup)
 }
 
@@ -483,9 +480,9 @@ func (c *Client) handleAck(cn *conn, a *packet.Ack) error {
 		if om.qos != 2 {
 			return errAckMismatch
 		}
-		// A resend answered with "packet identifier in use" means the broker holds the
-		// message already (mochi answers so): go on with PUBREL.
-		if a.ReasonCode.IsError() && !(om.resent && a.ReasonCode == packet.PacketIdentifierInUse) {
+		// Even "packet identifier in use" to a resend is a refusal: mochi answers so
+		// without holding the message, and taking it for success loses the message.
+		if a.ReasonCode.IsError() {
 			c.completeLocked(om, refused())
 			return nil
 		}

@@ -17,6 +17,9 @@ type Stats struct {
 	Unrouted       uint64 // messages that matched no subscription
 	AcksSent       uint64 // PUBACK and PUBREC packets sent for received messages
 	PingTimeouts   uint64 // connections closed because PINGRESP did not come
+	// ReceiveMaxExceeded counts messages that arrived beyond the Receive Maximum this client
+	// advertised (tolerated unless WithStrictReceiveMaximum).
+	ReceiveMaxExceeded uint64
 }
 
 // stats holds the live counters. The client keeps a nil *stats when counting is off, so each
@@ -25,7 +28,7 @@ type stats struct {
 	Connects, ConnectErrors, ConnectionLost                 atomic.Uint64
 	PublishSent, PublishResent, PublishAcked, PublishFailed atomic.Uint64
 	Received, Delivered, Dropped, Unrouted, AcksSent        atomic.Uint64
-	PingTimeouts                                            atomic.Uint64
+	PingTimeouts, ReceiveMaxExceeded                        atomic.Uint64
 }
 
 // Stats returns the current counters. It is safe to call from any goroutine.
@@ -41,5 +44,6 @@ func (c *Client) Stats() Stats {
 		PublishFailed: s.PublishFailed.Load(), Received: s.Received.Load(),
 		Delivered: s.Delivered.Load(), Dropped: s.Dropped.Load(), Unrouted: s.Unrouted.Load(),
 		AcksSent: s.AcksSent.Load(), PingTimeouts: s.PingTimeouts.Load(),
+		ReceiveMaxExceeded: s.ReceiveMaxExceeded.Load(),
 	}
 }

@@ -1,0 +1,158 @@
+package adapters
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ternmq/tern"
+)
+
+// Tern adapts github.com/ternmq/tern.
+type Tern struct {
+	cfg Config
+	c   *tern.Client
+	q   tern.PublisherQueue
+	qp  *tern.QueuePublisher
+	wg  sync.WaitGroup // channel consumers
+}
+
+// OpenFileQueue opens tern's durable file queue in dir (set in filequeue.go). Kept as a
+// variable so the adapter builds without the package.
+var OpenFileQueue func(dir string) (tern.PublisherQueue, error)
+
+// immediateFirst retries at once, then every 100 ms: the reconnect policy given to every
+// library in the benchmarks.
+type immediateFirst struct{}
+
+func (immediateFirst) Delay(attempt int) time.Duration {
+	if attempt <= 1 {
+		return 0
+	}
+	return 100 * time.Millisecond
+}
+
+// Connect implements Client.
+func (a *Tern) Connect(ctx context.Context) error {
+	opts := []tern.Option{
+		tern.WithBroker("mqtt://" + a.cfg.Addr),
+		tern.WithClientID(a.cfg.ClientID),
+	}
+	if a.cfg.ReceiveMax > 0 {
+		opts = append(opts, tern.WithReceiveMaximum(a.cfg.ReceiveMax))
+	}
+	if a.cfg.Session {
+		opts = append(opts, tern.WithSessionExpiry(time.Hour), tern.WithReconnectBackoff(immediateFirst{}))
+	}
+	c, err := tern.New(opts...)
+	if err != nil {
+		return err
+	}
+	if err := c.Connect(ctx); err != nil {
+		return err
+	}
+	a.c = c
+	switch a.cfg.Queue {
+	case "":
+		return nil
+	case "memory":
+		a.q = tern.NewMemoryQueue()
+	case "file":
+		if OpenFileQueue == nil {
+			return fmt.Errorf("tern: file queue: %w (TODO: the filequeue package does not exist yet)", ErrUnavailable)
+		}
+		if a.q, err = OpenFileQueue(a.cfg.QueueDir); err != nil {
+			return err
+		}
+	default:
+		return fmt.Errorf("tern: unknown queue %q", a.cfg.Queue)
+	}
+	a.qp, err = tern.NewQueuePublisher(c, a.q)
+	return err
+}
+
+// Publish implements Client.
+func (a *Tern) Publish(ctx context.Context, qos byte, payload []byte) error {
+	return a.c.Publish(ctx, tern.PublishOptions{Topic: a.cfg.Topic, Payload: payload, QoS: qos})
+}
+
+// PublishPipelined implements Pipeliner with PublishAsync: it returns as soon as the message
+// holds a place in the broker's window, so one goroutine keeps the window full.
+func (a *Tern) PublishPipelined(ctx context.Context, qos byte, n int, src Payloads) error {
+	buf := src.New() // PublishAsync copies the payload
+	var ring [256]*tern.PublishToken
+	for i := range n {
+		src.Stamp(buf, i)
+		tok, err := a.c.PublishAsync(ctx, tern.PublishOptions{Topic: a.cfg.Topic, Payload: buf, QoS: qos})
+		if err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
+		}
+		slot := &ring[i%len(ring)]
+		if *slot != nil {
+			if err := (*slot).Wait(ctx); err != nil {
+				return fmt.Errorf("message %d: %w", i-len(ring), err)
+			}
+		}
+		*slot = tok
+	}
+	for _, tok := range ring {
+		if tok != nil {
+			if err := tok.Wait(ctx); err != nil {
+				return err
+			}
+		}
+	}
+	if qos == 0 {
+		return a.c.Flush(ctx)
+	}
+	return nil
+}
+
+// Subscribe implements Client.
+func (a *Tern) Subscribe(ctx context.Context, qos byte, mode Mode, h func([]byte)) error {
+	filters := []tern.TopicFilter{{Topic: a.cfg.Topic, QoS: qos}}
+	var opts []tern.SubOption
+	if a.cfg.ZeroCopy {
+		opts = append(opts, tern.SubZeroCopy())
+	}
+	switch mode {
+	case Callback:
+		_, err := a.c.SubscribeCallback(ctx, filters, func(m *tern.Message) { h(m.Payload) }, opts...)
+		return err
+	case Channel:
+		ch, _, err := a.c.Subscribe(ctx, filters, opts...)
+		if err != nil {
+			return err
+		}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			for m := range ch {
+				h(m.Payload)
+				m.Ack()
+			}
+		}()
+		return nil
+	}
+	return fmt.Errorf("tern: unknown mode %q", mode)
+}
+
+// Enqueue implements Enqueuer.
+func (a *Tern) Enqueue(ctx context.Context, payload []byte) error {
+	return a.qp.Publish(ctx, tern.PublishOptions{Topic: a.cfg.Topic, Payload: payload, QoS: 1})
+}
+
+// Disconnect implements Client.
+func (a *Tern) Disconnect(ctx context.Context) error {
+	var errs []error
+	if a.qp != nil {
+		errs = append(errs, a.qp.Close(ctx), a.q.Close())
+	}
+	if a.c != nil {
+		errs = append(errs, a.c.Disconnect(ctx))
+	}
+	a.wg.Wait() // the channel closes on Disconnect
+	return errors.Join(errs...)
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package rawmqtt
+
+const raceEnabled = false

@@ -1,0 +1,150 @@
+package suite
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// proc is one child process seen from the parent.
+type proc struct {
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	events chan Event
+	stderr lockedBuffer
+	exited chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() < 1<<20 {
+		l.b.Write(p)
+	}
+	return len(p), nil
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// errUnavailable marks a job the library cannot run: the row is skipped.
+var errUnavailable = errors.New("unavailable")
+
+// ChildFlag is the flag that makes the suite binary run one job as a child.
+const ChildFlag = "child"
+
+// startProc starts the suite binary again as a child running job.
+func startProc(job Job) (*proc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := json.Marshal(job)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(exe, "-"+ChildFlag, string(spec))
+	// The child dies with the suite, whatever ends it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	p := &proc{cmd: cmd, events: make(chan Event, 8), exited: make(chan struct{})}
+	cmd.Stderr = &p.stderr
+	if p.stdin, err = cmd.StdinPipe(); err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			var e Event
+			if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+				fmt.Fprintf(&p.stderr, "suite: bad line from child: %q\n", sc.Text())
+				continue
+			}
+			p.events <- e
+		}
+		close(p.events)
+		cmd.Wait()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// say sends one line to the child.
+func (p *proc) say(word string) {
+	io.WriteString(p.stdin, word+"\n")
+}
+
+// await waits for the named event.
+func (p *proc) await(name string, timeout time.Duration) (Event, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		select {
+		case e, ok := <-p.events:
+			if !ok {
+				return Event{}, fmt.Errorf("child exited before %q: %s", name, p.stderr.String())
+			}
+			if e.Event == name {
+				return e, nil
+			}
+			if e.Event == "result" && e.Result != nil && e.Result.Err != "" {
+				if e.Result.Unavailable {
+					return e, fmt.Errorf("%w: %s", errUnavailable, e.Result.Err)
+				}
+				return e, fmt.Errorf("child failed before %q: %s", name, e.Result.Err)
+			}
+		case <-t.C:
+			return Event{}, fmt.Errorf("no %q from the child within %v", name, timeout)
+		}
+	}
+}
+
+// finish asks for the result and waits for the child to exit; on timeout it kills it.
+func (p *proc) finish(timeout time.Duration) (*ChildResult, error) {
+	p.say("stop")
+	e, err := p.await("result", timeout)
+	p.stdin.Close()
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+	if err != nil {
+		return nil, err
+	}
+	if e.Result == nil {
+		return nil, fmt.Errorf("child sent no result")
+	}
+	return e.Result, nil
+}
+
+// kill ends the child at once.
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	p.stdin.Close()
+	<-p.exited
+}

@@ -1,0 +1,410 @@
+package suite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/ternmq/tern/bench/proxy"
+	"github.com/ternmq/tern/bench/rawmqtt"
+	"github.com/ternmq/tern/bench/stamp"
+	"github.com/ternmq/tern/internal/brokertest"
+	"github.com/ternmq/tern/packet"
+)
+
+// Options configure a suite run.
+type Options struct {
+	Runs       int            // runs of every scenario; the report shows medians
+	Quick      bool           // small counts: a correctness check
+	Only       *regexp.Regexp // scenarios to run; nil: all
+	ProfileDir string         // if set, tern's children write CPU profiles here
+	Log        io.Writer      // progress lines
+}
+
+// Result is one library in one scenario in one run.
+type Result struct {
+	Scenario    string  `json:"scenario"`
+	Lib         string  `json:"lib"`
+	Run         int     `json:"run"`
+	N           int     `json:"n"`
+	Seconds     float64 `json:"seconds"`
+	MsgPerSec   float64 `json:"msg_per_sec"`
+	CPUUsPerMsg float64 `json:"cpu_us_per_msg"`
+	AllocsPer   float64 `json:"allocs_per_msg"`
+	BytesPer    float64 `json:"bytes_per_msg"`
+	PeakHeapMiB float64 `json:"peak_heap_mib,omitempty"`
+	P50Us       float64 `json:"p50_us,omitempty"`
+	P99Us       float64 `json:"p99_us,omitempty"`
+	ReconnectMs float64 `json:"reconnect_ms,omitempty"`
+	// BrokerOverrun is the most QoS 1/2 messages Mosquitto had outstanding towards the sink
+	// at once, when that exceeded the Receive Maximum the sink advertised.
+	BrokerOverrun int          `json:"broker_overrun,omitempty"`
+	Counts        stamp.Counts `json:"counts"`
+	Child         *ChildResult `json:"child,omitempty"`
+	Err           string       `json:"err,omitempty"`
+	Skipped       string       `json:"skipped,omitempty"` // the library cannot run this yet
+}
+
+// OK reports whether the run delivered every message exactly once and intact.
+func (r *Result) OK() bool { return r.Err == "" }
+
+// Suite is one session: one broker, every scenario, every run.
+type Suite struct {
+	opt     Options
+	broker  *brokertest.Mosquitto
+	tmp     string
+	jobs    int
+	Results []Result
+}
+
+// New starts the suite's Mosquitto on a free loopback port.
+func New(opt Options) (*Suite, error) {
+	if opt.Runs < 1 {
+		opt.Runs = 1
+	}
+	if opt.Log == nil {
+		opt.Log = io.Discard
+	}
+	tmp, err := os.MkdirTemp("", "tern-bench-")
+	if err != nil {
+		return nil, err
+	}
+	// The defaults of brokertest are the benchmark configuration: max_inflight_messages 20,
+	// max_queued_messages 0, set_tcp_nodelay true, no persistence.
+	b, err := brokertest.Start(brokertest.Config{Dir: tmp})
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	return &Suite{opt: opt, broker: b, tmp: tmp}, nil
+}
+
+// Close stops the broker and removes the suite's files.
+func (s *Suite) Close() {
+	s.broker.Stop()
+	os.RemoveAll(s.tmp)
+}
+
+// BrokerLog returns the broker's output, for diagnostics.
+func (s *Suite) BrokerLog() string { return s.broker.Log() }
+
+// Run runs every selected scenario opt.Runs times. Libraries take turns within each
+// scenario, in an order that rotates from run to run.
+func (s *Suite) Run() {
+	scs := s.selected()
+	for run := 1; run <= s.opt.Runs; run++ {
+		for _, sc := range scs {
+			libs := sc.Libs
+			for i := range libs {
+				lib := libs[(i+run-1)%len(libs)]
+				r := s.runJob(sc, lib, run)
+				s.Results = append(s.Results, r)
+				s.progress(run, &r)
+			}
+		}
+	}
+}
+
+func (s *Suite) selected() []Scenario {
+	var out []Scenario
+	for _, sc := range Scenarios() {
+		if s.opt.Only == nil || s.opt.Only.MatchString(sc.Name) {
+			out = append(out, sc)
+		}
+	}
+	return out
+}
+
+func (s *Suite) progress(run int, r *Result) {
+	status := "ok"
+	switch {
+	case r.Skipped != "":
+		status = "SKIPPED: " + r.Skipped
+	case !r.OK():
+		status = "FAILED: " + r.Err
+	}
+	extra := ""
+	switch {
+	case r.P50Us > 0:
+		extra = fmt.Sprintf(" p50 %.0f µs p99 %.0f µs", r.P50Us, r.P99Us)
+	case r.ReconnectMs > 0:
+		extra = fmt.Sprintf(" reconnect %.0f ms", r.ReconnectMs)
+	case r.PeakHeapMiB > 0:
+		extra = fmt.Sprintf(" peak heap %.1f MiB", r.PeakHeapMiB)
+	}
+	fmt.Fprintf(s.opt.Log, "run %d/%d %-20s %-15s %9.0f msg/s %8.2f µs/msg CPU %7.1f allocs/msg%s  %s\n",
+		run, s.opt.Runs, r.Scenario, r.Lib, r.MsgPerSec, r.CPUUsPerMsg, r.AllocsPer, extra, status)
+}
+
+// runJob runs one library once in one scenario.
+func (s *Suite) runJob(sc Scenario, lib Lib, run int) Result {
+	s.jobs++
+	id := fmt.Sprintf("%d-%d", os.Getpid(), s.jobs)
+	n := sc.count(lib, s.opt.Quick)
+	job := Job{
+		Kind: sc.Kind, Lib: lib.Adapter, QoS: sc.QoS, Size: sc.Size, N: n, Workers: sc.Workers,
+		Mode: sc.Mode, ZeroCopy: lib.ZeroCopy, Queue: lib.Queue, Addr: s.broker.Addr,
+		Topic: "bench/" + id, ClientID: "bench-" + lib.Name + "-" + id, Run: rand.Uint32(),
+		Heap: sc.Kind == KindSlow || sc.Kind == KindQueue,
+	}
+	if lib.Queue == "file" {
+		job.QueueDir = filepath.Join(s.tmp, "queue-"+id)
+		defer os.RemoveAll(job.QueueDir)
+	}
+	if s.opt.ProfileDir != "" && lib.Adapter == "tern" {
+		job.Profile = filepath.Join(s.opt.ProfileDir, fmt.Sprintf("%s-%s-run%d.pprof", sc.Name, lib.Name, run))
+	}
+	r := Result{Scenario: sc.Name, Lib: lib.Name, Run: run, N: n}
+	var err error
+	switch sc.Kind {
+	case KindPublish, KindConc, KindPipe, KindQueue:
+		err = s.runPublish(job, &r)
+	case KindReceive, KindSlow:
+		err = s.runReceive(job, &r)
+	case KindLatency:
+		err = s.runLatency(job, &r)
+	case KindReconnect:
+		err = s.runReconnect(job, &r)
+	default:
+		err = fmt.Errorf("unknown kind %q", sc.Kind)
+	}
+	switch {
+	case errors.Is(err, errUnavailable):
+		r.Skipped = err.Error()
+	case err != nil:
+		r.Err = err.Error()
+	}
+	return r
+}
+
+// Timeouts of the parent's waits.
+const (
+	readyTimeout = 30 * time.Second
+	workTimeout  = 5 * time.Minute
+	stopTimeout  = 30 * time.Second
+)
+
+// fill computes the per-message figures from what the child measured.
+func (r *Result) fill(cr *ChildResult, from, to int64) {
+	r.Child = cr
+	if to > from {
+		r.Seconds = float64(to-from) / 1e9
+		r.MsgPerSec = float64(r.N) / r.Seconds
+	}
+	n := float64(r.N)
+	r.CPUUsPerMsg = float64(cr.UserNs+cr.SysNs) / 1e3 / n
+	r.AllocsPer = float64(cr.Mallocs) / n
+	r.BytesPer = float64(cr.Bytes) / n
+	r.PeakHeapMiB = float64(cr.PeakHeap) / (1 << 20)
+}
+
+// sink subscribes a raw client to the job's topic at QoS 2 and checks what arrives.
+func (s *Suite) sink(job Job) (*rawmqtt.Client, *stamp.Checker, error) {
+	f, err := stamp.NewFormat(job.Run, job.Size)
+	if err != nil {
+		return nil, nil, err
+	}
+	k := stamp.NewChecker(f, job.N)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := rawmqtt.Dial(ctx, s.broker.Addr, rawmqtt.Options{ClientID: "sink-" + job.ClientID, ReceiveMax: brokerWindow})
+	if err != nil {
+		return nil, nil, fmt.Errorf("sink: %w", err)
+	}
+	c.OnMessage(func(p *packet.Publish) { k.Check(p.Payload) })
+	if err := c.Subscribe(ctx, job.Topic, 2); err != nil {
+		c.Close()
+		return nil, nil, fmt.Errorf("sink: %w", err)
+	}
+	return c, k, nil
+}
+
+// waitChecker waits until k has every message, or until nothing new arrived for idleLimit,
+// or the timeout.
+func waitChecker(k *stamp.Checker, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	var lastUnique uint64
+	lastChange := time.Now()
+	for !k.Done() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+		c, _ := k.Counts()
+		if c.Unique != lastUnique {
+			lastUnique, lastChange = c.Unique, time.Now()
+		} else if time.Since(lastChange) > idleLimit {
+			return
+		}
+	}
+}
+
+// startChild starts the child and waits until it is connected and ready.
+func startChild(job Job) (*proc, error) {
+	p, err := startProc(job)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := p.await("ready", readyTimeout); err != nil {
+		p.kill()
+		return nil, err
+	}
+	return p, nil
+}
+
+// runPublish: the child publishes, the sink in this process checks.
+func (s *Suite) runPublish(job Job, r *Result) error {
+	sink, k, err := s.sink(job)
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	p, err := startChild(job)
+	if err != nil {
+		return err
+	}
+	p.say("go")
+	if _, err := p.await("sent", workTimeout); err != nil {
+		p.kill()
+		return err
+	}
+	waitChecker(k, workTimeout)
+	cr, err := p.finish(stopTimeout)
+	if err != nil {
+		return err
+	}
+	counts, last := k.Counts()
+	r.Counts = counts
+	r.fill(cr, cr.Start, last.UnixNano())
+	if m := sink.MaxUnacked(); m > brokerWindow {
+		r.BrokerOverrun = m
+	}
+	return errors.Join(childErr(cr), counts.Verdict(false))
+}
+
+func childErr(cr *ChildResult) error {
+	if cr.Err != "" {
+		return fmt.Errorf("child: %s", cr.Err)
+	}
+	return nil
+}
+
+// runReceive: the raw feeder in this process publishes, the child receives and checks.
+func (s *Suite) runReceive(job Job, r *Result) error {
+	p, err := startChild(job)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), workTimeout)
+	defer cancel()
+	feeder, err := rawmqtt.Dial(ctx, s.broker.Addr, rawmqtt.Options{ClientID: "feed-" + job.ClientID, ReceiveMax: brokerWindow})
+	if err != nil {
+		p.kill()
+		return fmt.Errorf("feeder: %w", err)
+	}
+	defer feeder.Close()
+	f, _ := stamp.NewFormat(job.Run, job.Size)
+	tmpl := rawmqtt.NewTemplate(job.Topic, job.QoS, f.New())
+	p.say("go")
+	if _, err := p.await("started", readyTimeout); err != nil {
+		p.kill()
+		return err
+	}
+	feedStart := time.Now().UnixNano()
+	ferr := feeder.Publish(ctx, tmpl, job.N, func(i int, b []byte) { f.Stamp(b, uint64(i), 0) })
+	p.say("fed")
+	if ferr != nil {
+		p.kill()
+		return fmt.Errorf("feeder: %w", ferr)
+	}
+	if _, err := p.await("sent", workTimeout); err != nil {
+		p.kill()
+		return err
+	}
+	cr, err := p.finish(stopTimeout)
+	if err != nil {
+		return err
+	}
+	if cr.Counts == nil {
+		return errors.Join(childErr(cr), errors.New("child reported no counts"))
+	}
+	r.Counts = *cr.Counts
+	r.fill(cr, feedStart, cr.LastRecv)
+	return errors.Join(childErr(cr), cr.Counts.Verdict(false))
+}
+
+// runLatency: both ends in the child.
+func (s *Suite) runLatency(job Job, r *Result) error {
+	p, err := startChild(job)
+	if err != nil {
+		return err
+	}
+	p.say("go")
+	if _, err := p.await("sent", workTimeout); err != nil {
+		p.kill()
+		return err
+	}
+	cr, err := p.finish(stopTimeout)
+	if err != nil {
+		return err
+	}
+	r.fill(cr, cr.Start, cr.Sent)
+	r.P50Us, r.P99Us = float64(cr.P50)/1e3, float64(cr.P99)/1e3
+	if cr.Counts == nil {
+		return errors.Join(childErr(cr), errors.New("child reported no counts"))
+	}
+	r.Counts = *cr.Counts
+	return errors.Join(childErr(cr), cr.Counts.Verdict(false))
+}
+
+// runReconnect: the child publishes through a proxy that holds its messages back, then
+// cuts the connection; the sink, connected straight to the broker, times the redelivery.
+func (s *Suite) runReconnect(job Job, r *Result) error {
+	px, err := proxy.Start(s.broker.Addr)
+	if err != nil {
+		return err
+	}
+	defer px.Close()
+	job.Addr = px.Addr()
+	sink, k, err := s.sink(job)
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	p, err := startChild(job)
+	if err != nil {
+		return err
+	}
+	px.Hold()
+	p.say("go")
+	if _, err := p.await("sent", readyTimeout); err != nil {
+		p.kill()
+		return err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for px.HeldPublishes() < job.N && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if held := px.HeldPublishes(); held < job.N {
+		p.kill()
+		return fmt.Errorf("only %d of %d publishes in flight before the cut", held, job.N)
+	}
+	cut := time.Now()
+	px.Cut()
+	waitChecker(k, 30*time.Second)
+	cr, err := p.finish(stopTimeout)
+	if err != nil {
+		return err
+	}
+	counts, last := k.Counts()
+	r.Counts = counts
+	r.fill(cr, cut.UnixNano(), last.UnixNano())
+	if last.After(cut) {
+		r.ReconnectMs = float64(last.Sub(cut)) / 1e6
+	}
+	// Redelivery after a cut may legitimately duplicate a QoS 1 message: counted, not failed.
+	return errors.Join(childErr(cr), counts.Verdict(true))
+}

@@ -1,0 +1,145 @@
+package suite
+
+import (
+	"fmt"
+
+	"github.com/ternmq/tern/bench/adapters"
+)
+
+// Scenario is one comparison: the same workload for several libraries.
+type Scenario struct {
+	Name    string
+	Kind    string
+	QoS     byte
+	Size    int
+	N       int // messages in a full run
+	QuickN  int // messages with -quick
+	Workers int
+	Mode    adapters.Mode
+	Libs    []Lib
+	Note    string // what the raw row does here, and other caveats
+}
+
+// Lib is one row of a scenario: a library and how it is set up.
+type Lib struct {
+	Name     string // as shown in the tables
+	Adapter  string // adapters.New name
+	ZeroCopy bool
+	Queue    string // memory or file
+	N        int    // overrides the scenario's N (a slow queue gets a smaller backlog)
+	QuickN   int
+}
+
+// Row names. The ratio columns compare "tern" with the other three.
+const (
+	rowTern     = "tern"
+	rowAutopaho = "autopaho"
+	rowPaho3    = "paho3"
+	rowRaw      = "raw"
+)
+
+var (
+	libTern     = Lib{Name: rowTern, Adapter: "tern"}
+	libTernZC   = Lib{Name: rowTern, Adapter: "tern", ZeroCopy: true}
+	libTernCopy = Lib{Name: "tern-copy", Adapter: "tern"}
+	libAutopaho = Lib{Name: rowAutopaho, Adapter: "autopaho"}
+	libPaho3    = Lib{Name: rowPaho3, Adapter: "paho3"}
+	libRaw      = Lib{Name: rowRaw, Adapter: "raw"}
+)
+
+var sizes = []struct {
+	name  string
+	bytes int
+}{{"64B", 64}, {"1KiB", 1024}, {"64KiB", 64 << 10}}
+
+// Scenarios returns every scenario of the suite, in the order they run and are reported.
+func Scenarios() []Scenario {
+	var s []Scenario
+	// Messages per synchronous publish scenario, by QoS and size: each run takes a few
+	// seconds for the slowest library.
+	pubN := map[byte][3][2]int{
+		0: {{400000, 2000}, {250000, 1000}, {20000, 200}},
+		1: {{40000, 500}, {30000, 500}, {10000, 100}},
+		2: {{30000, 300}, {25000, 300}, {8000, 100}},
+	}
+	for _, qos := range []byte{0, 1, 2} {
+		for i, sz := range sizes {
+			n := pubN[qos][i]
+			s = append(s, Scenario{
+				Name: fmt.Sprintf("pub-q%d-%s", qos, sz.name), Kind: KindPublish, QoS: qos, Size: sz.bytes,
+				N: n[0], QuickN: n[1], Libs: []Lib{libTern, libAutopaho, libPaho3, libRaw},
+				Note: "one goroutine, synchronous publish; raw pipelines (the ceiling)",
+			})
+		}
+	}
+	for _, w := range []int{8, 64} {
+		s = append(s, Scenario{
+			Name: fmt.Sprintf("conc%d-q1-64B", w), Kind: KindConc, QoS: 1, Size: 64, Workers: w,
+			N: 100000, QuickN: 1000, Libs: []Lib{libTern, libAutopaho, libPaho3, libRaw},
+			Note: fmt.Sprintf("%d goroutines, synchronous publish; raw pipelines", w),
+		})
+	}
+	s = append(s, Scenario{
+		Name: "pipe-q1-64B", Kind: KindPipe, QoS: 1, Size: 64, N: 100000, QuickN: 1000,
+		Libs: []Lib{libTern, libAutopaho, libPaho3, libRaw},
+		Note: "one goroutine: tern PublishAsync, paho3 tokens (20 outstanding); autopaho has no async form: 20 goroutines",
+	})
+	for _, qos := range []byte{0, 1} {
+		n, qn := 300000, 2000
+		if qos == 1 {
+			n, qn = 100000, 1000
+		}
+		for _, mode := range []adapters.Mode{adapters.Callback, adapters.Channel} {
+			libs := []Lib{libTernZC, libAutopaho, libPaho3, libRaw}
+			if mode == adapters.Channel {
+				libs = []Lib{libTernZC, libTernCopy, libAutopaho, libPaho3, libRaw}
+			}
+			s = append(s, Scenario{
+				Name: fmt.Sprintf("recv-q%d-%s-64B", qos, mode), Kind: KindReceive, QoS: qos, Size: 64,
+				N: n, QuickN: qn, Mode: mode, Libs: libs,
+				Note: "raw feeder publishes; tern receives zero-copy (tern-copy: copies); raw handles on its read loop",
+			})
+		}
+	}
+	for _, qos := range []byte{0, 1} {
+		s = append(s, Scenario{
+			Name: fmt.Sprintf("latency-q%d-64B", qos), Kind: KindLatency, QoS: qos, Size: 64,
+			N: 20000, QuickN: 200, Libs: []Lib{libTern, libAutopaho, libPaho3, libRaw},
+			Note: "publish→deliver round trip, one at a time, both ends in the child; msg/s = round trips per second",
+		})
+	}
+	s = append(s, Scenario{
+		Name: "reconnect-q1-64B", Kind: KindReconnect, QoS: 1, Size: 64, N: 20, QuickN: 20,
+		Libs: []Lib{libTern, libAutopaho, libPaho3},
+		Note: "20 QoS 1 in flight (held by a proxy) when the connection is cut; time from the cut until all 20 are delivered",
+	})
+	s = append(s, Scenario{
+		Name: "slow-q0-1KiB", Kind: KindSlow, QoS: 0, Size: 1024, N: 30000, QuickN: 2000, Mode: adapters.Callback,
+		Libs: []Lib{libTern, libAutopaho, libPaho3},
+		Note: "consumer sleeps 1 ms every 10 messages while the raw feeder runs at full speed; peak heap above the start",
+	})
+	s = append(s, Scenario{
+		Name: "queue-q1-64B", Kind: KindQueue, QoS: 1, Size: 64, N: 100000, QuickN: 1000, Workers: 16,
+		Libs: []Lib{
+			{Name: "tern-memq", Adapter: "tern", Queue: "memory"},
+			{Name: "tern-fileq", Adapter: "tern", Queue: "file"},
+			{Name: "autopaho-memq", Adapter: "autopaho", Queue: "memory", N: 50000, QuickN: 500},
+			{Name: "autopaho-fileq", Adapter: "autopaho", Queue: "file", N: 2000, QuickN: 50},
+		},
+		Note: "16 goroutines enqueue a backlog as fast as they can while the queue drains through Mosquitto; msg/s from the first enqueue to the last delivery",
+	})
+	return s
+}
+
+// count returns how many messages lib sends in sc.
+func (sc *Scenario) count(lib Lib, quick bool) int {
+	switch {
+	case quick && lib.QuickN > 0:
+		return lib.QuickN
+	case quick:
+		return sc.QuickN
+	case lib.N > 0:
+		return lib.N
+	}
+	return sc.N
+}

@@ -1,0 +1,540 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/cmd/tern/internal/broker"
+	"github.com/ternmq/tern/cmd/tern/internal/proxy"
+)
+
+// demoConfig is what tern demo is asked to do. The zero value of a field means its default.
+type demoConfig struct {
+	Broker      string        // external broker URL (mqtt:// or tcp://); "": the embedded one
+	Messages    int           // how many messages to publish
+	QoS         int           // 1, 2, or 12 for odd sequence numbers at QoS 1 and even at QoS 2
+	Cuts        int           // connection cuts spread over the run
+	Dir         string        // the durable queue's directory; "": a temporary one
+	Restart     bool          // restart the embedded broker once mid-run
+	MaxInflight uint16        // Receive Maximum the embedded broker grants; 0: mochi's 1024
+	Wait        time.Duration // how long to wait without progress before giving up
+	PayloadSize int           // bytes per message, at least 16
+	// RaceMochi turns off the ordering that keeps the demo clear of a mochi session
+	// takeover race after a restart (see faultPlan.restart), to show that race.
+	RaceMochi bool
+
+	Progress io.Writer // progress output (stderr); nil: none
+	TTY      bool      // Progress is a terminal: redraw one line
+}
+
+// demoReport is the outcome of a demo run.
+type demoReport struct {
+	Publisher     string // which publisher ran
+	Broker        string // which broker
+	Sent          int    // messages stored by Publish
+	Acked         int64  // acknowledged by the broker (resends counted once)
+	Received      int    // distinct sequence numbers the receiver got
+	Lost          int    // Sent - Received: stored, never received
+	Duplicates    int    // deliveries beyond the first of a sequence number
+	Foreign       int    // messages not from this run (an old session on an external broker)
+	Cuts          int    // cuts made
+	CutConns      int    // connections those cuts closed
+	Restarts      int    // broker restarts made
+	RxFirst       bool   // the publisher was held back after a restart until the receiver resumed
+	RestartError  error  // why a restart failed
+	StuckCloses   int64  // broker closes that had to be forced (see broker.Close)
+	PubUps        int64  // publisher connections established
+	RxUps         int64  // receiver connections established
+	RxSessionLost int64  // receiver reconnects that found no session
+	Elapsed       time.Duration
+	Stalled       string // why the run stopped waiting, when it did
+	LastError     error  // the publisher's most recent problem
+}
+
+const (
+	demoTopicPrefix = "tern/demo/"
+	demoRxID        = "tern-demo-rx"
+	demoTxID        = "tern-demo-tx"
+)
+
+func runDemoCmd(args []string, stdout, stderr io.Writer) int {
+	fs := newFlagSet("demo", "[flags]", `Publishes many QoS 1 and 2 messages through a durable queue while the connection is
+cut and the broker restarted, and counts what a second connection receives: the run
+passes when nothing is lost. Without --broker it starts the embedded broker on a free
+loopback port. Exit status 1 if any message is lost.`, stderr)
+	cfg := demoConfig{}
+	fs.StringVar(&cfg.Broker, "broker", "", "external broker `URL` (mqtt://host:port); default: start the embedded broker")
+	fs.IntVar(&cfg.Messages, "messages", 20000, "how many messages to publish")
+	qos := fs.String("qos", "12", "QoS of the messages: 1, 2, or 12 for half QoS 1 and half QoS 2")
+	fs.IntVar(&cfg.Cuts, "cuts", 5, "how many times to cut the publisher's connection, spread over the run")
+	fs.StringVar(&cfg.Dir, "dir", "", "`directory` of the durable queue (default: a temporary directory, removed at the end)")
+	fs.BoolVar(&cfg.Restart, "restart", true, "restart the embedded broker once mid-run")
+	maxInflight := fs.Int("max-inflight", 0, "Receive Maximum the embedded broker grants each client (0: mochi's 1024)")
+	fs.DurationVar(&cfg.Wait, "wait", 90*time.Second, "give up after this long without progress")
+	fs.BoolVar(&cfg.RaceMochi, "race-mochi", false, "after the restart let the publisher reconnect at once, exposing a mochi session-takeover race that loses messages (see README)")
+	if st := parseFlags(fs, args); st >= 0 {
+		return st
+	}
+	switch *qos {
+	case "1", "2", "12":
+		fmt.Sscan(*qos, &cfg.QoS)
+	default:
+		fmt.Fprintf(stderr, "tern demo: --qos must be 1, 2 or 12\n")
+		return 2
+	}
+	if cfg.Messages < 1 || cfg.Cuts < 0 || *maxInflight < 0 || *maxInflight > math.MaxUint16 {
+		fmt.Fprintf(stderr, "tern demo: --messages must be positive, --cuts not negative, --max-inflight in [0, 65535]\n")
+		return 2
+	}
+	cfg.MaxInflight = uint16(*maxInflight)
+	cfg.Progress = stderr
+	if f, ok := stderr.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			cfg.TTY = true
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := runDemo(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "tern demo: %v\n", err)
+		return 1
+	}
+	rep.print(stdout)
+	if rep.Lost > 0 {
+		return 1
+	}
+	return 0
+}
+
+// runDemo runs the demonstration and reports what the receiver got. It returns an error
+// only when the run could not be set up; losses are in the report.
+func runDemo(ctx context.Context, cfg demoConfig) (*demoReport, error) {
+	if cfg.Messages < 1 {
+		return nil, errors.New("need at least one message")
+	}
+	if cfg.QoS == 0 {
+		cfg.QoS = 12
+	}
+	if cfg.Wait <= 0 {
+		cfg.Wait = 90 * time.Second
+	}
+	if cfg.PayloadSize < 16 {
+		cfg.PayloadSize = 64
+	}
+	rep := &demoReport{Sent: cfg.Messages}
+
+	// The broker, embedded unless one is given, and the proxy that cuts the publisher.
+	brk, brokerURL, err := startBroker(cfg, rep)
+	if err != nil {
+		return nil, err
+	}
+	if brk != nil {
+		defer func() {
+			brk.Close()
+			rep.StuckCloses = brk.StuckCloses()
+		}()
+	}
+	target, err := hostPort(brokerURL)
+	if err != nil {
+		return nil, err
+	}
+	px, err := proxy.Start("127.0.0.1:0", target)
+	if err != nil {
+		return nil, err
+	}
+	defer px.Close()
+
+	dir := cfg.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "tern-demo-*"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+
+	// The clients and the queue publisher.
+	tl := newTally(rand.Uint64(), cfg.Messages)
+	var ups connCounts
+	rx, err := connectReceiver(ctx, brokerURL, tl, &ups)
+	if err != nil {
+		return nil, err
+	}
+	defer endSession(rx)
+	tx, err := connectPublisher(ctx, "mqtt://"+px.Addr(), &ups)
+	if err != nil {
+		return nil, err
+	}
+	defer endSession(tx)
+	qp, closeQueue, pubName, err := openPublisher(tx, dir)
+	if err != nil {
+		return nil, err
+	}
+	rep.Publisher = pubName
+	defer closeQueue()
+
+	// Faults, spread over the messages received.
+	restart := cfg.Restart && brk != nil
+	var rxFirst func() int64
+	if !cfg.RaceMochi {
+		rxFirst = ups.rx.Load
+	}
+	faults := newFaultPlan(cfg.Messages, cfg.Cuts, restart, px, brk, rxFirst)
+	rep.RxFirst = restart && rxFirst != nil
+
+	published, stalled, elapsed := drive(ctx, cfg, qp, tl, faults, restart)
+
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	qp.Close(cctx)
+	cancel()
+
+	st := qp.Stats()
+	rep.Sent, rep.Acked, rep.LastError = published, st.Delivered, st.LastError
+	rep.Stalled, rep.Elapsed = stalled, elapsed
+	rep.Received, rep.Duplicates, rep.Foreign = tl.snapshot()
+	rep.Lost = rep.Sent - rep.Received
+	rep.Cuts, rep.CutConns, rep.Restarts = faults.done()
+	rep.RestartError = faults.restartErr
+	rep.PubUps, rep.RxUps, rep.RxSessionLost = ups.tx.Load(), ups.rx.Load(), ups.rxLost.Load()
+	return rep, nil
+}
+
+// startBroker starts the embedded broker unless cfg names one, and returns it (nil for an
+// external one) with the URL the clients use.
+func startBroker(cfg demoConfig, rep *demoReport) (*broker.Broker, string, error) {
+	if cfg.Broker != "" {
+		rep.Broker = cfg.Broker
+		if cfg.Restart {
+			rep.Broker += " (not restarted: only the embedded broker can be)"
+		}
+		return nil, cfg.Broker, nil
+	}
+	brk, err := broker.Start("127.0.0.1:0", broker.Options{MaxInflight: cfg.MaxInflight})
+	if err != nil {
+		return nil, "", err
+	}
+	rep.Broker = "embedded mochi-mqtt v2.7.9 at " + brk.Addr()
+	return brk, brk.URL(), nil
+}
+
+// drive publishes every message with the faults on the way, then waits for the
+// acknowledgements and for the receiver, showing progress meanwhile. It returns how many
+// messages were published, why it stopped early (or ""), and how long it took.
+func drive(ctx context.Context, cfg demoConfig, qp queuePublisher, tl *tally, faults *faultPlan, restart bool) (int, string, time.Duration) {
+	prog := &progress{w: cfg.Progress, tty: cfg.TTY, total: cfg.Messages, cuts: cfg.Cuts, restart: restart}
+	pctx, stopProgress := context.WithCancel(ctx)
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		prog.run(pctx, start, qp, tl, faults)
+	}()
+
+	published, stalled := publishAll(ctx, qp, cfg, tl, faults)
+	if stalled == "" {
+		stalled = waitAcked(ctx, qp, cfg.Wait)
+	}
+	if stalled == "" {
+		stalled = waitReceived(ctx, tl, cfg.Messages, cfg.Wait)
+	}
+	elapsed := time.Since(start)
+	stopProgress()
+	<-done
+	prog.finish()
+	return published, stalled, elapsed
+}
+
+// connCounts counts the connections the demo's clients make.
+type connCounts struct {
+	rx, tx atomic.Int64
+	rxLost atomic.Int64 // receiver reconnections that found no session
+}
+
+// fast is the demo's reconnect backoff: faults are frequent and the broker is local.
+var fast = tern.ExponentialBackoff{Min: 10 * time.Millisecond, Max: 500 * time.Millisecond, Jitter: 0.2}
+
+// connectReceiver connects the receiver straight to the broker with a persistent session and
+// subscribes it to every demo topic, counting each message in tl.
+func connectReceiver(ctx context.Context, url string, tl *tally, ups *connCounts) (*tern.Client, error) {
+	rx, err := tern.New(
+		tern.WithBroker(url),
+		tern.WithClientID(demoRxID),
+		tern.WithCleanStart(false),
+		tern.WithSessionExpiry(time.Hour),
+		tern.WithReconnectBackoff(fast),
+		tern.WithConnectTimeout(5*time.Second),
+		// mochi does not keep to a subscriber's Receive Maximum: it resends a whole resumed
+		// session at once and can stall when the window fills (README.md). Allow the most.
+		tern.WithReceiveMaximum(math.MaxUint16),
+		tern.WithOnConnectionUp(func(info *tern.ConnackInfo) {
+			if ups.rx.Add(1) > 1 && !info.SessionPresent {
+				ups.rxLost.Add(1)
+			}
+		}),
+	)
+	if err != nil {
+		return nil, err
+	}
+	if err := rx.Connect(ctx); err != nil {
+		return nil, fmt.Errorf("receiver: %w", err)
+	}
+	if _, err := rx.SubscribeCallback(ctx, []tern.TopicFilter{{Topic: demoTopicPrefix + "#", QoS: 2}}, tl.add); err != nil {
+		endSession(rx)
+		return nil, fmt.Errorf("receiver: %w", err)
+	}
+	return rx, nil
+}
+
+// connectPublisher connects the publisher, through the proxy at url, with a session of its
+// own so that a reconnect resends what was in flight.
+func connectPublisher(ctx context.Context, url string, ups *connCounts) (*tern.Client, error) {
+	tx, err := tern.New(
+		tern.WithBroker(url),
+		tern.WithClientID(demoTxID),
+		tern.WithSessionExpiry(time.Hour),
+		tern.WithReconnectBackoff(fast),
+		tern.WithConnectTimeout(5*time.Second),
+		tern.WithOnConnectionUp(func(*tern.ConnackInfo) { ups.tx.Add(1) }),
+	)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Connect(ctx); err != nil {
+		return nil, fmt.Errorf("publisher: %w", err)
+	}
+	return tx, nil
+}
+
+// publishers is how many goroutines publish at once. A durable Publish returns after its
+// fsync; with many callers the queue shares one fsync among them (group commit), so one
+// caller would measure the disk's latency, not the queue's throughput.
+const publishers = 32
+
+// publishAll publishes the messages 1..N, taking sequence numbers in order and making the
+// planned faults on the way; it returns how many were stored and, if it had to stop, why.
+func publishAll(ctx context.Context, qp queuePublisher, cfg demoConfig, tl *tally, faults *faultPlan) (int, string) {
+	received := func() int64 { return int64(tl.uniqueCount()) }
+	var (
+		mu        sync.Mutex // sequence numbers and faults, in order
+		next      int
+		why       string
+		published atomic.Int64
+		wg        sync.WaitGroup
+	)
+	// take returns the next sequence number, after the faults due before it, or 0 to stop.
+	take := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		if why != "" || next >= cfg.Messages {
+			return 0
+		}
+		if w := faults.due(ctx, int64(next+1), received, cfg.Wait); w != "" {
+			why = w
+			return 0
+		}
+		next++
+		return next
+	}
+	for range publishers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			payload := make([]byte, cfg.PayloadSize)
+			for seq := take(); seq != 0; seq = take() {
+				qos := byte(cfg.QoS)
+				if cfg.QoS == 12 {
+					qos = byte(2 - seq%2)
+				}
+				binary.BigEndian.PutUint64(payload[0:], uint64(seq))
+				binary.BigEndian.PutUint64(payload[8:], tl.run)
+				m := tern.PublishOptions{Topic: fmt.Sprintf("%sq%d", demoTopicPrefix, qos), Payload: payload, QoS: qos}
+				if err := qp.Publish(ctx, m); err != nil {
+					mu.Lock()
+					if why == "" {
+						why = fmt.Sprintf("publish %d: %v", seq, err)
+					}
+					mu.Unlock()
+					return
+				}
+				published.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	return int(published.Load()), why
+}
+
+// waitAcked waits until the publisher has every message acknowledged, giving up after
+// limit without progress.
+func waitAcked(ctx context.Context, qp queuePublisher, limit time.Duration) string {
+	return waitProgress(ctx, limit, func() (int64, bool) {
+		st := qp.Stats()
+		return st.Delivered, st.Depth == 0 && st.InFlight == 0
+	}, "publisher acknowledgements")
+}
+
+// waitReceived waits until the receiver has every sequence number, giving up after limit
+// without progress.
+func waitReceived(ctx context.Context, tl *tally, n int, limit time.Duration) string {
+	return waitProgress(ctx, limit, func() (int64, bool) {
+		got := tl.uniqueCount()
+		return int64(got), got >= n
+	}, "receiver")
+}
+
+// waitProgress polls probe until it reports done; it gives up when ctx ends or the counter
+// has not moved for limit, and says why.
+func waitProgress(ctx context.Context, limit time.Duration, probe func() (int64, bool), what string) string {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	last, since := int64(-1), time.Now()
+	for {
+		n, done := probe()
+		if done {
+			return ""
+		}
+		if n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) > limit {
+			return fmt.Sprintf("%s made no progress for %v (at %d)", what, limit, n)
+		}
+		select {
+		case <-ctx.Done():
+			return "interrupted: " + ctx.Err().Error()
+		case <-t.C:
+		}
+	}
+}
+
+// endSession disconnects c and ends its session at the broker, so a demo leaves nothing
+// queued behind on an external broker.
+func endSession(c *tern.Client) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	zero := time.Duration(0)
+	c.DisconnectWith(ctx, tern.DisconnectOptions{SessionExpiry: &zero})
+}
+
+// hostPort returns the TCP address of an mqtt:// or tcp:// broker URL, for the proxy.
+func hostPort(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", err
+	}
+	if u.Scheme != "mqtt" && u.Scheme != "tcp" {
+		return "", fmt.Errorf("broker %q: the demo proxies plain TCP only (mqtt:// or tcp://)", raw)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "1883"
+	}
+	return net.JoinHostPort(u.Hostname(), port), nil
+}
+
+// tally counts what the receiver gets, by sequence number.
+type tally struct {
+	run uint64
+
+	mu      sync.Mutex
+	counts  []uint8 // per sequence number, saturating
+	unique  int
+	total   int
+	foreign int
+}
+
+func newTally(run uint64, n int) *tally {
+	return &tally{run: run, counts: make([]uint8, n+1)}
+}
+
+// add is the receiver's callback: it runs one message at a time and the message is
+// acknowledged when it returns.
+func (t *tally) add(m *tern.Message) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(m.Payload) < 16 || binary.BigEndian.Uint64(m.Payload[8:]) != t.run {
+		t.foreign++
+		return
+	}
+	seq := binary.BigEndian.Uint64(m.Payload)
+	if seq == 0 || seq >= uint64(len(t.counts)) {
+		t.foreign++
+		return
+	}
+	t.total++
+	if t.counts[seq] == 0 {
+		t.unique++
+	}
+	if t.counts[seq] < math.MaxUint8 {
+		t.counts[seq]++
+	}
+}
+
+func (t *tally) uniqueCount() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.unique
+}
+
+func (t *tally) snapshot() (unique, dups, foreign int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.unique, t.total - t.unique, t.foreign
+}
+
+func (r *demoReport) print(w io.Writer) {
+	rate := 0.0
+	if r.Elapsed > 0 {
+		rate = float64(r.Received) / r.Elapsed.Seconds()
+	}
+	fmt.Fprintf(w, "tern demo report\n")
+	fmt.Fprintf(w, "  broker      %s\n", r.Broker)
+	fmt.Fprintf(w, "  publisher   %s\n", r.Publisher)
+	fmt.Fprintf(w, "  faults      %d cuts (%d connections closed), %d broker restarts\n", r.Cuts, r.CutConns, r.Restarts)
+	if r.RxFirst {
+		fmt.Fprintf(w, "              after a restart the publisher waits for the receiver to resume its session\n")
+		fmt.Fprintf(w, "              (mochi loses messages routed during a session takeover; --race-mochi shows it)\n")
+	}
+	fmt.Fprintf(w, "  sent        %d\n", r.Sent)
+	fmt.Fprintf(w, "  acked       %d\n", r.Acked)
+	fmt.Fprintf(w, "  received    %d unique\n", r.Received)
+	fmt.Fprintf(w, "  lost        %d\n", r.Lost)
+	fmt.Fprintf(w, "  duplicates  %d\n", r.Duplicates)
+	if r.Foreign > 0 {
+		fmt.Fprintf(w, "  foreign     %d (from an earlier run, ignored)\n", r.Foreign)
+	}
+	fmt.Fprintf(w, "  elapsed     %v\n", r.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "  rate        %.0f msg/s\n", rate)
+	fmt.Fprintf(w, "  connections publisher %d, receiver %d (receiver session lost %d times)\n", r.PubUps, r.RxUps, r.RxSessionLost)
+	if r.RestartError != nil {
+		fmt.Fprintf(w, "  restart     failed: %v\n", r.RestartError)
+	}
+	if r.StuckCloses > 0 {
+		fmt.Fprintf(w, "  broker      %d closes stuck in mochi and forced\n", r.StuckCloses)
+	}
+	if r.Stalled != "" {
+		fmt.Fprintf(w, "  stopped     %s\n", r.Stalled)
+	}
+	if r.LastError != nil {
+		fmt.Fprintf(w, "  last error  %v\n", r.LastError)
+	}
+	if r.Lost == 0 {
+		fmt.Fprintf(w, "PASS: all %d messages arrived\n", r.Sent)
+	} else {
+		fmt.Fprintf(w, "FAIL: %d of %d messages lost\n", r.Lost, r.Sent)
+	}
+}

@@ -1,0 +1,103 @@
+package filequeue
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ternmq/tern/internal/seglog"
+)
+
+// FS is the file-system interface the queue uses; see WithFS.
+type FS = seglog.FS
+
+// File is an open file of an FS.
+type File = seglog.File
+
+// OSFS returns the operating system's file system, the default.
+func OSFS() FS { return seglog.OSFS() }
+
+// Corruption describes bytes the queue could not read and skipped, a segment file missing
+// from the numbering, or a torn tail cut off at Open.
+type Corruption = seglog.Corruption
+
+// SyncPolicy says when enqueued entries reach the disk. The zero value is SyncEveryWrite.
+type SyncPolicy struct{ p seglog.SyncPolicy }
+
+var (
+	// SyncEveryWrite: Enqueue returns only after an fsync covering the entry; concurrent
+	// Enqueues share fsyncs (group commit). The default.
+	SyncEveryWrite = SyncPolicy{}
+	// SyncNone: Enqueue returns once the entry is written to the operating system, which
+	// flushes it when it likes. Survives a crash of the process, not of the machine.
+	SyncNone = SyncPolicy{seglog.SyncPolicy{Mode: seglog.SyncNever}}
+)
+
+// SyncInterval: Enqueue returns once the entry is written; a background goroutine fsyncs
+// every d. A crash of the machine loses at most the last d of entries.
+func SyncInterval(d time.Duration) SyncPolicy {
+	return SyncPolicy{seglog.SyncPolicy{Mode: seglog.SyncPeriodic, Interval: d}}
+}
+
+func (p SyncPolicy) String() string {
+	switch p.p.Mode {
+	case seglog.SyncEvery:
+		return "every-write"
+	case seglog.SyncPeriodic:
+		return fmt.Sprintf("interval(%v)", p.p.Interval)
+	default:
+		return "none"
+	}
+}
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	sync         SyncPolicy
+	segmentSize  int64
+	fs           FS
+	onCorruption func(Corruption)
+}
+
+// Documented defaults; a test checks them against defaultConfig.
+const (
+	DefaultSegmentSize = 16 << 20
+)
+
+func defaultConfig() config {
+	return config{sync: SyncEveryWrite, segmentSize: DefaultSegmentSize, fs: seglog.OSFS()}
+}
+
+func (c *config) validate() error {
+	if c.sync.p.Mode == seglog.SyncPeriodic && c.sync.p.Interval <= 0 {
+		return errors.New("filequeue: sync interval must be positive")
+	}
+	if c.segmentSize < 1<<10 {
+		return errors.New("filequeue: segment size below 1 KiB")
+	}
+	if c.fs == nil {
+		return errors.New("filequeue: nil FS")
+	}
+	return nil
+}
+
+// WithSync sets the sync policy. Default SyncEveryWrite.
+func WithSync(p SyncPolicy) Option { return func(c *config) { c.sync = p } }
+
+// WithSegmentSize sets the size at which a segment file is closed and a new one started.
+// Fully acknowledged segments are deleted whole, so smaller segments give disk space back
+// sooner at the cost of more files. Default DefaultSegmentSize (16 MiB); at least 1 KiB.
+func WithSegmentSize(n int64) Option { return func(c *config) { c.segmentSize = n } }
+
+// WithFS makes the queue use fs for every file operation. Default OSFS(). Tests use it to
+// inject faults.
+func WithFS(fs FS) Option { return func(c *config) { c.fs = fs } }
+
+// WithCorruptionHandler sets a function told about every corrupt region skipped, torn tail
+// truncated, and segment missing. It runs during Open and, for damage found later, on the
+// goroutine calling Read; it must not block or call the queue. Default: none (damage is
+// skipped silently).
+func WithCorruptionHandler(fn func(Corruption)) Option {
+	return func(c *config) { c.onCorruption = fn }
+}

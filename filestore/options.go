@@ -1,0 +1,137 @@
+package filestore
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ternmq/tern/internal/seglog"
+)
+
+// FS is the file-system interface the store uses; see WithFS.
+type FS = seglog.FS
+
+// File is an open file of an FS.
+type File = seglog.File
+
+// OSFS returns the operating system's file system, the default.
+func OSFS() FS { return seglog.OSFS() }
+
+// Corruption describes bytes the store could not read and skipped, a segment file missing
+// from the numbering, or a torn tail cut off at Open.
+type Corruption = seglog.Corruption
+
+// SyncPolicy says when records reach the disk. The zero value is SyncEveryWrite.
+type SyncPolicy struct{ p seglog.SyncPolicy }
+
+var (
+	// SyncEveryWrite: Put and Reset return only after an fsync covering them; concurrent
+	// calls share fsyncs (group commit). The default, and what the write-ahead contract
+	// needs to survive power loss.
+	SyncEveryWrite = SyncPolicy{}
+	// SyncNone: Put returns once the record is written to the operating system, which
+	// flushes it when it likes. Survives a crash of the process, not of the machine.
+	SyncNone = SyncPolicy{seglog.SyncPolicy{Mode: seglog.SyncNever}}
+)
+
+// SyncInterval: Put returns once the record is written; a background goroutine fsyncs
+// every d. A crash of the machine loses at most the last d of records.
+func SyncInterval(d time.Duration) SyncPolicy {
+	return SyncPolicy{seglog.SyncPolicy{Mode: seglog.SyncPeriodic, Interval: d}}
+}
+
+func (p SyncPolicy) String() string {
+	switch p.p.Mode {
+	case seglog.SyncEvery:
+		return "every-write"
+	case seglog.SyncPeriodic:
+		return fmt.Sprintf("interval(%v)", p.p.Interval)
+	default:
+		return "none"
+	}
+}
+
+// Option configures Open.
+type Option func(*config)
+
+type config struct {
+	sync         SyncPolicy
+	segmentSize  int64
+	fs           FS
+	ttl          time.Duration
+	onCorruption func(Corruption)
+	onError      func(error)
+
+	// Unexported knobs, for tests.
+	compactMin int64            // dead bytes needed before compacting
+	purgeEvery time.Duration    // TTL sweep period; derived from ttl when zero
+	now        func() time.Time // clock for Time stamps and the TTL
+	onMaintain func()           // called after each background purge or compaction
+}
+
+// Documented defaults; a test checks them against defaultConfig.
+const (
+	DefaultSegmentSize = 4 << 20
+)
+
+func defaultConfig() config {
+	return config{
+		sync: SyncEveryWrite, segmentSize: DefaultSegmentSize, fs: seglog.OSFS(),
+		compactMin: DefaultSegmentSize, now: time.Now,
+	}
+}
+
+func (c *config) validate() error {
+	if c.sync.p.Mode == seglog.SyncPeriodic && c.sync.p.Interval <= 0 {
+		return errors.New("filestore: sync interval must be positive")
+	}
+	if c.segmentSize < 1<<10 {
+		return errors.New("filestore: segment size below 1 KiB")
+	}
+	if c.fs == nil {
+		return errors.New("filestore: nil FS")
+	}
+	if c.ttl < 0 {
+		return errors.New("filestore: negative TTL")
+	}
+	return nil
+}
+
+// purgePeriod is how often the TTL sweep runs: a quarter of the TTL, between a second and
+// ten minutes, so a record outlives its TTL by at most that much.
+func (c *config) purgePeriod() time.Duration {
+	if c.purgeEvery > 0 {
+		return c.purgeEvery
+	}
+	return min(max(c.ttl/4, time.Second), 10*time.Minute)
+}
+
+// WithSync sets the sync policy. Default SyncEveryWrite.
+func WithSync(p SyncPolicy) Option { return func(c *config) { c.sync = p } }
+
+// WithSegmentSize sets the size at which a segment file is closed and a new one started;
+// it is also about how many dead bytes accumulate before a compaction. Default
+// DefaultSegmentSize (4 MiB); at least 1 KiB.
+func WithSegmentSize(n int64) Option {
+	return func(c *config) { c.segmentSize, c.compactMin = n, n }
+}
+
+// WithFS makes the store use fs for every file operation. Default OSFS(). Tests use it to
+// inject faults.
+func WithFS(fs FS) Option { return func(c *config) { c.fs = fs } }
+
+// WithTTL purges records whose Time is older than d: at Open and then periodically (every
+// d/4, between a second and ten minutes) from a goroutine the Store owns, stopped by Close.
+// It bounds what a session that is never resumed leaves on disk. Default 0: no purge.
+func WithTTL(d time.Duration) Option { return func(c *config) { c.ttl = d } }
+
+// WithCorruptionHandler sets a function told about every corrupt region skipped, torn tail
+// truncated and segment missing at Open. It must not block or call the store. Default: none.
+func WithCorruptionHandler(fn func(Corruption)) Option {
+	return func(c *config) { c.onCorruption = fn }
+}
+
+// WithErrorHandler sets a function told when background work (compaction, TTL purge) fails.
+// The store stays usable: a failed compaction leaves the old files in place and is tried
+// again later. It runs on the store's goroutine and must not block. Default: none.
+func WithErrorHandler(fn func(error)) Option { return func(c *config) { c.onError = fn } }
