@@ -128,6 +128,19 @@ func Scenarios() []Scenario {
 		},
 		Note: "16 goroutines enqueue a backlog as fast as they can while the queue drains through Mosquitto; msg/s from the first enqueue to the last delivery",
 	})
+	s = append(s, Scenario{
+		Name: "backlog10k-q1-64B", Kind: KindQueue, QoS: 1, Size: 64, N: 10000, QuickN: 100, Workers: 16,
+		Libs: []Lib{
+			{Name: "tern-fileq", Adapter: "tern", Queue: "file"},
+			{Name: "autopaho-fileq", Adapter: "autopaho", Queue: "file"},
+		},
+		Note: "the file queues with the same 10,000-message backlog: enqueue and drain through Mosquitto, msg/s from the first enqueue to the last delivery",
+	})
+	s = append(s, Scenario{
+		Name: "backlog1M-q1-64B", Kind: KindQueue, QoS: 1, Size: 64, N: 1000000, QuickN: 1000, Workers: 16,
+		Libs: []Lib{{Name: "tern-fileq", Adapter: "tern", Queue: "file"}},
+		Note: "tern's file queue with a 1,000,000-message backlog: peak heap stays flat while it drains",
+	})
 	return s
 }
 
