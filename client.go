@@ -240,7 +240,8 @@ func (c *Client) Disconnect(ctx context.Context) error {
 }
 
 // DisconnectWith is Disconnect with a chosen reason code, session expiry and properties.
-// Reason code 0x04 asks the broker to publish the will message.
+// Reason code 0x04 asks the broker to publish the will message. A code outside the
+// DISCONNECT table (MQTT 5 §3.14.2.1) is refused with ErrInvalidOption.
 func (c *Client) DisconnectWith(ctx context.Context, o DisconnectOptions) error {
 	d := &packet.Disconnect{ReasonCode: o.ReasonCode, ReasonString: o.ReasonString, UserProperties: o.UserProperties}
 	if o.SessionExpiry != nil {

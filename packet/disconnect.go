@@ -55,8 +55,36 @@ func (x *Disconnect) AppendTo(dst []byte) []byte {
 	return appendUserProps(dst, x.UserProperties)
 }
 
+// disconnectCodes marks the reason codes of the DISCONNECT table (MQTT 5 §3.14.2.1), one bit
+// per code. The table is the same for both directions here: the codec does not know who sent
+// the packet.
+var disconnectCodes = func() (set [4]uint64) {
+	for _, c := range []ReasonCode{NormalDisconnection, DisconnectWithWillMessage,
+		UnspecifiedError, MalformedPacket, ProtocolError, ImplementationSpecificError,
+		NotAuthorized, ServerBusy, ServerShuttingDown, KeepAliveTimeout, SessionTakenOver,
+		TopicFilterInvalid, TopicNameInvalid, ReceiveMaximumExceeded, TopicAliasInvalid,
+		PacketTooLarge, MessageRateTooHigh, QuotaExceeded, AdministrativeAction,
+		PayloadFormatInvalid, RetainNotSupported, QoSNotSupported, UseAnotherServer,
+		ServerMoved, SharedSubscriptionsNotSupported, ConnectionRateExceeded,
+		MaximumConnectTime, SubscriptionIdentifiersNotSupported,
+		WildcardSubscriptionsNotSupported} {
+		set[c>>6] |= 1 << (c & 63)
+	}
+	return set
+}()
+
+// validDisconnectCode reports whether c is one of the reason codes a DISCONNECT may carry.
+func validDisconnectCode(c ReasonCode) bool { return disconnectCodes[c>>6]&(1<<(c&63)) != 0 }
+
+// [MQTT-3.14.2-1] The sender of DISCONNECT must use one of the DISCONNECT Reason Codes; any
+// other byte there is a packet the receiver cannot interpret, so it is malformed.
+var errDisconnectCode = malformed("MQTT-3.14.2-1", "reason code not valid in DISCONNECT")
+
 // Validate checks the packet as a sender must before it goes on the wire.
 func (x *Disconnect) Validate() error {
+	if !validDisconnectCode(x.ReasonCode) {
+		return ErrInvalidProperty
+	}
 	if err := validateStrings(x.ReasonString, x.ServerReference); err != nil {
 		return err
 	}
@@ -74,6 +102,9 @@ func (x *Disconnect) Decode(flags byte, body []byte) error {
 	}
 	d := decoder{b: body}
 	x.ReasonCode = ReasonCode(d.u8())
+	if !validDisconnectCode(x.ReasonCode) {
+		return errDisconnectCode
+	}
 	if d.remaining() == 0 {
 		return nil
 	}

@@ -176,6 +176,12 @@ func invalidCases() []invalidCase {
 		malformedCase("disconnect/property-not-allowed", "", wire("E0 05 00 03 23 00 01")),
 		protocolCase("disconnect/property-duplicate", "", wire("E0 0C 00 0A 11 00 00 00 01 11 00 00 00 02")),
 		malformedCase("disconnect/trailing", "", wire("E0 03 00 00 FF")),
+		// [MQTT-3.14.2-1] only the codes of the DISCONNECT table may be used.
+		malformedCase("disconnect/reason-code-granted-qos1", "MQTT-3.14.2-1", wire("E0 01 01")),
+		malformedCase("disconnect/reason-code-continue-auth", "MQTT-3.14.2-1", wire("E0 01 18")),
+		malformedCase("disconnect/reason-code-bad-password", "MQTT-3.14.2-1", wire("E0 02 86 00")),
+		malformedCase("disconnect/reason-code-packet-id-in-use", "MQTT-3.14.2-1", wire("E0 01 91")),
+		malformedCase("disconnect/reason-code-above-table", "MQTT-3.14.2-1", wire("E0 01 A3")),
 		protocolCase("auth/bad-reason-code", "", wire("F0 02 87 00")),
 		protocolCase("auth/bad-reason-code-alone", "", wire("F0 01 01")),
 		malformedCase("auth/property-not-allowed", "", wire("F0 04 18 02 01 01")),

@@ -396,6 +396,7 @@ func TestValidate(t *testing.T) {
 			&Connect{Will: &Will{Topic: "a", ResponseTopic: "#"}}, ErrWildcardInTopic},
 
 		{"disconnect/ok", &Disconnect{ReasonCode: ServerMoved, ServerReference: "x"}, nil},
+		{"disconnect/reason-code-not-in-table", &Disconnect{ReasonCode: GrantedQoS2}, ErrInvalidProperty},
 		{"disconnect/reason-string-surrogate", &Disconnect{ReasonString: "\xed\xa0\x80"}, ErrInvalidUTF8},
 		{"auth/ok", &Auth{ReasonCode: ContinueAuthentication, AuthMethod: "m"}, nil},
 		{"auth/bad-reason-code", &Auth{ReasonCode: UnspecifiedError}, ErrInvalidProperty},
