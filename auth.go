@@ -51,6 +51,9 @@ func WithConnectPacketBuilder(fn func(ctx context.Context, p *packet.Connect) er
 // the authenticator returned an error or the broker answered out of turn.
 var ErrAuthFailed = errors.New("tern: authentication failed")
 
+var errAuthUnasked = &packet.Error{Code: packet.ProtocolError, Rule: "MQTT-4.12.0-6",
+	Detail: "AUTH without enhanced authentication"}
+
 var errAuthMethod = &packet.Error{Code: packet.ProtocolError, Detail: "AUTH with a different authentication method"}
 
 // authStep answers one AUTH packet from the broker during an exchange: a challenge gets the
@@ -76,9 +79,6 @@ func (c *Client) handshakeAuth(ctx context.Context, nc net.Conn, f *packet.Frame
 	f.Release()
 	if err != nil {
 		return err
-	}
-	if c.cfg.auth == nil {
-		return &packet.Error{Code: packet.ProtocolError, Detail: "AUTH without enhanced authentication"}
 	}
 	out, err := authStep(ctx, c.cfg.auth, &in)
 	if err != nil {

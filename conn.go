@@ -133,13 +133,16 @@ func sessionExpirySeconds(d time.Duration) uint32 {
 }
 
 // dialConn opens a connection to broker and performs the CONNECT/CONNACK exchange, bounded
-// by the connect timeout and ctx. The returned conn is not yet running.
+// by the connect timeout and ctx. The returned conn is not yet running. When ctx or the
+// connect timeout ends the attempt, the error wraps context.Canceled or
+// context.DeadlineExceeded rather than the network error the ended deadline caused.
 func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean bool) (*conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.connectTimeout)
+	parent := ctx
+	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.connectTimeout, errConnectTimeout)
 	defer cancel()
 	nc, err := c.cfg.dialBroker(ctx, broker)
 	if err != nil {
-		return nil, fmt.Errorf("dial %s: %w", redact(broker), err)
+		return nil, fmt.Errorf("dial %s: %w", redact(broker), attemptErr(parent, ctx, err))
 	}
 	// Close the socket if ctx ends mid-handshake; the deadline covers the rest.
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
@@ -149,15 +152,19 @@ func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean bool) (*co
 	}
 	ca, r, err := c.handshake(ctx, nc, clean)
 	if err != nil {
-		nc.Close()
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("connect %s: %w", redact(broker), context.Cause(ctx))
+		err = attemptErr(parent, ctx, err)
+		var perr *packet.Error
+		if errors.As(err, &perr) && ctx.Err() == nil {
+			// The broker broke the protocol before CONNACK: say why before closing
+			// (best effort, bounded by the deadline already set).
+			nc.Write((&packet.Disconnect{ReasonCode: perr.Code}).AppendTo(nil))
 		}
+		nc.Close()
 		return nil, fmt.Errorf("connect %s: %w", redact(broker), err)
 	}
 	if !stop() {
 		nc.Close()
-		return nil, fmt.Errorf("connect %s: %w", redact(broker), ctx.Err())
+		return nil, fmt.Errorf("connect %s: %w", redact(broker), attemptErr(parent, ctx, ctx.Err()))
 	}
 	nc.SetDeadline(time.Time{})
 	info := newConnackInfo(ca, c.cfg, broker)
@@ -176,6 +183,33 @@ func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean bool) (*co
 		cn.inAlias = make([]string, int(c.cfg.inAliasMax)+1)
 	}
 	return cn, nil
+}
+
+// errConnectTimeout is the cause of an attempt ended by WithConnectTimeout.
+var errConnectTimeout = errors.New("connect timeout")
+
+// attemptErr replaces err, the failure of one connection attempt, by the reason the attempt's
+// context ended, if it did: the deadline it set on the socket turns into "i/o timeout" and
+// its cancellation into "operation was canceled", which hide that ctx ended the attempt.
+// parent is the caller's context, ctx the attempt's (parent plus the connect timeout).
+func attemptErr(parent, ctx context.Context, err error) error {
+	if ctx.Err() == nil {
+		// The socket deadline equals ctx's deadline but is a separate timer: it can fire
+		// first. Once the deadline has passed, ctx's own timer is due at once.
+		var ne net.Error
+		dl, ok := ctx.Deadline()
+		if !ok || !errors.As(err, &ne) || !ne.Timeout() || time.Now().Before(dl) {
+			return err
+		}
+		<-ctx.Done()
+	}
+	if perr := parent.Err(); perr != nil {
+		if cause := context.Cause(parent); cause != perr {
+			return fmt.Errorf("%w: %w", perr, cause)
+		}
+		return perr
+	}
+	return fmt.Errorf("%w: %w", context.Cause(ctx), context.DeadlineExceeded)
 }
 
 // handshake sends CONNECT and reads CONNACK.
@@ -233,6 +267,11 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool) (*packe
 			}
 			return &ca, r, nil
 		case packet.AUTH:
+			if c.cfg.auth == nil {
+				// [MQTT-4.12.0-6] no AUTH unless CONNECT carried an Authentication Method.
+				f.Release()
+				return nil, nil, fmt.Errorf("read CONNACK: %w", errAuthUnasked)
+			}
 			if err := c.handshakeAuth(ctx, nc, &f); err != nil {
 				return nil, nil, fmt.Errorf("authenticate: %w", err)
 			}
