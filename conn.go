@@ -23,7 +23,7 @@ type ConnackInfo struct {
 	ReceiveMaximum    uint16 // how many QoS 1/2 publishes may await acknowledgement at once
 	MaximumQoS        byte
 	RetainAvailable   bool
-	MaximumPacketSize uint32 // 0: no limit beyond the protocol's
+	MaximumPacketSize uint32 // the broker's limit on what the client sends; 0: the protocol's
 	TopicAliasMaximum uint16
 	WildcardSubs      bool
 	SharedSubs        bool
@@ -233,10 +233,10 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool) (*packe
 	if _, err := nc.Write(cp.AppendTo(nil)); err != nil {
 		return nil, nil, fmt.Errorf("write CONNECT: %w", err)
 	}
+	// The limit advertised in CONNECT binds the broker from its first packet on, so CONNACK
+	// and AUTH are refused above it too, before their properties are read.
 	r := packet.NewReader(nc, 32<<10)
-	if c.cfg.maxPacketSize > 0 {
-		r.SetMaxPacketSize(int(c.cfg.maxPacketSize))
-	}
+	r.SetMaxPacketSize(int(c.cfg.maxPacketSize)) // 0: the protocol's limit
 	for {
 		f, err := r.ReadFrame()
 		if err != nil {

@@ -74,7 +74,15 @@ const (
 	DefaultWriteBuffer    = 4 << 20
 	DefaultFlushTimeout   = 5 * time.Second
 	DefaultSubBuffer      = 1024
+	// DefaultMaximumPacketSize is the largest packet the client accepts unless
+	// WithMaximumPacketSize says otherwise: 1 MiB. See WithMaximumPacketSize for why.
+	DefaultMaximumPacketSize = 1 << 20
 )
+
+// UnlimitedPacketSize, given to WithMaximumPacketSize, removes the client's own limit on
+// inbound packets: only the protocol's 256 MiB remains, and a broker can make the client hold
+// that much memory for one packet.
+const UnlimitedPacketSize uint32 = 0
 
 func defaultConfig() *config {
 	return &config{
@@ -87,6 +95,7 @@ func defaultConfig() *config {
 		writeBufMax:    DefaultWriteBuffer,
 		flushTimeout:   DefaultFlushTimeout,
 		subBuffer:      DefaultSubBuffer,
+		maxPacketSize:  DefaultMaximumPacketSize,
 		dropPolicy:     Block,
 		dialer:         &net.Dialer{KeepAlive: -1},
 		backoff:        ExponentialBackoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2},
@@ -294,8 +303,17 @@ func WithReceiveMaximum(n uint16) Option {
 	}
 }
 
-// WithMaximumPacketSize sets the largest packet the client accepts; the broker must not send
-// larger ones. Default: 0, no limit beyond the protocol's.
+// WithMaximumPacketSize sets the largest packet, in bytes, the client accepts. It is sent in
+// CONNECT, so the broker must not send larger packets ([MQTT-3.1.2-24]) and drops messages
+// that would not fit; a broker that sends one anyway is refused from the packet's fixed header,
+// before its body is read or any memory is allocated for it, with DISCONNECT 0x95 (packet
+// too large). The limit holds from the first packet, CONNACK and AUTH included.
+//
+// Default: 1 MiB (DefaultMaximumPacketSize). That is the largest body the client's buffer
+// pools serve, enough for telemetry, commands and small files, and it bounds what a broker
+// can make the client hold for one packet; without it one 256 MiB packet costs that much
+// memory. Raise it for larger messages. UnlimitedPacketSize (0) leaves only the protocol's
+// own limit of 256 MiB.
 func WithMaximumPacketSize(n uint32) Option {
 	return func(c *config) error {
 		if n != 0 && n < 16 {

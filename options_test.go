@@ -19,6 +19,7 @@ func TestDocumentedDefaults(t *testing.T) {
 		"WithReceiveMaximum":            "Default: " + itoa(int(cfg.receiveMax)),
 		"WithMaxSubscribeQueueSize":     "Default: " + itoa(cfg.subBuffer),
 		"WithWriteBuffer":               "Default: " + itoa(cfg.writeBufMax>>20) + " MiB",
+		"WithMaximumPacketSize":         "Default: " + itoa(int(cfg.maxPacketSize>>20)) + " MiB",
 		"WithDisconnectFlushTimeout":    "Default: " + secs(cfg.flushTimeout),
 		"WithCleanStart":                "Default: true",
 		"WithRequestProblemInformation": "Default: true",
