@@ -39,6 +39,9 @@ type Client struct {
 	store    Store      // nil: the session lives in memory only
 	seq      uint64     // send order of outbound publishes
 
+	// redirectMoved: redirect came from 0x9D and stays the first choice until it fails.
+	redirectMoved bool
+
 	nextID    uint16
 	inflight  map[uint16]*outMsg // outbound QoS 1/2 by packet identifier
 	head      *outMsg            // oldest outbound in flight, for replay in order

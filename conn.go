@@ -74,13 +74,14 @@ func newConnackInfo(ca *packet.Connack, cfg *config, broker *url.URL) *ConnackIn
 // writer (batched writes) and the keepalive loop. The client's supervisor owns it and waits
 // for all three before starting the next connection.
 type conn struct {
-	c     *Client
-	nc    net.Conn
-	w     *writer
-	r     *packet.Reader
-	info  *ConnackInfo
-	gen   uint64 // connection number within the client's life
-	reads atomic.Uint64
+	c      *Client
+	broker *url.URL // as dialled: a configured broker or a server's reference
+	nc     net.Conn
+	w      *writer
+	r      *packet.Reader
+	info   *ConnackInfo
+	gen    uint64 // connection number within the client's life
+	reads  atomic.Uint64
 
 	pingSent atomic.Int64 // unix nanos of the outstanding PINGREQ, 0 if none
 
@@ -136,11 +137,12 @@ func sessionExpirySeconds(d time.Duration) uint32 {
 // by the connect timeout and ctx. The returned conn is not yet running. When ctx or the
 // connect timeout ends the attempt, the error wraps context.Canceled or
 // context.DeadlineExceeded rather than the network error the ended deadline caused.
-func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean bool) (*conn, error) {
+// redirected marks broker as a server's reference (see dialBroker).
+func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean, redirected bool) (*conn, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.connectTimeout, errConnectTimeout)
 	defer cancel()
-	nc, err := c.cfg.dialBroker(ctx, broker)
+	nc, err := c.cfg.dialBroker(ctx, broker, redirected)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", redact(broker), attemptErr(parent, ctx, err))
 	}
@@ -170,6 +172,7 @@ func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean bool) (*co
 	info := newConnackInfo(ca, c.cfg, broker)
 	cn := &conn{
 		c:       c,
+		broker:  broker,
 		nc:      nc,
 		w:       newWriter(nc, c.cfg.writeBufMax),
 		r:       r,

@@ -63,6 +63,7 @@ type config struct {
 	onConnectErr     func(error)
 	onServerDisc     func(*packet.Disconnect)
 	backoff          Backoff
+	redirectPolicy   RedirectPolicy
 }
 
 // Defaults. A test checks that the documentation of each option states these values.
@@ -100,6 +101,7 @@ func defaultConfig() *config {
 		dialer:         &net.Dialer{KeepAlive: -1},
 		backoff:        ExponentialBackoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2},
 		logger:         slog.New(slog.DiscardHandler),
+		redirectPolicy: FollowRedirects,
 	}
 }
 
@@ -263,7 +265,8 @@ func WithConnectTimeout(d time.Duration) Option {
 }
 
 // WithTLSConfig sets the TLS configuration for mqtts:// and tls:// brokers, including client
-// certificates. The server name defaults to the broker's host.
+// certificates. The server name defaults to the broker's host; for a server redirect it is
+// always the target's host (see WithRedirectPolicy).
 func WithTLSConfig(t *tls.Config) Option {
 	return func(c *config) error { c.tlsConfig = t; return nil }
 }
@@ -504,4 +507,30 @@ func WithOnReconnectAttempt(fn func(attempt int, broker string)) Option {
 // bounded by the subscription buffers either way.
 func WithStrictReceiveMaximum(strict bool) Option {
 	return func(c *config) error { c.strictReceiveMax = strict; return nil }
+}
+
+// WithRedirectPolicy sets which server redirects the client follows (CONNACK or DISCONNECT
+// with 0x9C use another server or 0x9D server moved, and a Server Reference). Default:
+// FollowRedirects. IgnoreRedirects follows none; RedirectAllowList, or any func, restricts
+// them.
+//
+// Whatever the policy, a redirect never lowers the transport's security: from TLS (mqtts,
+// tls, wss) or a unix socket only to TLS, and never from the network to a unix socket. Such a
+// refusal is logged at warn level, counted in Stats.RedirectsRefused and passed to the
+// WithOnConnectError callback as ErrRedirectRefused. A host[:port] reference keeps the
+// sender's scheme, so TLS stays TLS; TLS to a redirect target uses the WithTLSConfig
+// configuration with the target's host as the server name to verify.
+//
+// A 0x9C redirect is tried on the next attempt only; a 0x9D one is the first choice of every
+// attempt until an attempt to it fails. Either way the configured brokers are never replaced:
+// a target that cannot be reached sends the client back to them in the same attempt. A
+// redirect loop ends the attempt, so the reconnect backoff applies.
+func WithRedirectPolicy(p RedirectPolicy) Option {
+	return func(c *config) error {
+		if p == nil {
+			return fmt.Errorf("%w: nil redirect policy (use IgnoreRedirects)", ErrInvalidOption)
+		}
+		c.redirectPolicy = p
+		return nil
+	}
 }

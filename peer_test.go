@@ -33,6 +33,11 @@ func newPeer(t *testing.T) *peer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return servePeer(t, ln)
+}
+
+// servePeer runs a peer on ln, a TLS listener for instance; it closes ln at cleanup.
+func servePeer(t *testing.T, ln net.Listener) *peer {
 	p := &peer{t: t, ln: ln, conns: make(chan *peerConn, 16), done: make(chan struct{})}
 	go func() {
 		defer close(p.done)

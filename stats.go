@@ -20,6 +20,9 @@ type Stats struct {
 	// ReceiveMaxExceeded counts messages that arrived beyond the Receive Maximum this client
 	// advertised (tolerated unless WithStrictReceiveMaximum).
 	ReceiveMaxExceeded uint64
+	// RedirectsRefused counts server redirects not followed: lowering the transport's
+	// security, or refused by the RedirectPolicy.
+	RedirectsRefused uint64
 }
 
 // stats holds the live counters. The client keeps a nil *stats when counting is off, so each
@@ -29,6 +32,7 @@ type stats struct {
 	PublishSent, PublishResent, PublishAcked, PublishFailed atomic.Uint64
 	Received, Delivered, Dropped, Unrouted, AcksSent        atomic.Uint64
 	PingTimeouts, ReceiveMaxExceeded                        atomic.Uint64
+	RedirectsRefused                                        atomic.Uint64
 }
 
 // Stats returns the current counters. It is safe to call from any goroutine.
@@ -45,5 +49,6 @@ func (c *Client) Stats() Stats {
 		Delivered: s.Delivered.Load(), Dropped: s.Dropped.Load(), Unrouted: s.Unrouted.Load(),
 		AcksSent: s.AcksSent.Load(), PingTimeouts: s.PingTimeouts.Load(),
 		ReceiveMaxExceeded: s.ReceiveMaxExceeded.Load(),
+		RedirectsRefused:   s.RedirectsRefused.Load(),
 	}
 }

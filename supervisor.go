@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/url"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/ternmq/tern/packet"
@@ -162,151 +159,8 @@ func (c *Client) nextBroker() string {
 	return redact(c.brokers[c.brokerAt%len(c.brokers)])
 }
 
-// maxRedirects bounds how many server references one attempt follows.
-const maxRedirects = 3
-
-// dialAny tries the brokers in order from the current one, following server references,
-// and returns the first connection that completes its handshake.
-func (c *Client) dialAny(ctx context.Context) (*conn, error) {
-	c.mu.Lock()
-	brokers := slices.Clone(c.brokers)
-	start := c.brokerAt
-	redirect := c.redirect
-	c.redirect = nil
-	clean := c.cfg.cleanStart && c.connGen == 0
-	c.mu.Unlock()
-
-	var errs []error
-	try := func(u *url.URL) (*conn, error) {
-		for hop := 0; ; hop++ {
-			cn, err := c.dialConn(ctx, u, clean)
-			if err == nil {
-				return cn, nil
-			}
-			c.connectFailed(u, err)
-			next, moved := c.referral(u, err)
-			if next == nil || hop == maxRedirects {
-				return nil, err
-			}
-			if moved {
-				c.replaceBroker(u, next)
-			}
-			u = next
-		}
-	}
-	if redirect != nil {
-		if cn, err := try(redirect); err == nil {
-			return cn, nil
-		} else {
-			errs = append(errs, err)
-		}
-	}
-	for i := range brokers {
-		idx := (start + i) % len(brokers)
-		cn, err := try(brokers[idx])
-		if err == nil {
-			c.mu.Lock()
-			c.brokerAt = idx
-			c.mu.Unlock()
-			return cn, nil
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil || !retryable(err) {
-			break
-		}
-	}
-	c.mu.Lock()
-	c.brokerAt = (start + 1) % len(brokers) // rotate: the next round starts elsewhere
-	c.mu.Unlock()
-	return nil, errors.Join(errs...)
-}
-
-func (c *Client) connectFailed(u *url.URL, err error) {
-	if s := c.st; s != nil {
-		s.ConnectErrors.Add(1)
-	}
-	c.log.Warn("tern: connect failed", "broker", redact(u), "err", err)
-	if fn := c.cfg.onConnectErr; fn != nil {
-		c.events.post(func() { fn(err) })
-	}
-}
-
-// referral returns the server a refusal points to (0x9C use another server, 0x9D server
-// moved, with a Server Reference), and whether the move is permanent.
-func (c *Client) referral(from *url.URL, err error) (*url.URL, bool) {
-	var rc *ReasonCodeError
-	if !errors.As(err, &rc) || rc.ServerReference == "" {
-		return nil, false
-	}
-	if rc.Code != packet.UseAnotherServer && rc.Code != packet.ServerMoved {
-		return nil, false
-	}
-	u, perr := resolveReference(from, rc.ServerReference)
-	if perr != nil {
-		c.log.Warn("tern: unusable server reference", "reference", rc.ServerReference, "err", perr)
-		return nil, false
-	}
-	return u, rc.Code == packet.ServerMoved
-}
-
-// resolveReference turns a Server Reference into a broker URL. The specification leaves its
-// format open; Tern accepts a URL, or host[:port] taking the scheme (and, without a port,
-// the port) of the broker that sent it. A space-separated list names alternatives: the first
-// is used.
-func resolveReference(from *url.URL, ref string) (*url.URL, error) {
-	ref, _, _ = strings.Cut(strings.TrimSpace(ref), " ")
-	if strings.Contains(ref, "://") {
-		return parseBroker(ref)
-	}
-	host, port, err := net.SplitHostPort(ref)
-	if err != nil {
-		host, port = strings.Trim(ref, "[]"), from.Port()
-	}
-	u := *from
-	u.Host = host
-	if port != "" {
-		u.Host = net.JoinHostPort(host, port)
-	} else if strings.Contains(host, ":") {
-		u.Host = "[" + host + "]"
-	}
-	return parseBroker(u.String())
-}
-
-// replaceBroker puts a permanently moved broker's new address in the list.
-func (c *Client) replaceBroker(old, next *url.URL) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for i, u := range c.brokers {
-		if u.String() == old.String() {
-			c.brokers[i] = next
-		}
-	}
-}
-
-// noteRedirect remembers a server reference from a broker's DISCONNECT for the next attempt.
-func (c *Client) noteRedirect(cn *conn, d *packet.Disconnect) {
-	if d.ServerReference == "" || (d.ReasonCode != packet.UseAnotherServer && d.ReasonCode != packet.ServerMoved) {
-		return
-	}
-	from, err := url.Parse(cn.info.Broker)
-	if err != nil {
-		return
-	}
-	u, err := resolveReference(from, d.ServerReference)
-	if err != nil {
-		c.log.Warn("tern: unusable server reference", "reference", d.ServerReference, "err", err)
-		return
-	}
-	if d.ReasonCode == packet.ServerMoved {
-		c.replaceBroker(from, u)
-	}
-	c.mu.Lock()
-	c.redirect = u
-	c.mu.Unlock()
-}
-
 // SetBrokers replaces the failover list. The live connection is kept; the next connection
-// attempt uses the new list, starting at a random broker.
+// attempt uses the new list, starting at a random broker, and forgets any server redirect.
 func (c *Client) SetBrokers(rawURLs ...string) error {
 	if len(rawURLs) == 0 {
 		return fmt.Errorf("%w: SetBrokers needs at least one URL", ErrInvalidOption)
@@ -323,6 +177,7 @@ func (c *Client) SetBrokers(rawURLs ...string) error {
 	defer c.mu.Unlock()
 	c.brokers = list
 	c.brokerAt = rand.IntN(len(list))
+	c.redirect = nil // the owner's list wins over a server's reference
 	return nil
 }
 

@@ -8,8 +8,11 @@ import (
 	"net/url"
 )
 
-// dial opens the byte stream for one broker URL.
-func (c *config) dialBroker(ctx context.Context, u *url.URL) (net.Conn, error) {
+// dialBroker opens the byte stream for one broker URL. TLS uses the configured tls.Config
+// (never loosened); its server name is the configured one, or the URL's host. For a server's
+// redirect (redirected) it is always the target's host: the certificate must name the server
+// the client was sent to, not the one it was configured for.
+func (c *config) dialBroker(ctx context.Context, u *url.URL, redirected bool) (net.Conn, error) {
 	if c.dial != nil {
 		return c.dial(ctx, u)
 	}
@@ -21,7 +24,7 @@ func (c *config) dialBroker(ctx context.Context, u *url.URL) (net.Conn, error) {
 		if c.tlsConfig != nil {
 			cfg = c.tlsConfig.Clone()
 		}
-		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+		if redirected || (cfg.ServerName == "" && !cfg.InsecureSkipVerify) {
 			cfg.ServerName = u.Hostname()
 		}
 		d := tls.Dialer{NetDialer: c.dialer, Config: cfg}
