@@ -106,22 +106,29 @@ func (failingAuth) Start(context.Context) ([]byte, error)            { return ni
 func (failingAuth) Continue(context.Context, []byte) ([]byte, error) { return nil, errors.New("no") }
 func (failingAuth) Done(context.Context, []byte) error               { return nil }
 
+// connectAsync starts Connect on a new client of p and returns the peer's side, after
+// CONNECT, and the channel Connect's result arrives on.
+func connectAsync(t *testing.T, p *peer, opts ...Option) (*peerConn, <-chan error) {
+	t.Helper()
+	c, err := New(append([]Option{WithBroker(p.url())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.Connect(testCtx(t)) }()
+	pc := p.accept()
+	pc.read() // CONNECT
+	return pc, errc
+}
+
 // "authenticate:" prefixes an error only when enhanced authentication ran. A broker that
 // sends AUTH to a client without an authenticator breaks the protocol ([MQTT-4.12.0-6]: the
 // server must not send AUTH unless the client sent an Authentication Method).
 func TestAuthenticatePrefixOnlyWhenAuthRuns(t *testing.T) {
 	t.Run("no-authenticator", func(t *testing.T) {
-		p := newPeer(t)
-		c, err := New(WithBroker(p.url()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		errc := make(chan error, 1)
-		go func() { errc <- c.Connect(testCtx(t)) }()
-		pc := p.accept()
-		pc.read() // CONNECT
+		pc, errc := connectAsync(t, newPeer(t))
 		pc.send(&packet.Auth{ReasonCode: packet.ContinueAuthentication, AuthMethod: "X"})
-		err = <-errc
+		err := <-errc
 		if err == nil || strings.Contains(err.Error(), "authenticate:") || !errors.Is(err, packet.ErrProtocol) {
 			t.Fatalf("Connect = %v, want a protocol error without \"authenticate:\"", err)
 		}
@@ -130,17 +137,9 @@ func TestAuthenticatePrefixOnlyWhenAuthRuns(t *testing.T) {
 		}
 	})
 	t.Run("authenticator-fails", func(t *testing.T) {
-		p := newPeer(t)
-		c, err := New(WithBroker(p.url()), WithAuthenticator(failingAuth{}))
-		if err != nil {
-			t.Fatal(err)
-		}
-		errc := make(chan error, 1)
-		go func() { errc <- c.Connect(testCtx(t)) }()
-		pc := p.accept()
-		pc.read() // CONNECT
+		pc, errc := connectAsync(t, newPeer(t), WithAuthenticator(failingAuth{}))
 		pc.send(&packet.Auth{ReasonCode: packet.ContinueAuthentication, AuthMethod: "TEST"})
-		err = <-errc
+		err := <-errc
 		if err == nil || !strings.Contains(err.Error(), "authenticate:") || !errors.Is(err, ErrAuthFailed) {
 			t.Fatalf("Connect = %v, want an \"authenticate:\" ErrAuthFailed", err)
 		}

@@ -2,7 +2,6 @@ package tern
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -56,23 +55,13 @@ func TestHostileOversizedPublishRefusedFromHeader(t *testing.T) {
 // The limit holds from the first byte the broker sends: a CONNACK (or AUTH) above it is
 // refused from its header, the attempt fails with 0x95 and the broker is told so.
 func TestHostileOversizedConnackRefused(t *testing.T) {
-	p := newPeer(t)
-	c, err := New(WithBroker(p.url()), WithReconnectBackoff(ConstantBackoff(time.Hour)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	go func() { errc <- c.Connect(ctx) }()
-	pc := p.accept()
-	pc.read() // CONNECT
+	pc, errc := connectAsync(t, newPeer(t), WithConnectTimeout(10*time.Second))
 	// CONNACK declaring 2 MiB of body: flags, reason code, then properties that never come.
 	pc.sendRaw([]byte{0x20, 0x80, 0x80, 0x80, 0x01, 0x00, 0x00})
 	if code := pc.expectDisconnect(); code != packet.PacketTooLarge {
 		t.Fatalf("DISCONNECT %v, want packet too large", code)
 	}
-	err = <-errc
+	err := <-errc
 	var perr *packet.Error
 	if !errors.As(err, &perr) || perr.Code != packet.PacketTooLarge {
 		t.Fatalf("Connect = %v, want packet too large", err)
