@@ -301,13 +301,13 @@ func (f *connFlags) tlsConfig() (*tls.Config, error) {
 
 // connect creates the client and connects it: it fails within the connect timeout unless
 // --retry was given, in which case the client keeps trying in the background.
-func connect(ctx context.Context, broker string, opts []tern.Option) (*tern.Client, error) {
+func connect(ctx context.Context, opts []tern.Option) (*tern.Client, error) {
 	c, err := tern.New(opts...)
 	if err != nil {
 		return nil, err
 	}
 	if err := c.Connect(ctx); err != nil {
-		return nil, fmt.Errorf("connect %s: %w", redactURL(broker), err)
+		return nil, err // the client's error names the broker (without credentials)
 	}
 	return c, nil
 }

@@ -270,11 +270,11 @@ func publishAllInput(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions,
 	if f.topicAlias {
 		extra = append(extra, tern.WithTopicAliases(true))
 	}
-	broker, opts, err := f.conn.options(extra...)
+	_, opts, err := f.conn.options(extra...)
 	if err != nil {
 		return err
 	}
-	cl, err := connect(ctx, broker, opts)
+	cl, err := connect(ctx, opts)
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ func runSpool(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions, stdout
 	if f.topicAlias {
 		extra = append(extra, tern.WithTopicAliases(true))
 	}
-	broker, opts, err := f.conn.options(extra...)
+	_, opts, err := f.conn.options(extra...)
 	if err != nil {
 		return err
 	}
@@ -34,7 +34,7 @@ func runSpool(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions, stdout
 	}
 	defer q.Close()
 	waitingBefore := q.Stats().Depth
-	cl, err := connect(ctx, broker, opts)
+	cl, err := connect(ctx, opts)
 	if err != nil {
 		return err
 	}

@@ -149,7 +149,7 @@ func containsAny(s, chars string) bool {
 // was not printed is delivered again (to a persistent session, -c).
 func subscribeAndPrint(ctx context.Context, broker string, opts []tern.Option, filters []tern.TopicFilter,
 	f *subFlags, pr printer, stdout, stderr io.Writer) error {
-	cl, err := connect(ctx, broker, opts)
+	cl, err := connect(ctx, opts)
 	if err != nil {
 		return err
 	}
