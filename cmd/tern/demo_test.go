@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -15,7 +16,12 @@ import (
 	"github.com/ternmq/tern/cmd/tern/internal/leakcheck"
 )
 
-func TestMain(m *testing.M) { leakcheck.Main(m, "ternmq/tern", "mochi-mqtt") }
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" { // re-executed as the tern command (spool_test.go)
+		os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	leakcheck.Main(m, "ternmq/tern", "mochi-mqtt")
+}
 
 // The demo, in process, on the embedded broker: cuts and a restart lose nothing.
 func TestDemo(t *testing.T) {
@@ -97,8 +103,12 @@ func TestDispatch(t *testing.T) {
 		{[]string{"help", "demo"}, 0, "-messages"},
 		{[]string{"demo", "-h"}, 0, "-cuts"},
 		{[]string{"serve", "-h"}, 0, "-max-inflight"},
-		{[]string{"pub"}, 2, "not yet implemented"},
-		{[]string{"sub"}, 2, "not yet implemented"},
+		{[]string{"pub"}, 2, "-t TOPIC is required"},
+		{[]string{"sub"}, 2, "-t FILTER is required"},
+		{[]string{"help", "pub"}, 0, "--user-property KEY=VALUE"},
+		{[]string{"help", "sub"}, 0, "-W, --timeout SECONDS"},
+		{[]string{"pub", "--help"}, 0, "-h, --host HOST"},
+		{[]string{"version"}, 0, "tern devel (go1."},
 		{[]string{"bench"}, 2, "not yet implemented"},
 		{[]string{"run"}, 2, "not yet implemented"},
 		{[]string{"nope"}, 2, "unknown command"},
@@ -204,5 +214,15 @@ func TestDemoLostIsSetDifference(t *testing.T) {
 	if !strings.Contains(out.String(), "FAIL: 1 of 4 accepted messages lost") ||
 		!strings.Contains(out.String(), "seq 3") {
 		t.Fatalf("report:\n%s", out.String())
+	}
+}
+
+// "tern help X" goes to stdout, errors to stderr.
+func TestHelpOnStdout(t *testing.T) {
+	for _, name := range []string{"pub", "sub", "demo", "serve"} {
+		var stdout, stderr bytes.Buffer
+		if st := dispatch([]string{"help", name}, &stdout, &stderr); st != 0 || stderr.Len() != 0 || !strings.Contains(stdout.String(), "Usage: tern "+name) {
+			t.Errorf("help %s: status %d, stdout %q, stderr %q", name, st, stdout.String(), stderr.String())
+		}
 	}
 }

@@ -110,9 +110,13 @@ func percentToken(c byte) func([]byte, *tern.Message, time.Time) []byte {
 	case 'r':
 		return func(d []byte, m *tern.Message, _ time.Time) []byte { return append(d, bit(m.Retain)) }
 	case 'l':
-		return func(d []byte, m *tern.Message, _ time.Time) []byte { return strconv.AppendInt(d, int64(len(m.Payload)), 10) }
+		return func(d []byte, m *tern.Message, _ time.Time) []byte {
+			return strconv.AppendInt(d, int64(len(m.Payload)), 10)
+		}
 	case 'm':
-		return func(d []byte, m *tern.Message, _ time.Time) []byte { return strconv.AppendUint(d, uint64(m.PacketID), 10) }
+		return func(d []byte, m *tern.Message, _ time.Time) []byte {
+			return strconv.AppendUint(d, uint64(m.PacketID), 10)
+		}
 	case 'x':
 		return func(d []byte, m *tern.Message, _ time.Time) []byte { return hex.AppendEncode(d, m.Payload) }
 	case 'X':
@@ -164,7 +168,9 @@ func percentToken(c byte) func([]byte, *tern.Message, time.Time) []byte {
 		// not kept, so %A is always empty.
 		return func(d []byte, _ *tern.Message, _ time.Time) []byte { return d }
 	case 'I':
-		return func(d []byte, _ *tern.Message, now time.Time) []byte { return now.AppendFormat(d, "2006-01-02T15:04:05-0700") }
+		return func(d []byte, _ *tern.Message, now time.Time) []byte {
+			return now.AppendFormat(d, "2006-01-02T15:04:05-0700")
+		}
 	case 'U':
 		return func(d []byte, _ *tern.Message, now time.Time) []byte {
 			return fmt.Appendf(d, "%d.%09d", now.Unix(), now.Nanosecond())
