@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,6 +38,8 @@ type demoConfig struct {
 	// RaceMochi turns off the ordering that keeps the demo clear of a mochi session
 	// takeover race after a restart (see faultPlan.restart), to show that race.
 	RaceMochi bool
+	// wrap, when set, wraps the queue publisher: tests inject stalls and failures with it.
+	wrap func(queuePublisher) queuePublisher
 
 	Progress io.Writer // progress output (stderr); nil: none
 	TTY      bool      // Progress is a terminal: redraw one line
@@ -45,12 +49,11 @@ type demoConfig struct {
 type demoReport struct {
 	Publisher     string // which publisher ran
 	Broker        string // which broker
-	Sent          int    // messages stored by Publish
+	Wanted        int    // messages the run was asked to publish
+	Sent          int    // messages accepted (stored) by Publish
 	Acked         int64  // acknowledged by the broker (resends counted once)
-	Received      int    // distinct sequence numbers the receiver got
-	Lost          int    // Sent - Received: stored, never received
-	Duplicates    int    // deliveries beyond the first of a sequence number
-	Foreign       int    // messages not from this run (an old session on an external broker)
+	Waiting       int    // still in the durable queue at the end
+	seqCount             // what the receiver got, compared with what was accepted
 	Cuts          int    // cuts made
 	CutConns      int    // connections those cuts closed
 	Restarts      int    // broker restarts made
@@ -61,8 +64,25 @@ type demoReport struct {
 	RxUps         int64  // receiver connections established
 	RxSessionLost int64  // receiver reconnects that found no session
 	Elapsed       time.Duration
-	Stalled       string // why the run stopped waiting, when it did
+	Stalled       string // why the run stopped early or stopped waiting, when it did
 	LastError     error  // the publisher's most recent problem
+}
+
+// failures returns why the run failed; none means it passed. A run passes only when every
+// message it was asked for was accepted, nothing stopped it early, and every accepted
+// sequence number arrived.
+func (r *demoReport) failures() []string {
+	var why []string
+	if r.Stalled != "" {
+		why = append(why, "stopped early: "+r.Stalled)
+	}
+	if r.Sent < r.Wanted {
+		why = append(why, fmt.Sprintf("only %d of %d messages accepted by the publisher", r.Sent, r.Wanted))
+	}
+	if r.Lost > 0 {
+		why = append(why, fmt.Sprintf("%d of %d accepted messages lost (never received)", r.Lost, r.Sent))
+	}
+	return why
 }
 
 const (
@@ -110,17 +130,21 @@ loopback port. Exit status 1 if any message is lost.`, stderr)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	cfg.wrap = demoWrapHook
 	rep, err := runDemo(ctx, cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "tern demo: %v\n", err)
 		return 1
 	}
 	rep.print(stdout)
-	if rep.Lost > 0 {
+	if len(rep.failures()) > 0 {
 		return 1
 	}
 	return 0
 }
+
+// demoWrapHook is demoConfig.wrap for runs from the command line; nil except in tests.
+var demoWrapHook func(queuePublisher) queuePublisher
 
 // runDemo runs the demonstration and reports what the receiver got. It returns an error
 // only when the run could not be set up; losses are in the report.
@@ -137,7 +161,7 @@ func runDemo(ctx context.Context, cfg demoConfig) (*demoReport, error) {
 	if cfg.PayloadSize < 16 {
 		cfg.PayloadSize = 64
 	}
-	rep := &demoReport{Sent: cfg.Messages}
+	rep := &demoReport{Wanted: cfg.Messages}
 
 	// The broker, embedded unless one is given, and the proxy that cuts the publisher.
 	brk, brokerURL, err := startBroker(cfg, rep)
@@ -187,6 +211,9 @@ func runDemo(ctx context.Context, cfg demoConfig) (*demoReport, error) {
 	}
 	rep.Publisher = pubName
 	defer closeQueue()
+	if cfg.wrap != nil {
+		qp = cfg.wrap(qp)
+	}
 
 	// Faults, spread over the messages received.
 	restart := cfg.Restart && brk != nil
@@ -204,10 +231,9 @@ func runDemo(ctx context.Context, cfg demoConfig) (*demoReport, error) {
 	cancel()
 
 	st := qp.Stats()
-	rep.Sent, rep.Acked, rep.LastError = published, st.Delivered, st.LastError
+	rep.Sent, rep.Acked, rep.Waiting, rep.LastError = published, st.Delivered, st.Depth, st.LastError
 	rep.Stalled, rep.Elapsed = stalled, elapsed
-	rep.Received, rep.Duplicates, rep.Foreign = tl.snapshot()
-	rep.Lost = rep.Sent - rep.Received
+	rep.seqCount = tl.compare()
 	rep.Cuts, rep.CutConns, rep.Restarts = faults.done()
 	rep.RestartError = faults.restartErr
 	rep.PubUps, rep.RxUps, rep.RxSessionLost = ups.tx.Load(), ups.rx.Load(), ups.rxLost.Load()
@@ -234,7 +260,12 @@ func startBroker(cfg demoConfig, rep *demoReport) (*broker.Broker, string, error
 
 // drive publishes every message with the faults on the way, then waits for the
 // acknowledgements and for the receiver, showing progress meanwhile. It returns how many
-// messages were published, why it stopped early (or ""), and how long it took.
+// messages were accepted, why it stopped early (or ""), and how long it took.
+//
+// A watchdog bounds the publishing phase: when neither accepted, acknowledged nor received
+// counts move for cfg.Wait while messages remain, it cancels the publishers with the
+// counts as the reason, so a broker that stops acknowledging ends the run with FAIL
+// instead of a hang.
 func drive(ctx context.Context, cfg demoConfig, qp queuePublisher, tl *tally, faults *faultPlan, restart bool) (int, string, time.Duration) {
 	prog := &progress{w: cfg.Progress, tty: cfg.TTY, total: cfg.Messages, cuts: cfg.Cuts, restart: restart}
 	pctx, stopProgress := context.WithCancel(ctx)
@@ -245,18 +276,61 @@ func drive(ctx context.Context, cfg demoConfig, qp queuePublisher, tl *tally, fa
 		prog.run(pctx, start, qp, tl, faults)
 	}()
 
-	published, stalled := publishAll(ctx, qp, cfg, tl, faults)
-	if stalled == "" {
-		stalled = waitAcked(ctx, qp, cfg.Wait)
-	}
-	if stalled == "" {
-		stalled = waitReceived(ctx, tl, cfg.Messages, cfg.Wait)
+	published, stalled := publishWatched(ctx, qp, cfg, tl, faults)
+	// After a publish error, what was accepted is still owed: wait for it, so that lost
+	// counts messages that did not arrive, not messages still on their way. After a stall
+	// or an interruption, waiting again would only repeat it.
+	if ctx.Err() == nil && !strings.HasPrefix(stalled, stallPrefix) {
+		if w := waitAcked(ctx, qp, cfg.Wait); stalled == "" {
+			stalled = w
+		}
+		if w := waitReceived(ctx, tl, cfg.Wait); stalled == "" {
+			stalled = w
+		}
 	}
 	elapsed := time.Since(start)
 	stopProgress()
 	<-done
 	prog.finish()
 	return published, stalled, elapsed
+}
+
+// stallPrefix starts the reason the watchdog gives when publishing made no progress.
+const stallPrefix = "no progress for "
+
+// publishWatched runs publishAll under a watchdog that cancels it, with a reason that
+// carries the counts, when nothing moves for cfg.Wait while messages remain.
+func publishWatched(ctx context.Context, qp queuePublisher, cfg demoConfig, tl *tally, faults *faultPlan) (int, string) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	watched := make(chan struct{})
+	stop := make(chan struct{})
+	go func() {
+		defer close(watched)
+		why := waitProgress(wctx, cfg.Wait, func() (int64, bool) {
+			st := qp.Stats()
+			accepted, got := tl.progress()
+			select {
+			case <-stop:
+				return 0, true
+			default:
+			}
+			return int64(accepted) + st.Delivered + int64(got), false
+		}, "")
+		if why != "" && wctx.Err() == nil {
+			st := qp.Stats()
+			accepted, got := tl.progress()
+			cancel(fmt.Errorf("%s%v while %d of %d messages remain: accepted %d, acknowledged %d, received %d",
+				stallPrefix, cfg.Wait, cfg.Messages-accepted, cfg.Messages, accepted, st.Delivered, got))
+		}
+	}()
+	published, why := publishAll(wctx, qp, cfg, tl, faults)
+	close(stop)
+	<-watched
+	if cause := context.Cause(wctx); cause != nil && ctx.Err() == nil {
+		why = cause.Error() // the watchdog's reason, not the cancellation it caused
+	}
+	return published, why
 }
 
 // connCounts counts the connections the demo's clients make.
@@ -371,6 +445,7 @@ func publishAll(ctx context.Context, qp queuePublisher, cfg demoConfig, tl *tall
 					mu.Unlock()
 					return
 				}
+				tl.accept(seq)
 				published.Add(1)
 			}
 		}()
@@ -388,12 +463,12 @@ func waitAcked(ctx context.Context, qp queuePublisher, limit time.Duration) stri
 	}, "publisher acknowledgements")
 }
 
-// waitReceived waits until the receiver has every sequence number, giving up after limit
-// without progress.
-func waitReceived(ctx context.Context, tl *tally, n int, limit time.Duration) string {
+// waitReceived waits until the receiver has every accepted sequence number, giving up
+// after limit without progress.
+func waitReceived(ctx context.Context, tl *tally, limit time.Duration) string {
 	return waitProgress(ctx, limit, func() (int64, bool) {
-		got := tl.uniqueCount()
-		return int64(got), got >= n
+		accepted, got := tl.progress()
+		return int64(got), got >= accepted
 	}, "receiver")
 }
 
@@ -415,7 +490,7 @@ func waitProgress(ctx context.Context, limit time.Duration, probe func() (int64,
 		}
 		select {
 		case <-ctx.Done():
-			return "interrupted: " + ctx.Err().Error()
+			return "interrupted: " + context.Cause(ctx).Error()
 		case <-t.C:
 		}
 	}
@@ -446,19 +521,36 @@ func hostPort(raw string) (string, error) {
 	return net.JoinHostPort(u.Hostname(), port), nil
 }
 
-// tally counts what the receiver gets, by sequence number.
+// tally counts, by sequence number, what the publisher accepted and what the receiver got.
 type tally struct {
 	run uint64
 
-	mu      sync.Mutex
-	counts  []uint8 // per sequence number, saturating
-	unique  int
-	total   int
-	foreign int
+	mu       sync.Mutex
+	counts   []uint8 // deliveries per sequence number, saturating
+	accepted []bool  // Publish returned nil for this sequence number
+	nAcc     int     // accepted sequence numbers
+	nAccGot  int     // accepted sequence numbers received at least once
+	unique   int
+	total    int
+	foreign  int
 }
 
 func newTally(run uint64, n int) *tally {
-	return &tally{run: run, counts: make([]uint8, n+1)}
+	return &tally{run: run, counts: make([]uint8, n+1), accepted: make([]bool, n+1)}
+}
+
+// accept records that the publisher accepted (stored) message seq.
+func (t *tally) accept(seq int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if seq <= 0 || seq >= len(t.accepted) || t.accepted[seq] {
+		return
+	}
+	t.accepted[seq] = true
+	t.nAcc++
+	if t.counts[seq] > 0 {
+		t.nAccGot++
+	}
 }
 
 // add is the receiver's callback: it runs one message at a time and the message is
@@ -478,6 +570,9 @@ func (t *tally) add(m *tern.Message) {
 	t.total++
 	if t.counts[seq] == 0 {
 		t.unique++
+		if t.accepted[seq] {
+			t.nAccGot++
+		}
 	}
 	if t.counts[seq] < math.MaxUint8 {
 		t.counts[seq]++
@@ -490,10 +585,50 @@ func (t *tally) uniqueCount() int {
 	return t.unique
 }
 
+// progress returns how many sequence numbers were accepted, and how many of those arrived.
+func (t *tally) progress() (accepted, got int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.nAcc, t.nAccGot
+}
+
 func (t *tally) snapshot() (unique, dups, foreign int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.unique, t.total - t.unique, t.foreign
+}
+
+// seqCount compares the accepted sequence numbers with the received ones, as sets.
+type seqCount struct {
+	Received   int   // distinct sequence numbers the receiver got
+	Lost       int   // accepted and never received: |accepted - received|
+	LostSeqs   []int // the first few lost sequence numbers, ascending
+	Unexpected int   // received but never reported accepted (a Publish that failed late)
+	Duplicates int   // deliveries beyond the first of a sequence number
+	Foreign    int   // messages not from this run (an old session on an external broker)
+}
+
+// maxLostShown bounds the lost sequence numbers a report lists.
+const maxLostShown = 10
+
+// compare returns the set comparison. It scans every sequence number once: call it at
+// the end of a run.
+func (t *tally) compare() seqCount {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c := seqCount{Received: t.unique, Duplicates: t.total - t.unique, Foreign: t.foreign}
+	for seq := 1; seq < len(t.counts); seq++ {
+		switch {
+		case t.accepted[seq] && t.counts[seq] == 0:
+			c.Lost++
+			if len(c.LostSeqs) < maxLostShown {
+				c.LostSeqs = append(c.LostSeqs, seq)
+			}
+		case !t.accepted[seq] && t.counts[seq] > 0:
+			c.Unexpected++
+		}
+	}
+	return c
 }
 
 func (r *demoReport) print(w io.Writer) {
@@ -509,11 +644,25 @@ func (r *demoReport) print(w io.Writer) {
 		fmt.Fprintf(w, "              after a restart the publisher waits for the receiver to resume its session\n")
 		fmt.Fprintf(w, "              (mochi loses messages routed during a session takeover; --race-mochi shows it)\n")
 	}
-	fmt.Fprintf(w, "  sent        %d\n", r.Sent)
+	fmt.Fprintf(w, "  accepted    %d of %d\n", r.Sent, r.Wanted)
 	fmt.Fprintf(w, "  acked       %d\n", r.Acked)
 	fmt.Fprintf(w, "  received    %d unique\n", r.Received)
-	fmt.Fprintf(w, "  lost        %d\n", r.Lost)
+	if len(r.LostSeqs) > 0 {
+		more := ""
+		if r.Lost > len(r.LostSeqs) {
+			more = ", ..."
+		}
+		fmt.Fprintf(w, "  lost        %d (accepted, never received: seq %s%s)\n", r.Lost, joinInts(r.LostSeqs), more)
+	} else {
+		fmt.Fprintf(w, "  lost        %d\n", r.Lost)
+	}
 	fmt.Fprintf(w, "  duplicates  %d\n", r.Duplicates)
+	if r.Unexpected > 0 {
+		fmt.Fprintf(w, "  unexpected  %d (received, but their Publish did not report success)\n", r.Unexpected)
+	}
+	if r.Waiting > 0 {
+		fmt.Fprintf(w, "  waiting     %d (still in the durable queue)\n", r.Waiting)
+	}
 	if r.Foreign > 0 {
 		fmt.Fprintf(w, "  foreign     %d (from an earlier run, ignored)\n", r.Foreign)
 	}
@@ -532,9 +681,18 @@ func (r *demoReport) print(w io.Writer) {
 	if r.LastError != nil {
 		fmt.Fprintf(w, "  last error  %v\n", r.LastError)
 	}
-	if r.Lost == 0 {
+	why := r.failures()
+	if len(why) == 0 {
 		fmt.Fprintf(w, "PASS: all %d messages arrived\n", r.Sent)
-	} else {
-		fmt.Fprintf(w, "FAIL: %d of %d messages lost\n", r.Lost, r.Sent)
+		return
 	}
+	fmt.Fprintf(w, "FAIL: %s\n", strings.Join(why, "; "))
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, " ")
 }

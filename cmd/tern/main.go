@@ -1,6 +1,6 @@
-// Command tern is the command-line face of the Tern MQTT toolkit: an embedded broker
-// (serve) and a demonstration of durable publishing through faults (demo). pub, sub, bench
-// and run follow.
+// Command tern is the command-line face of the Tern MQTT toolkit: publish and subscribe
+// (pub, sub, with a durable store-and-forward spool), an embedded broker (serve) and a
+// demonstration of durable publishing through faults (demo). bench and run follow.
 package main
 
 import (
@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 )
 
@@ -23,11 +25,24 @@ func commands() []command {
 	return []command{
 		{"demo", "publish durably through cut connections and a broker restart; prove nothing is lost", runDemoCmd},
 		{"serve", "run the embedded MQTT broker on loopback", runServeCmd},
-		{"pub", "publish messages (not yet implemented)", notYet("pub")},
-		{"sub", "subscribe and print messages (not yet implemented)", notYet("sub")},
+		{"pub", "publish messages, like mosquitto_pub; --queue DIR stores and forwards", runPubCmd},
+		{"sub", "subscribe and print messages, like mosquitto_sub", runSubCmd},
 		{"bench", "measure publish/subscribe load (not yet implemented)", notYet("bench")},
 		{"run", "run a YAML test scenario (not yet implemented)", notYet("run")},
+		{"version", "print the version of tern and of Go", runVersionCmd},
 	}
+}
+
+// version is the command's version; a release build sets it with -ldflags "-X main.version=...".
+var version = "devel"
+
+func runVersionCmd(_ []string, stdout, _ io.Writer) int {
+	v := version
+	if bi, ok := debug.ReadBuildInfo(); ok && v == "devel" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		v = bi.Main.Version
+	}
+	fmt.Fprintf(stdout, "tern %s (%s, %s/%s)\n", v, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return 0
 }
 
 func main() {
@@ -35,7 +50,7 @@ func main() {
 }
 
 // dispatch runs the subcommand named by args[0] and returns the exit status: 0 success,
-// 1 failure, 2 usage error.
+// 1 failure, 2 usage error, 27 the -W timeout of sub.
 func dispatch(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		usage(stderr)
@@ -48,8 +63,14 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 			usage(stdout)
 			return 0
 		}
-		// "tern help demo" is "tern demo -h".
-		name, rest = rest[0], []string{"-h"}
+		// "tern help demo" is "tern demo --help", printed on stdout.
+		i := slices.IndexFunc(commands(), func(c command) bool { return c.name == rest[0] })
+		if i < 0 {
+			fmt.Fprintf(stderr, "tern: unknown command %q\n\n", rest[0])
+			usage(stderr)
+			return 2
+		}
+		return commands()[i].run([]string{"--help"}, stdout, stdout)
 	}
 	i := slices.IndexFunc(commands(), func(c command) bool { return c.name == name })
 	if i < 0 {
@@ -69,8 +90,13 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "Commands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-6s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-7s %s\n", c.name, c.summary)
 	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Exit status: 0 success, 1 runtime failure (a refusal, a lost message, an unreachable")
+	fmt.Fprintln(w, "broker), 2 usage error, 27 the -W timeout of tern sub.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "pub and sub connect to --url, else $TERN_BROKER, else "+defaultBroker+".")
 }
 
 func notYet(name string) func([]string, io.Writer, io.Writer) int {
