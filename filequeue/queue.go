@@ -315,7 +315,7 @@ func (q *Queue) deletableLocked() uint64 {
 
 // remove deletes segments through ord and forgets their summaries. Not under mu.
 func (q *Queue) remove(ord uint64) error {
-	done, err := q.log.RemoveThrough(ord)
+	done, err := q.log.RemoveThrough(ord, nil)
 	q.mu.Lock()
 	if done > q.removed {
 		q.removed = done
