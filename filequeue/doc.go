@@ -23,6 +23,8 @@
 //     a warning through slog). Segments removed because every entry in them was
 //     acknowledged are recorded in the manifest first and never reported. Open still
 //     succeeds: what survives is delivered.
+//   - Stats().Depth counts entries whose Enqueue succeeded and that are not acknowledged;
+//     an Enqueue that failed (a failed write or fsync) is not counted.
 //   - Ack writes an acknowledgement record before returning (it survives a crash of the
 //     process) and is synced with the next fsync; an acknowledgement lost to a power
 //     failure means the entry is delivered again: at least once.

@@ -1,6 +1,7 @@
 package filequeue
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -282,6 +283,35 @@ func TestMissingSegmentsReported(t *testing.T) {
 				if _, err := os.Stat(filepath.Join(dir, "x.tmp")); err != nil {
 					t.Fatalf("a subdirectory was removed: %v", err)
 				}
+			}
+		})
+	}
+}
+
+// TestDepthExcludesFailedEnqueue: an entry whose Enqueue failed (the log's fsync failed) is
+// not counted in Stats. [promise: depth metrics are exact]
+func TestDepthExcludesFailedEnqueue(t *testing.T) {
+	t.Parallel()
+	for _, op := range []faultfs.Op{faultfs.OpWrite, faultfs.OpSync} {
+		t.Run(op.String(), func(t *testing.T) {
+			t.Parallel()
+			fsys := faultfs.New(OSFS())
+			q := mustOpen(t, t.TempDir(), WithFS(fsys))
+			defer q.Close()
+			enqueueN(t, q, 10)
+			boom := errors.New("injected I/O error")
+			fsys.SetFault(func(o faultfs.Op, _ string) error {
+				if o == op {
+					return boom
+				}
+				return nil
+			})
+			e := tern.QueueEntry{Message: msg(99)}
+			if err := q.Enqueue(ctx, &e); !errors.Is(err, boom) {
+				t.Fatalf("Enqueue with a failing %v: %v", op, err)
+			}
+			if st := q.Stats(); st.Depth != 10 {
+				t.Fatalf("depth %d after a failed Enqueue, want 10", st.Depth)
 			}
 		})
 	}

@@ -423,9 +423,10 @@ func (q *Queue) Ack(seq uint64) error {
 		q.mu.Unlock()
 		return tern.ErrQueueClosed
 	}
-	if !q.pendingLocked(seq) {
+	q.refreshDurableLocked()
+	if seq > q.durable || !q.pendingLocked(seq) {
 		q.mu.Unlock()
-		return nil
+		return nil // unknown: not stored, or its Enqueue has not returned
 	}
 	t, err := q.log.Add(typeAck, payload[:])
 	if err != nil {
@@ -459,6 +460,17 @@ func (q *Queue) refreshDurableLocked() {
 	if q.durable < q.lastEntry && q.log.Done(q.lastAdded, true) {
 		q.durable = max(q.durable, min(q.lastEntry, q.reserved))
 	}
+}
+
+// unconfirmedLocked returns how many entries were added but are not durable: their
+// Enqueue is running, or failed. Added entries above durable are consecutive, and Ack
+// ignores them, so the count is exact.
+func (q *Queue) unconfirmedLocked() int {
+	q.refreshDurableLocked()
+	if q.lastEntry <= q.durable {
+		return 0
+	}
+	return int(q.lastEntry - q.durable)
 }
 
 // Read implements tern.PublisherQueue. It streams from disk through a cursor that stays
@@ -584,13 +596,15 @@ func (q *Queue) cursorFor(start uint64, target seglog.Pos) *cursor {
 	return c
 }
 
-// Stats implements tern.PublisherQueue. Depth is exact; Bytes is the on-disk size of the
-// unacknowledged entries, estimated per segment; Oldest is the enqueue time of the oldest
-// unacknowledged entry, found in memory for recent entries and otherwise read from disk
-// (a window of entries at a time, so a drain acknowledging in order rarely reads).
+// Stats implements tern.PublisherQueue. Depth is exact: it counts the entries whose Enqueue
+// succeeded (or gave up on its ctx while the entry went on to become durable), not yet
+// acknowledged; Bytes is the on-disk size of the unacknowledged entries, estimated per
+// segment; Oldest is the enqueue time of the oldest unacknowledged entry, found in memory
+// for recent entries and otherwise read from disk (a window of entries at a time, so a
+// drain acknowledging in order rarely reads).
 func (q *Queue) Stats() tern.QueueStats {
 	q.mu.Lock()
-	st := tern.QueueStats{Depth: q.depth, Bytes: q.bytes}
+	st := tern.QueueStats{Depth: q.depth - q.unconfirmedLocked(), Bytes: q.bytes}
 	if st.Depth <= 0 {
 		q.mu.Unlock()
 		return tern.QueueStats{}
