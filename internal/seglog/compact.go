@@ -116,28 +116,13 @@ func (l *Log) Compact(ord uint64, fill func(add func(typ byte, payload []byte) (
 	}
 	l.mu.Unlock()
 
-	final := l.path(ord)
-	tmp := final + tmpSuffix
-	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	var size int64
+	err := l.replaceFile(l.path(ord), true, func(f File) (err error) {
+		size, err = l.fillCompacted(f, ord, fill)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("seglog: compact: %w", err)
-	}
-	size, err := l.fillCompacted(f, ord, fill)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = l.fs.Rename(tmp, final)
-	}
-	if err != nil {
-		l.fs.Remove(tmp)
-		return fmt.Errorf("seglog: compact: %w", err)
-	}
-	if err := l.fs.SyncDir(l.dir); err != nil {
-		return fmt.Errorf("seglog: compact: sync directory: %w", err)
 	}
 
 	l.mu.Lock()
@@ -170,6 +155,37 @@ func (l *Log) Compact(ord uint64, fill func(add func(typ byte, payload []byte) (
 		}
 	}
 	return l.removeFiles(old)
+}
+
+// replaceFile writes a new version of final through write into final.tmp, fsyncs it (when
+// sync), renames it over final and fsyncs the directory (when sync). On failure before the
+// rename final is untouched and the temporary file removed; Open removes any left behind.
+func (l *Log) replaceFile(final string, sync bool, write func(File) error) error {
+	tmp := final + tmpSuffix
+	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	err = write(f)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = l.fs.Rename(tmp, final)
+	}
+	if err != nil {
+		l.fs.Remove(tmp)
+		return err
+	}
+	if sync {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return fmt.Errorf("sync directory: %w", err)
+		}
+	}
+	return nil
 }
 
 func (l *Log) fillCompacted(f File, ord uint64, fill func(add func(typ byte, payload []byte) (Pos, error)) error) (int64, error) {

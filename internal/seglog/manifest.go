@@ -89,31 +89,13 @@ func (l *Log) writeManifest(m manifest) error {
 	payload = append(payload, m.meta...)
 	buf := appendRecord(nil, manifestVersion, typeManifest, payload)
 
-	final := filepath.Join(l.dir, manifestName)
-	tmp := final + tmpSuffix
-	durable := l.opt.Sync.Mode != SyncNever
-	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	err := l.replaceFile(filepath.Join(l.dir, manifestName), l.opt.Sync.Mode != SyncNever,
+		func(f File) error {
+			_, err := f.Write(buf)
+			return err
+		})
 	if err != nil {
 		return fmt.Errorf("seglog: write manifest: %w", err)
-	}
-	_, err = f.Write(buf)
-	if err == nil && durable {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = l.fs.Rename(tmp, final)
-	}
-	if err != nil {
-		l.fs.Remove(tmp)
-		return fmt.Errorf("seglog: write manifest: %w", err)
-	}
-	if durable {
-		if err := l.fs.SyncDir(l.dir); err != nil {
-			return fmt.Errorf("seglog: write manifest: sync directory: %w", err)
-		}
 	}
 	l.man = m
 	return nil
