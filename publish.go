@@ -140,7 +140,10 @@ func (c *Client) PublishAsync(ctx context.Context, m PublishOptions) (*PublishTo
 	c.linkLocked(om)
 	if c.store == nil {
 		if cn := c.conn; cn != nil {
-			c.writeOutLocked(cn, om, false)
+			if err := c.sendOutLocked(cn, om, false); err != nil {
+				c.mu.Unlock()
+				return nil, err
+			}
 		}
 		c.mu.Unlock()
 		return om.tok, nil
@@ -162,7 +165,9 @@ func (c *Client) PublishAsync(ctx context.Context, m PublishOptions) (*PublishTo
 	}
 	om.stored = true
 	if cn := c.conn; cn != nil {
-		c.writeOutLocked(cn, om, false)
+		if err := c.sendOutLocked(cn, om, false); err != nil {
+			return nil, err
+		}
 	}
 	return om.tok, nil
 }
@@ -180,17 +185,27 @@ func vbiBytes(n int) int {
 // publish0 sends a QoS 0 message straight into the write buffer.
 func (c *Client) publish0(ctx context.Context, m *PublishOptions) error {
 	p := toPacket(m)
-	if err := c.checkPublish(&p); err != nil {
+	if err := validatePublish(&p); err != nil {
 		return err
 	}
 	cn, err := c.waitConn(ctx)
 	if err != nil {
 		return err
 	}
+	// Checked against the connection that carries it: it may be the first, or another
+	// broker than the last CONNACK's.
+	size := 0
+	if cn.info.MaximumPacketSize > 0 {
+		size = p.Len()
+	}
+	if err := brokerLimits(cn.info, 0, p.Retain, size); err != nil {
+		return err
+	}
+	alias := cn.aliases != nil && useAlias(cn, size)
 	if _, err := cn.w.reserve(ctx); err != nil {
 		return err
 	}
-	if cn.aliases != nil {
+	if alias {
 		cn.aliases.apply(&p)
 	}
 	cn.w.buf = p.AppendTo(cn.w.buf)
@@ -223,8 +238,21 @@ func toPacket(m *PublishOptions) packet.Publish {
 }
 
 // checkPublish validates a message against the protocol and against what the broker
-// granted in its last CONNACK, before anything goes on the wire.
+// granted in its last CONNACK, so a message that cannot go fails before it is accepted. The
+// connection that carries it checks again when it is written (writeOutLocked, publish0):
+// before the first CONNACK, or after a reconnection, the broker may be another.
 func (c *Client) checkPublish(p *packet.Publish) error {
+	if err := validatePublish(p); err != nil {
+		return err
+	}
+	if info := c.info.Load(); info != nil {
+		return brokerLimits(info, p.QoS, p.Retain, p.Len())
+	}
+	return nil
+}
+
+// validatePublish checks a message against the protocol's rules.
+func validatePublish(p *packet.Publish) error {
 	if p.QoS > 2 {
 		return invalidMessage("QoS", packet.ErrInvalidQoS)
 	}
@@ -238,36 +266,79 @@ func (c *Client) checkPublish(p *packet.Publish) error {
 	if err != nil {
 		return invalidMessage("publish", err)
 	}
-	info := c.info.Load()
-	if info == nil {
-		return nil // checked again when the packet is written
+	return nil
+}
+
+// brokerLimits reports why a PUBLISH of the given QoS, retain flag and size (the whole
+// packet, without a topic alias) cannot go to the broker that sent info, or nil.
+func brokerLimits(info *ConnackInfo, qos byte, retain bool, size int) error {
+	if qos > info.MaximumQoS {
+		return fmt.Errorf("%w: QoS %d, broker maximum %d", ErrQoSNotSupported, qos, info.MaximumQoS)
 	}
-	if p.QoS > info.MaximumQoS {
-		return fmt.Errorf("%w: QoS %d, broker maximum %d", ErrQoSNotSupported, p.QoS, info.MaximumQoS)
-	}
-	if p.Retain && !info.RetainAvailable {
+	if retain && !info.RetainAvailable {
 		return ErrRetainNotSupported
 	}
-	size := p.Len()
-	if c.cfg.outAliases {
-		size += 3 // the Topic Alias property the writer may add
-	}
-	if max := info.MaximumPacketSize; max > 0 && uint32(size) > max {
-		return fmt.Errorf("%w: %d bytes, broker maximum %d", ErrPacketTooLarge, p.Len(), max)
+	if max := info.MaximumPacketSize; max > 0 && uint64(size) > uint64(max) {
+		return fmt.Errorf("%w: %d bytes, broker maximum %d", ErrPacketTooLarge, size, max)
 	}
 	return nil
 }
 
-// writeOutLocked writes a stored publish to cn. dup marks a resend. Caller holds c.mu.
-func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
+// aliasGrowth bounds what a new Topic Alias adds to a PUBLISH: the 3-byte property, plus one
+// byte each if the property length and the Remaining Length need a longer encoding.
+const aliasGrowth = 5
+
+// useAlias reports whether a PUBLISH of size bytes may carry a topic alias on cn: the
+// connection has aliases, and a new one cannot push the packet over the broker's maximum
+// (the message then goes out with its topic in full).
+func useAlias(cn *conn, size int) bool {
+	if cn.aliases == nil {
+		return false
+	}
+	max := cn.info.MaximumPacketSize
+	return max == 0 || uint64(size)+aliasGrowth <= uint64(max)
+}
+
+// requestFits reports whether a SUBSCRIBE or UNSUBSCRIBE fits the Maximum Packet Size of
+// the broker that sent info.
+func requestFits(info *ConnackInfo, p packet.Packet) error {
+	if max := info.MaximumPacketSize; max > 0 {
+		if n := p.Len(); uint64(n) > uint64(max) {
+			return fmt.Errorf("%w: %s of %d bytes, broker maximum %d", ErrPacketTooLarge, p.Type(), n, max)
+		}
+	}
+	return nil
+}
+
+// sendOutLocked writes om to cn, or, when the broker of cn cannot take it (its CONNACK's
+// Maximum QoS, Retain Available or Maximum Packet Size), completes it with that error
+// without sending it: its record leaves the store, its window place goes to the next
+// message, and nothing reaches the broker that would make it disconnect. Caller holds c.mu.
+func (c *Client) sendOutLocked(cn *conn, om *outMsg, dup bool) error {
+	err := c.writeOutLocked(cn, om, dup)
+	if err != nil {
+		c.log.Warn("tern: message refused before sending: the broker cannot take it",
+			"id", om.id, "broker", cn.info.Broker, "err", err)
+		c.completeLocked(om, err)
+	}
+	return err
+}
+
+// writeOutLocked writes a stored publish to cn if the broker's limits allow it; dup marks a
+// resend. Caller holds c.mu.
+func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) error {
 	b := om.buf.B
+	if err := brokerLimits(cn.info, om.qos, b[0]&0x01 != 0, len(b)); err != nil {
+		return err
+	}
+	alias := useAlias(cn, len(b))
 	cn.w.mu.Lock()
-	if cn.aliases != nil || (om.sent && !om.expires.IsZero()) {
+	if alias || (om.sent && !om.expires.IsZero()) {
 		// Rewrite: aliases belong to the connection and are assigned in write order, under
 		// w.mu; a resent message carries its remaining lifetime, not the original.
 		var p packet.Publish
 		if err := p.Decode(b[0]&0x0F, b[1+vbiBytes(len(b)):]); err == nil {
-			if cn.aliases != nil {
+			if alias {
 				cn.aliases.apply(&p)
 			}
 			if !om.expires.IsZero() {
@@ -281,7 +352,7 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
 			cn.w.commit()
 			om.sent = true
 			c.countSent(dup)
-			return
+			return nil
 		}
 	}
 	if cn.w.err == nil {
@@ -294,6 +365,7 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
 	cn.w.commit()
 	om.sent = true
 	c.countSent(dup)
+	return nil
 }
 
 func (c *Client) countSent(dup bool) {

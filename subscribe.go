@@ -547,9 +547,15 @@ func (c *Client) request(ctx context.Context, p packet.Packet) (packet.Packet, e
 	case *packet.Unsubscribe:
 		p.PacketID = id
 	}
-	c.requests[id] = r
 	if cn := c.conn; cn != nil {
+		if err := requestFits(cn.info, p); err != nil {
+			c.mu.Unlock()
+			return nil, err
+		}
+		c.requests[id] = r
 		cn.w.sendUrgent(p.AppendTo(nil))
+	} else {
+		c.requests[id] = r // sent, and checked, when a connection is installed
 	}
 	c.mu.Unlock()
 	select {

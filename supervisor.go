@@ -362,7 +362,14 @@ func (c *Client) install(cn *conn) {
 	}
 	cn.start()
 	c.resendLocked(cn, info.SessionPresent)
-	for _, r := range c.requests {
+	for id, r := range c.requests {
+		if err := requestFits(info, r.pkt); err != nil {
+			c.log.Warn("tern: request failed: too large for this broker", "err", err)
+			r.err = err
+			close(r.done)
+			delete(c.requests, id)
+			continue
+		}
 		cn.w.sendUrgent(r.pkt.AppendTo(nil))
 	}
 	c.grantQuotaLocked()
@@ -404,7 +411,9 @@ func (c *Client) resendLocked(cn *conn, resumed bool) {
 		case !resumed && c.cfg.sessionLoss == FailPending:
 			c.completeLocked(om, ErrSessionLost)
 		default:
-			c.writeOutLocked(cn, om, resumed && om.sent)
+			// Checked against this broker's limits: it may be stricter than the one the
+			// message was accepted or first sent under, or the message comes from the store.
+			c.sendOutLocked(cn, om, resumed && om.sent)
 		}
 		om = next
 	}
