@@ -161,7 +161,12 @@ func (c *Client) PublishAsync(ctx context.Context, m PublishOptions) (*PublishTo
 		return nil, err
 	}
 	if om.done {
-		return om.tok, nil // failed meanwhile (Disconnect); the token says why
+		// Failed meanwhile (Disconnect); the token says why. The record stays only if the
+		// session does.
+		if !c.keep {
+			c.store.Delete(RecordPublish, om.id)
+		}
+		return om.tok, nil
 	}
 	om.stored = true
 	if cn := c.conn; cn != nil {

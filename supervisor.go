@@ -142,7 +142,7 @@ func (c *Client) watch(ctx context.Context, cn *conn) bool {
 		select {
 		case k := <-keep:
 			if !k {
-				c.shutdown(ErrConnectionLost)
+				c.shutdown(ErrConnectionLost, c.sessionOutlives(nil))
 				return false
 			}
 		case <-ctx.Done():
