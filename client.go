@@ -49,6 +49,7 @@ type Client struct {
 	inUseHigh int // the most places ever taken at once (tests check the window)
 	quotaQ    []*quotaWaiter
 	requests  map[uint16]*request // SUBSCRIBE/UNSUBSCRIBE awaiting acknowledgement
+	idFreed   chan struct{}       // closed when a packet identifier is freed; nil: no waiter
 
 	acks    ackQueue            // received QoS 1/2 in arrival order, until acknowledged
 	inQoS2  map[uint16]*inbound // received QoS 2 until PUBCOMP is sent
@@ -343,6 +344,7 @@ func (c *Client) shutdown(reason error, keep bool) {
 		close(r.done)
 		delete(c.requests, id)
 	}
+	c.idFreedLocked() // waiters see closed
 	select {
 	case <-c.up:
 	default:

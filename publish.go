@@ -126,13 +126,23 @@ func (c *Client) PublishAsync(ctx context.Context, m PublishOptions) (*PublishTo
 		om.expires = om.born.Add(m.MessageExpiry.Truncate(time.Second))
 	}
 	c.mu.Lock()
-	if c.closed {
-		c.releaseQuotaLocked()
-		c.mu.Unlock()
-		buf.Release()
-		return nil, ErrClosed
+	for {
+		var err error
+		if c.closed {
+			err = ErrClosed
+		} else if id, ok := c.allocIDLocked(); ok {
+			om.id = id
+			break
+		} else {
+			err = c.waitIDLocked(ctx)
+		}
+		if err != nil {
+			c.releaseQuotaLocked()
+			c.mu.Unlock()
+			buf.Release()
+			return nil, err
+		}
 	}
-	om.id = c.allocIDLocked()
 	c.seq++
 	om.seq = c.seq
 	buf.B[idOff], buf.B[idOff+1] = byte(om.id>>8), byte(om.id)
@@ -454,8 +464,17 @@ func (c *Client) takeQuotaLocked() {
 	}
 }
 
-// allocIDLocked returns a packet identifier not used by any publish or request in flight.
-func (c *Client) allocIDLocked() uint16 {
+// maxPacketIDs is how many packet identifiers exist (1 to 65,535).
+const maxPacketIDs = 65535
+
+// allocIDLocked returns a packet identifier not used by any publish or request in flight, or
+// false when all are in use (see waitIDLocked). An identifier stays in use until its
+// exchange ends, including a cancelled request's until its answer or its connection's end
+// ([MQTT-2.2.1-3]). The search ends: at least one identifier is free.
+func (c *Client) allocIDLocked() (uint16, bool) {
+	if len(c.inflight)+len(c.requests) >= maxPacketIDs {
+		return 0, false
+	}
 	for {
 		c.nextID++
 		if c.nextID == 0 {
@@ -467,7 +486,35 @@ func (c *Client) allocIDLocked() uint16 {
 		if _, used := c.requests[c.nextID]; used {
 			continue
 		}
-		return c.nextID
+		return c.nextID, true
+	}
+}
+
+// waitIDLocked waits, with c.mu released, until a packet identifier is freed, the client
+// closes, or ctx ends (its error is returned). Called and returns with c.mu held; the caller
+// tries allocIDLocked again. All 65,535 can be in use when the broker grants the full
+// Receive Maximum and SUBSCRIBE/UNSUBSCRIBE fill the rest.
+func (c *Client) waitIDLocked(ctx context.Context) error {
+	if c.idFreed == nil {
+		c.idFreed = make(chan struct{})
+	}
+	ch := c.idFreed
+	c.mu.Unlock()
+	select {
+	case <-ch:
+		c.mu.Lock()
+		return nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		return ctx.Err()
+	}
+}
+
+// idFreedLocked wakes the callers waiting for a packet identifier.
+func (c *Client) idFreedLocked() {
+	if c.idFreed != nil {
+		close(c.idFreed)
+		c.idFreed = nil
 	}
 }
 
@@ -509,6 +556,7 @@ func (c *Client) completeLocked(om *outMsg, err error) {
 		}
 	}
 	delete(c.inflight, om.id)
+	c.idFreedLocked()
 	c.unlinkLocked(om)
 	om.buf.Release()
 	om.buf = nil

@@ -368,9 +368,10 @@ func (c *Client) install(cn *conn) {
 			r.err = err
 			close(r.done)
 			delete(c.requests, id)
+			c.idFreedLocked()
 			continue
 		}
-		cn.w.sendUrgent(r.pkt.AppendTo(nil))
+		cn.w.sendRequest(r.pkt.AppendTo(nil))
 	}
 	c.grantQuotaLocked()
 	close(c.up)
@@ -526,6 +527,14 @@ func (c *Client) uninstall(cn *conn) {
 		c.conn = nil
 		c.up = make(chan struct{})
 		c.acks.reset()
+		// A request its caller gave up is answered on its own connection or never: its
+		// identifier is free now, and it is not sent again.
+		for id, r := range c.requests {
+			if r.cancelled {
+				delete(c.requests, id)
+				c.idFreedLocked()
+			}
+		}
 	}
 }
 
