@@ -216,7 +216,7 @@ func (c *Client) publish0(ctx context.Context, m *PublishOptions) error {
 	if err := brokerLimits(cn.info, 0, p.Retain, size); err != nil {
 		return err
 	}
-	alias := cn.aliases != nil && useAlias(cn, size)
+	alias := useAlias(cn, size)
 	if _, err := cn.w.reserve(ctx); err != nil {
 		return err
 	}
