@@ -38,6 +38,7 @@ type Client struct {
 	redirect *url.URL   // a server reference to try next, from 0x9C/0x9D
 	store    Store      // nil: the session lives in memory only
 	seq      uint64     // send order of outbound publishes
+	keep     bool       // set by shutdown: the broker keeps the session, so does the store
 
 	// redirectMoved: redirect came from 0x9D and stays the first choice until it fails.
 	redirectMoved bool
@@ -51,6 +52,7 @@ type Client struct {
 	inUseHigh int // the most places ever taken at once (tests check the window)
 	quotaQ    []*quotaWaiter
 	requests  map[uint16]*request // SUBSCRIBE/UNSUBSCRIBE awaiting acknowledgement
+	idFreed   chan struct{}       // closed when a packet identifier is freed; nil: no waiter
 
 	acks    ackQueue            // received QoS 1/2 in arrival order, until acknowledged
 	inQoS2  map[uint16]*inbound // received QoS 2 until PUBCOMP is sent
@@ -238,6 +240,12 @@ type DisconnectOptions struct {
 // flush timeout), sends DISCONNECT with reason 0x00 and stops the client. Publishes still
 // awaiting acknowledgement fail with ErrClosed; subscriptions are closed. The client cannot
 // be used again. It always returns by the time ctx ends.
+//
+// With a Store and a session that outlives the connection (a session expiry above zero in
+// force, see WithSessionExpiry and DisconnectOptions.SessionExpiry), the unfinished QoS 1/2
+// exchanges stay in the store: a client started later on it resumes them, so they may still
+// be delivered, exactly once for QoS 2. With expiry 0 the broker ends the session and the
+// records are deleted.
 func (c *Client) Disconnect(ctx context.Context) error {
 	return c.DisconnectWith(ctx, DisconnectOptions{})
 }
@@ -276,7 +284,7 @@ func (c *Client) DisconnectWith(ctx context.Context, o DisconnectOptions) error 
 		c.cancel() // first, so the supervisor does not take the close for a lost connection
 		cn.sendDisconnect(ctx, d, ErrClosed)
 	}
-	c.shutdown(ErrClosed)
+	c.shutdown(ErrClosed, c.sessionOutlives(o.SessionExpiry))
 	select {
 	case <-c.supDone:
 	case <-ctx.Done():
@@ -290,17 +298,44 @@ func (c *Client) DisconnectWith(ctx context.Context, o DisconnectOptions) error 
 	return err
 }
 
+// sessionOutlives reports whether the broker keeps the session once this client stops: the
+// session expiry in force (the broker's CONNACK value, else ours) is above zero and a
+// DISCONNECT override, if any, does not set it to zero. (An override cannot revive a session
+// that CONNECT gave expiry 0: [MQTT-3.14.2-2] makes that a protocol error.)
+func (c *Client) sessionOutlives(override *time.Duration) bool {
+	inForce := c.cfg.sessionExpiry
+	if info := c.info.Load(); info != nil {
+		inForce = info.SessionExpiry
+	}
+	if sessionExpirySeconds(inForce) == 0 {
+		return false
+	}
+	return override == nil || sessionExpirySeconds(*override) > 0
+}
+
 // shutdown stops the supervisor and fails everything waiting on the session with reason.
-func (c *Client) shutdown(reason error) {
+// With keep (the broker keeps the session), the store keeps the unfinished outbound
+// exchanges for the next process; without, their records are deleted.
+func (c *Client) shutdown(reason error, keep bool) {
 	c.cancel()
 	c.mu.Lock()
 	c.closed = true
+	c.keep = keep
 	if cn := c.conn; cn != nil {
 		cn.close(reason)
 	}
+	kept := reason
+	if keep && c.store != nil {
+		kept = fmt.Errorf("%w: kept in the store for the next session", reason)
+	}
 	for om := c.head; om != nil; {
 		next := om.next
-		c.completeLocked(om, reason)
+		if keep && c.store != nil {
+			om.stored = false // the record stays: completeLocked must not delete it
+			c.completeLocked(om, kept)
+		} else {
+			c.completeLocked(om, reason)
+		}
 		om = next
 	}
 	for _, w := range c.quotaQ {
@@ -313,6 +348,7 @@ func (c *Client) shutdown(reason error) {
 		close(r.done)
 		delete(c.requests, id)
 	}
+	c.idFreedLocked() // waiters see closed
 	select {
 	case <-c.up:
 	default:

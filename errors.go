@@ -33,7 +33,8 @@ var (
 	ErrWildcardsNotSupported = errors.New("tern: wildcard subscriptions not supported by the broker")
 	ErrSharedNotSupported    = errors.New("tern: shared subscriptions not supported by the broker")
 	ErrSubIDNotSupported     = errors.New("tern: subscription identifiers not supported by the broker")
-	// ErrWriteQueueFull: the write buffer is full and the overflow policy is to fail.
+	// ErrWriteQueueFull: the write buffer is full and the overflow policy is to fail, or a
+	// connection closed because acknowledgements piled up for a peer that reads nothing.
 	ErrWriteQueueFull = errors.New("tern: write queue full")
 	// ErrAlreadyConnected: Connect was called on a client that is already running.
 	ErrAlreadyConnected = errors.New("tern: already connected")

@@ -82,6 +82,7 @@ type inbound struct {
 	frame    *packet.Buffer // zero-copy read buffer, released with the last handle
 	done     bool           // guarded by c.mu: every handle acknowledged
 	recd     bool           // guarded by c.mu: QoS 2, PUBREC sent
+	early    bool           // guarded by c.mu: QoS 2, PUBREL came before PUBREC; completed
 	restored bool           // loaded from the store at start
 
 	handles   int32        // handles delivered for it
@@ -147,6 +148,15 @@ func (c *Client) flushAcksLocked() {
 		q.head++
 		if cn == nil || in.gen != cn.gen {
 			continue // from a closed connection: the broker will send it again
+		}
+		if in.early {
+			// The broker released it before our PUBREC and got PUBCOMP: the exchange is
+			// over, so no PUBREC (it could be taken for a newer message with the same
+			// identifier). It leaves the window now that the application acknowledged it.
+			c.inCount--
+			*in = inbound{}
+			inboundPool.Put(in)
+			continue
 		}
 		var b [4]byte
 		kind := packet.PUBACK
@@ -409,9 +419,12 @@ func (c *Client) handlePubrel(cn *conn, a *packet.Ack) error {
 		}
 		delete(c.inQoS2, a.PacketID)
 		if !in.recd {
-			c.inCount-- // PUBREL before PUBREC breaks the protocol; keep the count right
-		}
-		if in.recd {
+			// PUBREL before our PUBREC breaks the protocol ([MQTT-4.3.3]). Complete the
+			// exchange as asked, but the message stays in the window until the
+			// application acknowledges it; flushAcksLocked then takes it out, once, and
+			// sends no PUBREC.
+			in.early = true
+		} else {
 			// Nothing refers to the record any more: its handles are all acknowledged
 			// and it has left the acknowledgement queue.
 			*in = inbound{}

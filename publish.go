@@ -126,13 +126,23 @@ func (c *Client) PublishAsync(ctx context.Context, m PublishOptions) (*PublishTo
 		om.expires = om.born.Add(m.MessageExpiry.Truncate(time.Second))
 	}
 	c.mu.Lock()
-	if c.closed {
-		c.releaseQuotaLocked()
-		c.mu.Unlock()
-		buf.Release()
-		return nil, ErrClosed
+	for {
+		var err error
+		if c.closed {
+			err = ErrClosed
+		} else if id, ok := c.allocIDLocked(); ok {
+			om.id = id
+			break
+		} else {
+			err = c.waitIDLocked(ctx)
+		}
+		if err != nil {
+			c.releaseQuotaLocked()
+			c.mu.Unlock()
+			buf.Release()
+			return nil, err
+		}
 	}
-	om.id = c.allocIDLocked()
 	c.seq++
 	om.seq = c.seq
 	buf.B[idOff], buf.B[idOff+1] = byte(om.id>>8), byte(om.id)
@@ -140,7 +150,10 @@ func (c *Client) PublishAsync(ctx context.Context, m PublishOptions) (*PublishTo
 	c.linkLocked(om)
 	if c.store == nil {
 		if cn := c.conn; cn != nil {
-			c.writeOutLocked(cn, om, false)
+			if err := c.sendOutLocked(cn, om, false); err != nil {
+				c.mu.Unlock()
+				return nil, err
+			}
 		}
 		c.mu.Unlock()
 		return om.tok, nil
@@ -158,11 +171,18 @@ func (c *Client) PublishAsync(ctx context.Context, m PublishOptions) (*PublishTo
 		return nil, err
 	}
 	if om.done {
-		return om.tok, nil // failed meanwhile (Disconnect); the token says why
+		// Failed meanwhile (Disconnect); the token says why. The record stays only if the
+		// session does.
+		if !c.keep {
+			c.store.Delete(RecordPublish, om.id)
+		}
+		return om.tok, nil
 	}
 	om.stored = true
 	if cn := c.conn; cn != nil {
-		c.writeOutLocked(cn, om, false)
+		if err := c.sendOutLocked(cn, om, false); err != nil {
+			return nil, err
+		}
 	}
 	return om.tok, nil
 }
@@ -180,17 +200,27 @@ func vbiBytes(n int) int {
 // publish0 sends a QoS 0 message straight into the write buffer.
 func (c *Client) publish0(ctx context.Context, m *PublishOptions) error {
 	p := toPacket(m)
-	if err := c.checkPublish(&p); err != nil {
+	if err := validatePublish(&p); err != nil {
 		return err
 	}
 	cn, err := c.waitConn(ctx)
 	if err != nil {
 		return err
 	}
+	// Checked against the connection that carries it: it may be the first, or another
+	// broker than the last CONNACK's.
+	size := 0
+	if cn.info.MaximumPacketSize > 0 {
+		size = p.Len()
+	}
+	if err := brokerLimits(cn.info, 0, p.Retain, size); err != nil {
+		return err
+	}
+	alias := useAlias(cn, size)
 	if _, err := cn.w.reserve(ctx); err != nil {
 		return err
 	}
-	if cn.aliases != nil {
+	if alias {
 		cn.aliases.apply(&p)
 	}
 	cn.w.buf = p.AppendTo(cn.w.buf)
@@ -223,8 +253,21 @@ func toPacket(m *PublishOptions) packet.Publish {
 }
 
 // checkPublish validates a message against the protocol and against what the broker
-// granted in its last CONNACK, before anything goes on the wire.
+// granted in its last CONNACK, so a message that cannot go fails before it is accepted. The
+// connection that carries it checks again when it is written (writeOutLocked, publish0):
+// before the first CONNACK, or after a reconnection, the broker may be another.
 func (c *Client) checkPublish(p *packet.Publish) error {
+	if err := validatePublish(p); err != nil {
+		return err
+	}
+	if info := c.info.Load(); info != nil {
+		return brokerLimits(info, p.QoS, p.Retain, p.Len())
+	}
+	return nil
+}
+
+// validatePublish checks a message against the protocol's rules.
+func validatePublish(p *packet.Publish) error {
 	if p.QoS > 2 {
 		return invalidMessage("QoS", packet.ErrInvalidQoS)
 	}
@@ -238,36 +281,79 @@ func (c *Client) checkPublish(p *packet.Publish) error {
 	if err != nil {
 		return invalidMessage("publish", err)
 	}
-	info := c.info.Load()
-	if info == nil {
-		return nil // checked again when the packet is written
+	return nil
+}
+
+// brokerLimits reports why a PUBLISH of the given QoS, retain flag and size (the whole
+// packet, without a topic alias) cannot go to the broker that sent info, or nil.
+func brokerLimits(info *ConnackInfo, qos byte, retain bool, size int) error {
+	if qos > info.MaximumQoS {
+		return fmt.Errorf("%w: QoS %d, broker maximum %d", ErrQoSNotSupported, qos, info.MaximumQoS)
 	}
-	if p.QoS > info.MaximumQoS {
-		return fmt.Errorf("%w: QoS %d, broker maximum %d", ErrQoSNotSupported, p.QoS, info.MaximumQoS)
-	}
-	if p.Retain && !info.RetainAvailable {
+	if retain && !info.RetainAvailable {
 		return ErrRetainNotSupported
 	}
-	size := p.Len()
-	if c.cfg.outAliases {
-		size += 3 // the Topic Alias property the writer may add
-	}
-	if max := info.MaximumPacketSize; max > 0 && uint32(size) > max {
-		return fmt.Errorf("%w: %d bytes, broker maximum %d", ErrPacketTooLarge, p.Len(), max)
+	if max := info.MaximumPacketSize; max > 0 && uint64(size) > uint64(max) {
+		return fmt.Errorf("%w: %d bytes, broker maximum %d", ErrPacketTooLarge, size, max)
 	}
 	return nil
 }
 
-// writeOutLocked writes a stored publish to cn. dup marks a resend. Caller holds c.mu.
-func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
+// aliasGrowth bounds what a new Topic Alias adds to a PUBLISH: the 3-byte property, plus one
+// byte each if the property length and the Remaining Length need a longer encoding.
+const aliasGrowth = 5
+
+// useAlias reports whether a PUBLISH of size bytes may carry a topic alias on cn: the
+// connection has aliases, and a new one cannot push the packet over the broker's maximum
+// (the message then goes out with its topic in full).
+func useAlias(cn *conn, size int) bool {
+	if cn.aliases == nil {
+		return false
+	}
+	max := cn.info.MaximumPacketSize
+	return max == 0 || uint64(size)+aliasGrowth <= uint64(max)
+}
+
+// requestFits reports whether a SUBSCRIBE or UNSUBSCRIBE fits the Maximum Packet Size of
+// the broker that sent info.
+func requestFits(info *ConnackInfo, p packet.Packet) error {
+	if max := info.MaximumPacketSize; max > 0 {
+		if n := p.Len(); uint64(n) > uint64(max) {
+			return fmt.Errorf("%w: %s of %d bytes, broker maximum %d", ErrPacketTooLarge, p.Type(), n, max)
+		}
+	}
+	return nil
+}
+
+// sendOutLocked writes om to cn, or, when the broker of cn cannot take it (its CONNACK's
+// Maximum QoS, Retain Available or Maximum Packet Size), completes it with that error
+// without sending it: its record leaves the store, its window place goes to the next
+// message, and nothing reaches the broker that would make it disconnect. Caller holds c.mu.
+func (c *Client) sendOutLocked(cn *conn, om *outMsg, dup bool) error {
+	err := c.writeOutLocked(cn, om, dup)
+	if err != nil {
+		c.log.Warn("tern: message refused before sending: the broker cannot take it",
+			"id", om.id, "broker", cn.info.Broker, "err", err)
+		c.completeLocked(om, err)
+	}
+	return err
+}
+
+// writeOutLocked writes a stored publish to cn if the broker's limits allow it; dup marks a
+// resend. Caller holds c.mu.
+func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) error {
 	b := om.buf.B
+	if err := brokerLimits(cn.info, om.qos, b[0]&0x01 != 0, len(b)); err != nil {
+		return err
+	}
+	alias := useAlias(cn, len(b))
 	cn.w.mu.Lock()
-	if cn.aliases != nil || (om.sent && !om.expires.IsZero()) {
+	if alias || (om.sent && !om.expires.IsZero()) {
 		// Rewrite: aliases belong to the connection and are assigned in write order, under
 		// w.mu; a resent message carries its remaining lifetime, not the original.
 		var p packet.Publish
 		if err := p.Decode(b[0]&0x0F, b[1+vbiBytes(len(b)):]); err == nil {
-			if cn.aliases != nil {
+			if alias {
 				cn.aliases.apply(&p)
 			}
 			if !om.expires.IsZero() {
@@ -281,7 +367,7 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
 			cn.w.commit()
 			om.sent = true
 			c.countSent(dup)
-			return
+			return nil
 		}
 	}
 	if cn.w.err == nil {
@@ -294,6 +380,7 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) {
 	cn.w.commit()
 	om.sent = true
 	c.countSent(dup)
+	return nil
 }
 
 func (c *Client) countSent(dup bool) {
@@ -377,8 +464,17 @@ func (c *Client) takeQuotaLocked() {
 	}
 }
 
-// allocIDLocked returns a packet identifier not used by any publish or request in flight.
-func (c *Client) allocIDLocked() uint16 {
+// maxPacketIDs is how many packet identifiers exist (1 to 65,535).
+const maxPacketIDs = 65535
+
+// allocIDLocked returns a packet identifier not used by any publish or request in flight, or
+// false when all are in use (see waitIDLocked). An identifier stays in use until its
+// exchange ends, including a cancelled request's until its answer or its connection's end
+// ([MQTT-2.2.1-3]). The search ends: at least one identifier is free.
+func (c *Client) allocIDLocked() (uint16, bool) {
+	if len(c.inflight)+len(c.requests) >= maxPacketIDs {
+		return 0, false
+	}
 	for {
 		c.nextID++
 		if c.nextID == 0 {
@@ -390,7 +486,35 @@ func (c *Client) allocIDLocked() uint16 {
 		if _, used := c.requests[c.nextID]; used {
 			continue
 		}
-		return c.nextID
+		return c.nextID, true
+	}
+}
+
+// waitIDLocked waits, with c.mu released, until a packet identifier is freed, the client
+// closes, or ctx ends (its error is returned). Called and returns with c.mu held; the caller
+// tries allocIDLocked again. All 65,535 can be in use when the broker grants the full
+// Receive Maximum and SUBSCRIBE/UNSUBSCRIBE fill the rest.
+func (c *Client) waitIDLocked(ctx context.Context) error {
+	if c.idFreed == nil {
+		c.idFreed = make(chan struct{})
+	}
+	ch := c.idFreed
+	c.mu.Unlock()
+	select {
+	case <-ch:
+		c.mu.Lock()
+		return nil
+	case <-ctx.Done():
+		c.mu.Lock()
+		return ctx.Err()
+	}
+}
+
+// idFreedLocked wakes the callers waiting for a packet identifier.
+func (c *Client) idFreedLocked() {
+	if c.idFreed != nil {
+		close(c.idFreed)
+		c.idFreed = nil
 	}
 }
 
@@ -432,6 +556,7 @@ func (c *Client) completeLocked(om *outMsg, err error) {
 		}
 	}
 	delete(c.inflight, om.id)
+	c.idFreedLocked()
 	c.unlinkLocked(om)
 	om.buf.Release()
 	om.buf = nil

@@ -522,10 +522,11 @@ func (c *Client) Unsubscribe(ctx context.Context, s *Subscription) error {
 
 // request is a SUBSCRIBE or UNSUBSCRIBE waiting for its acknowledgement.
 type request struct {
-	pkt  packet.Packet // *packet.Subscribe or *packet.Unsubscribe
-	done chan struct{}
-	res  packet.Packet
-	err  error
+	pkt       packet.Packet // *packet.Subscribe or *packet.Unsubscribe
+	done      chan struct{}
+	res       packet.Packet
+	err       error
+	cancelled bool // guarded by c.mu: its caller gave up; it holds its id until answered
 }
 
 // request sends a SUBSCRIBE or UNSUBSCRIBE and waits for its acknowledgement. It waits for a
@@ -536,20 +537,36 @@ func (c *Client) request(ctx context.Context, p packet.Packet) (packet.Packet, e
 	}
 	r := &request{pkt: p, done: make(chan struct{})}
 	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil, ErrClosed
+	var id uint16
+	for {
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		var ok bool
+		if id, ok = c.allocIDLocked(); ok {
+			break
+		}
+		if err := c.waitIDLocked(ctx); err != nil {
+			c.mu.Unlock()
+			return nil, err
+		}
 	}
-	id := c.allocIDLocked()
 	switch p := p.(type) {
 	case *packet.Subscribe:
 		p.PacketID = id
 	case *packet.Unsubscribe:
 		p.PacketID = id
 	}
-	c.requests[id] = r
 	if cn := c.conn; cn != nil {
-		cn.w.sendUrgent(p.AppendTo(nil))
+		if err := requestFits(cn.info, p); err != nil {
+			c.mu.Unlock()
+			return nil, err
+		}
+		c.requests[id] = r
+		cn.w.sendRequest(p.AppendTo(nil))
+	} else {
+		c.requests[id] = r // sent, and checked, when a connection is installed
 	}
 	c.mu.Unlock()
 	select {
@@ -557,7 +574,18 @@ func (c *Client) request(ctx context.Context, p packet.Packet) (packet.Packet, e
 		return r.res, r.err
 	case <-ctx.Done():
 		c.mu.Lock()
-		delete(c.requests, id)
+		if c.requests[id] == r {
+			if c.conn == nil {
+				// Not outstanding on any connection: no answer can come for it.
+				delete(c.requests, id)
+				c.idFreedLocked()
+			} else {
+				// Its answer may still come on this connection: the identifier stays
+				// taken until then or until the connection ends (uninstall), so a
+				// late answer cannot be taken for a newer request's.
+				r.cancelled = true
+			}
+		}
 		c.mu.Unlock()
 		return nil, ctx.Err()
 	}
@@ -568,9 +596,14 @@ func (c *Client) finishRequest(id uint16, want packet.Type, res packet.Packet) e
 	r := c.requests[id]
 	if r == nil || r.pkt.Type()+1 != want {
 		c.mu.Unlock()
-		return nil // abandoned by its caller, or unknown: nothing waits for it
+		return nil // unknown: nothing waits for it
 	}
 	delete(c.requests, id)
+	c.idFreedLocked()
+	if r.cancelled {
+		c.mu.Unlock()
+		return nil // the late answer to a request its caller gave up
+	}
 	c.mu.Unlock()
 	r.res = res
 	close(r.done)

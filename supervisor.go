@@ -139,7 +139,7 @@ func (c *Client) watch(ctx context.Context, cn *conn) bool {
 		select {
 		case k := <-keep:
 			if !k {
-				c.shutdown(ErrConnectionLost)
+				c.shutdown(ErrConnectionLost, c.sessionOutlives(nil))
 				return false
 			}
 		case <-ctx.Done():
@@ -217,8 +217,16 @@ func (c *Client) install(cn *conn) {
 	}
 	cn.start()
 	c.resendLocked(cn, info.SessionPresent)
-	for _, r := range c.requests {
-		cn.w.sendUrgent(r.pkt.AppendTo(nil))
+	for id, r := range c.requests {
+		if err := requestFits(info, r.pkt); err != nil {
+			c.log.Warn("tern: request failed: too large for this broker", "err", err)
+			r.err = err
+			close(r.done)
+			delete(c.requests, id)
+			c.idFreedLocked()
+			continue
+		}
+		cn.w.sendRequest(r.pkt.AppendTo(nil))
 	}
 	c.grantQuotaLocked()
 	close(c.up)
@@ -259,7 +267,9 @@ func (c *Client) resendLocked(cn *conn, resumed bool) {
 		case !resumed && c.cfg.sessionLoss == FailPending:
 			c.completeLocked(om, ErrSessionLost)
 		default:
-			c.writeOutLocked(cn, om, resumed && om.sent)
+			// Checked against this broker's limits: it may be stricter than the one the
+			// message was accepted or first sent under, or the message comes from the store.
+			c.sendOutLocked(cn, om, resumed && om.sent)
 		}
 		om = next
 	}
@@ -372,6 +382,14 @@ func (c *Client) uninstall(cn *conn) {
 		c.conn = nil
 		c.up = make(chan struct{})
 		c.acks.reset()
+		// A request its caller gave up is answered on its own connection or never: its
+		// identifier is free now, and it is not sent again.
+		for id, r := range c.requests {
+			if r.cancelled {
+				delete(c.requests, id)
+				c.idFreedLocked()
+			}
+		}
 	}
 }
 

@@ -2,17 +2,20 @@ package tern
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // writer owns the write side of one connection. Producers append encoded packets to a shared
 // buffer under w.mu; one goroutine swaps the buffer out and writes it with a single syscall,
 // so a burst of packets from many goroutines costs one write. Nothing is allocated per packet.
 type writer struct {
-	conn net.Conn
-	max  int // bytes that may wait before producers block
+	conn      net.Conn
+	max       int // bytes that may wait before producers block
+	urgentMax int // bytes sendUrgent may add between two writes before the connection fails
 
 	mu      sync.Mutex
 	buf     []byte        // pending bytes, appended by producers
@@ -23,21 +26,28 @@ type writer struct {
 	done    uint64        // every generation below this one has been written
 	flushed chan struct{} // closed when the generation in flight has been written
 	space   chan struct{} // closed when buf shrinks below max after being full
+	urgent  int           // bytes sendUrgent appended to buf since the last swap
 
 	wake    chan struct{} // cap 1: there is something to write
 	stopped chan struct{} // closed when the loop has exited
 	writes  atomic.Uint64 // completed writes, read by the keepalive loop
 }
 
+// minUrgentBound is the least urgentMax: above what a correct broker can make the client
+// owe at once (an acknowledgement for each of its window's messages and for each of the
+// 65,535 packet identifiers, a few bytes each).
+const minUrgentBound = 1 << 20
+
 func newWriter(conn net.Conn, max int) *writer {
 	return &writer{
-		conn:    conn,
-		max:     max,
-		buf:     make([]byte, 0, 64<<10),
-		spare:   make([]byte, 0, 64<<10),
-		flushed: make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		stopped: make(chan struct{}),
+		conn:      conn,
+		max:       max,
+		urgentMax: urgentBound(max),
+		buf:       make([]byte, 0, 64<<10),
+		spare:     make([]byte, 0, 64<<10),
+		flushed:   make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		stopped:   make(chan struct{}),
 	}
 }
 
@@ -89,9 +99,43 @@ func (w *writer) send(ctx context.Context, b []byte) (uint64, error) {
 	return gen, nil
 }
 
-// sendUrgent appends b ignoring the size limit: for small control packets (acks, PINGREQ,
-// DISCONNECT) that must never wait behind publishes.
+// urgentBound is the bound on urgent bytes for a write buffer of limit bytes: the larger of
+// limit and minUrgentBound.
+func urgentBound(limit int) int { return max(limit, minUrgentBound) }
+
+// sendUrgent appends b without waiting for space: for small control packets (acks, PINGREQ)
+// that must never wait behind publishes and are sent under the session lock. They are
+// bounded all the same: when more than urgentMax bytes of them pile up between two writes,
+// the peer is not reading what it makes us owe (a hostile or dead broker), and rather than
+// grow memory without bound the connection fails with ErrWriteQueueFull. Cost: one append.
 func (w *writer) sendUrgent(b []byte) error {
+	w.mu.Lock()
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	if w.urgent+len(b) > w.urgentMax {
+		err := fmt.Errorf("%w: %d bytes of acknowledgements wait and the peer reads nothing",
+			ErrWriteQueueFull, w.urgent)
+		w.failLocked(err, true)
+		w.mu.Unlock()
+		// A write stuck on the peer returns at once and the loop stops (and closes the
+		// connection). A deadline, not Close: closing TLS may block, and c.mu is held.
+		w.conn.SetWriteDeadline(time.Unix(1, 0))
+		w.wakeLoop()
+		return err
+	}
+	w.urgent += len(b)
+	w.buf = append(w.buf, b...)
+	w.commit()
+	return nil
+}
+
+// sendRequest appends a SUBSCRIBE or UNSUBSCRIBE without waiting (it is sent under the
+// session lock). Unlike sendUrgent it is not held to urgentMax: requests come from the
+// application, each bounded by a packet identifier and its caller's ctx.
+func (w *writer) sendRequest(b []byte) error {
 	w.mu.Lock()
 	if w.err != nil {
 		err := w.err
@@ -152,6 +196,7 @@ func (w *writer) loop() {
 				break
 			}
 			w.buf, w.spare = w.spare[:0], w.buf
+			w.urgent = 0
 			gen := w.gen
 			w.gen++
 			if w.space != nil {
@@ -201,8 +246,19 @@ func (w *writer) failure() error {
 // fail makes every later send return err and stops the loop once pending bytes are dropped.
 func (w *writer) fail(err error) {
 	w.mu.Lock()
+	w.failLocked(err, false)
+	w.mu.Unlock()
+	w.wakeLoop()
+}
+
+// failLocked records err as the writer's sticky error (the first one wins) and wakes every
+// waiter. With asWrite, err is also reported by failure, so the connection closes for it.
+func (w *writer) failLocked(err error, asWrite bool) {
 	if w.err == nil {
 		w.err = err
+		if asWrite {
+			w.werr = err
+		}
 	}
 	if w.space != nil {
 		close(w.space)
@@ -210,7 +266,9 @@ func (w *writer) fail(err error) {
 	}
 	close(w.flushed)
 	w.flushed = make(chan struct{})
-	w.mu.Unlock()
+}
+
+func (w *writer) wakeLoop() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
