@@ -15,9 +15,15 @@ import (
 // acknowledged, so the broker can have at most the Receive Maximum this client advertised
 // of them outstanding: the hold is bounded by the inbound window, and the read loop keeps
 // reading PUBACK, PUBCOMP, SUBACK and PINGRESP for the client's own requests. A broker that
-// overruns the window meets a hard cap (the Receive Maximum again, per subscription); past
-// it, and for QoS 0, which the window does not bound, the read loop waits for the consumer
-// as before (counted in Stats().ReadStalls).
+// overruns the window meets a hard cap (holdCap, per subscription); past it, and for QoS 0,
+// which the window does not bound, the read loop waits for the consumer as before (counted
+// in Stats().ReadStalls).
+
+// holdCap bounds a subscription's hold list: twice the Receive Maximum the client advertised.
+// A broker keeping the window never fills it; Mosquitto 2.0 was seen overrunning the window
+// while acknowledgements flow (by up to half of it), and the slack keeps the read loop going
+// through that, while memory stays a small multiple of the window.
+func holdCap(receiveMax uint16) int { return 2 * int(receiveMax) }
 
 // heldMsg is a message waiting in a subscription's hold list, with the connection that
 // carried it (an abandoned connection's messages are given back, not acknowledged).
@@ -119,7 +125,7 @@ func (s *Subscription) stalled() {
 func (s *Subscription) hold(m *Message, cn *conn) bool {
 	s.heldMu.Lock()
 	if s.pumping {
-		if len(s.held) >= int(s.c.cfg.receiveMax) {
+		if len(s.held) >= holdCap(s.c.cfg.receiveMax) {
 			s.heldMu.Unlock()
 			return false
 		}

@@ -13,11 +13,12 @@ const (
 	// A QoS 1/2 message waits in the subscription's hold list, unacknowledged, while the
 	// read loop goes on, so a stalled consumer does not stall the client's own publishes,
 	// pings or other subscriptions; the broker stops sending once the Receive Maximum this
-	// client advertised is used up, which bounds the hold. Past that bound (a broker that
-	// overruns the window) and for QoS 0, which no window bounds, the read loop itself waits
-	// for the consumer, and with it everything the connection carries (Stats().ReadStalls
-	// counts these waits). A consumer that must publish while it is behind should therefore
-	// subscribe at QoS 1 or 2, or use a Drop policy for QoS 0 streams.
+	// client advertised is used up, which bounds the hold (capped at twice the Receive
+	// Maximum per subscription). Past that cap (a broker that overruns the window) and
+	// for QoS 0, which no window bounds, the read loop itself waits for the consumer, and
+	// with it everything the connection carries (Stats().ReadStalls counts these waits).
+	// A consumer that must publish while it is behind should therefore subscribe at QoS 1
+	// or 2, or use a Drop policy for QoS 0 streams.
 	Block DropPolicy = iota
 	// DropNewest discards the message that does not fit, acknowledging it to the broker.
 	DropNewest

@@ -48,7 +48,7 @@ func SubBuffer(n int) SubOption {
 
 // SubDropPolicy sets what happens to a message that finds the buffer full. Default: the
 // client's WithDropPolicy (Block). With Block, QoS 1/2 messages beyond the buffer wait
-// unacknowledged (at most the Receive Maximum of them) without stopping the read loop,
+// unacknowledged (bounded by the Receive Maximum) without stopping the read loop,
 // while a QoS 0 message into a full buffer stops it until the consumer makes room; see
 // Block for the trade-off.
 func SubDropPolicy(p DropPolicy) SubOption {
