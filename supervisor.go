@@ -217,6 +217,7 @@ func (c *Client) install(cn *conn) {
 	}
 	cn.start()
 	c.resendLocked(cn, info.SessionPresent)
+	c.sendEarlyLocked(cn)
 	for id, r := range c.requests {
 		if err := requestFits(info, r.pkt); err != nil {
 			c.log.Warn("tern: request failed: too large for this broker", "err", err)
@@ -224,6 +225,9 @@ func (c *Client) install(cn *conn) {
 			close(r.done)
 			delete(c.requests, id)
 			c.idFreedLocked()
+			if r.sub != nil {
+				c.settleLater(r.sub, err)
+			}
 			continue
 		}
 		cn.w.sendRequest(r.pkt.AppendTo(nil))
