@@ -371,3 +371,26 @@ func startEmbedded(t *testing.T) string {
 	t.Cleanup(func() { b.Close() })
 	return b.URL()
 }
+
+// A persistent session resumed by "tern sub -c" prints what the broker queued while the
+// subscriber was away: the subscription exists before CONNACK, when the broker sends them.
+func TestSubResumesPersistentSession(t *testing.T) {
+	url := startMosquitto(t)
+	sess := []string{"sub", "-L", url, "-c", "-i", "resume-sub", "-x", "300", "-q", "1", "-t", "p/#"}
+	if st, _, stderr := runTern(t, "", append(sess, "-W", "1")...); st != exitTimeout {
+		t.Fatalf("registering the session: status %d, stderr %q", st, stderr)
+	}
+	var in strings.Builder
+	var want strings.Builder
+	for i := range 300 {
+		fmt.Fprintf(&in, "m%d\n", i)
+		fmt.Fprintf(&want, "p/x m%d\n", i)
+	}
+	if st, _, stderr := runTern(t, in.String(), "pub", "-L", url, "-t", "p/x", "-q", "1", "-l"); st != 0 {
+		t.Fatalf("pub: %d %s", st, stderr)
+	}
+	st, out, stderr := runTern(t, "", append(sess, "-v", "-C", "300", "-W", "20")...)
+	if st != 0 || out != want.String() {
+		t.Fatalf("resumed: status %d, %d of 300 lines, stderr %q", st, strings.Count(out, "\n"), stderr)
+	}
+}

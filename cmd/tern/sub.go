@@ -149,18 +149,33 @@ func containsAny(s, chars string) bool {
 // was not printed is delivered again (to a persistent session, -c).
 func subscribeAndPrint(ctx context.Context, broker string, opts []tern.Option, filters []tern.TopicFilter,
 	f *subFlags, pr printer, stdout, stderr io.Writer) error {
-	cl, err := connect(ctx, opts)
+	cl, err := tern.New(opts...)
 	if err != nil {
 		return err
 	}
 	defer disconnect(cl)
+	// Subscribed before Connect: a resumed session (-c) delivers what it queued right after
+	// CONNACK, and the route must exist by then.
 	msgs, sub, err := cl.Subscribe(ctx, filters)
+	if err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	if err := cl.Connect(ctx); err != nil {
+		return err // the client's error names the broker (without credentials)
+	}
+	err = sub.Wait(ctx)
 	var se *tern.SubscribeError
-	if errors.As(err, &se) && sub != nil {
+	if errors.As(err, &se) {
+		granted := 0
 		for _, r := range sub.Results() {
 			if r.Err != nil {
 				fmt.Fprintf(stderr, "tern sub: %v\n", r.Err)
+			} else {
+				granted++
 			}
+		}
+		if granted == 0 {
+			return fmt.Errorf("subscribe: %w", err)
 		}
 	} else if err != nil {
 		return fmt.Errorf("subscribe: %w", err)
