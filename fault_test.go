@@ -143,13 +143,34 @@ func testFaultCuts(t *testing.T, qos byte) {
 // The broker is stopped and started again (with persistence) twice while 10,000 messages,
 // half QoS 1 and half QoS 2, are being published. Both clients keep their sessions: every
 // Publish returns nil, the subscriber gets every number without subscribing again, and no
-// QoS 2 message twice.
+// QoS 2 message twice while the subscriber's receipt covers it.
+//
+// That last clause is all a client can promise here. Mosquitto 2.0.11 evidently restores at
+// most max_inflight_messages (20) in-flight messages per client with their state; the rest of
+// a larger window (the subscriber grants 1024) come back as fresh PUBLISH packets with DUP=1,
+// even those it had already released with PUBREL. The wire capture of a failing run showed
+// it: PUBREL for ids 3240-3316 before and just after SIGTERM and the client's PUBCOMP for
+// each; after the restart PUBREL again for the 20 oldest (3201-3239), then PUBLISH DUP=1 for
+// 3240 onwards, same ids, same payloads. With max_inflight_messages 1000 it never happened in
+// 40 runs. After PUBCOMP the identifier is free, and a DUP=1 PUBLISH under it cannot be told
+// from a new message whose first copy was lost in the restart, which must be delivered
+// (TestInboundQoS2ReceiptAcrossReconnect). So the subscriber's traffic is recorded through
+// the fault proxy and its store notes when it deletes a receipt (on PUBREL, before PUBCOMP,
+// which may not reach the wire before the connection closes). A second delivery is allowed
+// only for a copy the broker sent after its own PUBREL once the client had handled that
+// PUBREL; any other duplicate fails the test and shows its bytes.
 func TestFaultBrokerRestart(t *testing.T) {
 	const (
 		total   = 10000
 		workers = 8
 	)
 	b := brokertest.StartMosquitto(t, brokertest.Config{Persistence: true})
+	brokerLogOnFailure(t, b)
+	// The subscriber goes through a recording proxy (which only forwards): its traffic
+	// decides which duplicates the broker caused, and shows the bytes around each restart.
+	subProxy := faultproxy.New(t, b.Addr)
+	subProxy.Record(true)
+	events := make(map[time.Time]string)
 	ctx := faultCtx(t, 3*time.Minute)
 	qosOf := func(seq int) byte { return byte(1 + seq%2) }
 	topicOf := func(seq int) string { return fmt.Sprintf("fault/restart/q%d", qosOf(seq)) }
@@ -158,7 +179,9 @@ func TestFaultBrokerRestart(t *testing.T) {
 	// with an expiry (BROKERS.md): both sessions start with Clean Start 0.
 	persistent := []Option{WithCleanStart(false), WithSessionExpiry(time.Hour), fastReconnect()}
 	subLife := newLifecycle()
-	sub := newTestClient(t, b.URL, append(append([]Option{WithClientID("fault-restart-sub")}, persistent...), subLife.options()...)...)
+	receipts := newReceiptLog()
+	sub := newTestClient(t, subProxy.URL(), append(append([]Option{WithClientID("fault-restart-sub"), WithStore(receipts)},
+		persistent...), subLife.options()...)...)
 	subLife.waitUp(t, 10*time.Second, "subscriber connect")
 	ch, _, err := sub.Subscribe(ctx, []TopicFilter{{Topic: "fault/restart/+", QoS: 2}}, SubAutoAck())
 	if err != nil {
@@ -198,7 +221,9 @@ func TestFaultBrokerRestart(t *testing.T) {
 			}
 		}
 		t.Logf("restarting the broker after %d publishes", done)
+		events[time.Now()] = fmt.Sprintf("restart %d: broker stopping (SIGTERM)", restarts)
 		b.Restart(t)
+		events[time.Now()] = fmt.Sprintf("restart %d: broker running again", restarts)
 		for _, l := range []*lifecycle{subLife, pubLife} {
 			if i := l.waitUp(t, 20*time.Second, "reconnect after restart"); !i.SessionPresent {
 				t.Errorf("session lost at restart %d (client %s)", restarts, i.ClientID)
@@ -217,12 +242,7 @@ func TestFaultBrokerRestart(t *testing.T) {
 	ps, ss := pub.Stats(), sub.Stats()
 	t.Logf("%d publishes in %v with %d restarts; publisher: %d connections lost, %d connect errors, %d resent; subscriber: %d connections lost; duplicates by QoS %v",
 		total, res.elapsed.Round(time.Millisecond), restarts, ps.ConnectionLost, ps.ConnectErrors, ps.PublishResent, ss.ConnectionLost, dups)
-	if dups[2] != 0 {
-		// A broker that had to be killed restarts from an older database and resends what
-		// it had already completed; say so, so the failure can be told apart.
-		killed := strings.Contains(b.Log(), "SIGKILL")
-		t.Errorf("%d QoS 2 messages delivered twice (broker killed at a restart: %v)", dups[2], killed)
-	}
+	checkQoS2Replays(t, sink, subProxy.Recording(), receipts, events, qosOf, strings.Contains(b.Log(), "SIGKILL"))
 	if s := sink.strays(); len(s) > 0 {
 		t.Errorf("unexpected payloads %q", s)
 	}

@@ -162,6 +162,26 @@ func (s *seqSink) missing() []int {
 	return out
 }
 
+// repeated returns the numbers delivered more than once, over all sources.
+func (s *seqSink) repeated() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []int
+	for seq, c := range s.union {
+		if c > 1 {
+			out = append(out, seq)
+		}
+	}
+	return out
+}
+
+// deliveries returns how often seq was delivered, over all sources.
+func (s *seqSink) deliveries(seq int) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return int(s.union[seq])
+}
+
 // dups returns the deliveries beyond the first of each number, by QoS.
 func (s *seqSink) dups() [3]int {
 	s.mu.Lock()

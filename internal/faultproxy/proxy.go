@@ -1,7 +1,9 @@
 // Package faultproxy is a TCP proxy for tests that breaks connections on demand: it cuts
 // them, cuts them after a number of bytes, stalls them, swallows them like a dead peer or
-// refuses them. It listens on loopback only and owns every goroutine it starts: Close (run by
-// the test's cleanup) returns only when all of them have finished.
+// refuses them. It can also record every byte it forwards (Record), so a test can show what
+// the two ends said to each other around a fault. It listens on loopback only and owns every
+// goroutine it starts: Close (run by the test's cleanup) returns only when all of them have
+// finished.
 //
 // Each connection has two directions. Up is client to server: bytes the proxied client
 // writes, forwarded to the target. Down is server to client.
@@ -19,14 +21,29 @@ import (
 )
 
 const (
-	up   = 0 // client to server
-	down = 1 // server to client
+	up   = Up
+	down = Down
 
 	// bufSize is the most one pump holds in memory while stalled.
 	bufSize = 32 << 10
 	// dialTimeout bounds the connection to the target; Close cancels it sooner.
 	dialTimeout = 10 * time.Second
 )
+
+// Directions of a connection, as recorded in a Segment.
+const (
+	Up   = 0 // client to server
+	Down = 1 // server to client
+)
+
+// Segment is a copy of one read's worth of bytes the proxy forwarded, kept while recording.
+// A direction's segments, joined in order, are exactly the bytes its peer received.
+type Segment struct {
+	Conn int       // connection number: 1 for the first connection accepted, and so on
+	Dir  int       // Up or Down
+	At   time.Time // when the bytes were read, just before they were forwarded
+	Data []byte
+}
 
 // Proxy forwards connections accepted on a loopback port to a target address, with faults
 // switched on and off by its methods. Its methods are safe for concurrent use. Settings apply
@@ -48,10 +65,15 @@ type Proxy struct {
 	blackHole bool
 	refuse    bool
 	closed    bool
+
+	recMu     sync.Mutex // a leaf: never held while taking another lock
+	recording bool
+	segments  []Segment
 }
 
 // link is one proxied connection: the accepted client side and, once dialled, the server side.
 type link struct {
+	num    int // connection number, in accept order from 1
 	client net.Conn
 	black  bool          // accepted as a dead peer: never dialled, never forwarded
 	done   chan struct{} // closed by close
@@ -261,26 +283,26 @@ func (p *Proxy) acceptLoop() {
 			continue
 		}
 		p.mu.Lock()
-		p.accepted.Add(1)
+		num := int(p.accepted.Add(1))
 		p.notifyLocked()
 		p.mu.Unlock()
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.serve(c)
+			p.serve(c, num)
 		}()
 	}
 }
 
 // serve runs one accepted connection to its end.
-func (p *Proxy) serve(c net.Conn) {
+func (p *Proxy) serve(c net.Conn, num int) {
 	p.mu.Lock()
 	if p.closed || p.refuse {
 		p.mu.Unlock()
 		c.Close()
 		return
 	}
-	l := &link{client: c, black: p.blackHole, done: make(chan struct{}), left: p.cutAfter}
+	l := &link{num: num, client: c, black: p.blackHole, done: make(chan struct{}), left: p.cutAfter}
 	target := p.target
 	p.links[l] = struct{}{}
 	p.notifyLocked()
@@ -338,6 +360,7 @@ func (p *Proxy) pump(l *link, dir int) {
 			}
 			allowed, cut := l.take(dir, n)
 			if allowed > 0 {
+				p.record(l, dir, buf[:allowed])
 				if _, werr := dst.Write(buf[:allowed]); werr != nil {
 					p.drop(l)
 					return
@@ -358,6 +381,34 @@ func (p *Proxy) pump(l *link, dir int) {
 			p.drop(l)
 			return
 		}
+	}
+}
+
+// Record turns recording on or off. While on, every byte forwarded on any connection, in
+// either direction, is copied into a Segment that Recording returns; nothing is ever
+// dropped, so the memory grows with the traffic: meant for tests that move megabytes, not
+// gigabytes. Turning it off keeps what was recorded.
+func (p *Proxy) Record(on bool) {
+	p.recMu.Lock()
+	defer p.recMu.Unlock()
+	p.recording = on
+}
+
+// Recording returns a copy of the list of segments recorded so far, in the order they were
+// read. Segments of different connections or directions may interleave in any order that
+// agrees with their reads; within one connection and direction the order is exact.
+func (p *Proxy) Recording() []Segment {
+	p.recMu.Lock()
+	defer p.recMu.Unlock()
+	return append([]Segment(nil), p.segments...)
+}
+
+func (p *Proxy) record(l *link, dir int, b []byte) {
+	p.recMu.Lock()
+	defer p.recMu.Unlock()
+	if p.recording {
+		p.segments = append(p.segments, Segment{Conn: l.num, Dir: dir, At: time.Now(),
+			Data: append([]byte(nil), b...)})
 	}
 }
 

@@ -641,3 +641,32 @@ func TestCloseCountsGoroutines(t *testing.T) {
 		time.Sleep(pause)
 	}
 }
+
+// Recording keeps, per connection and direction, exactly the bytes forwarded while it is on,
+// numbered by connection in accept order.
+func TestRecord(t *testing.T) {
+	t.Parallel()
+	s := startServer(t, echo)
+	p := New(t, s.addr())
+	c1 := dial(t, p.Addr())
+	roundTrip(t, c1, "before") // not recorded
+	p.Record(true)
+	roundTrip(t, c1, "one")
+	c2 := dial(t, p.Addr())
+	roundTrip(t, c2, "two")
+	roundTrip(t, c1, "three")
+	p.Record(false)
+	roundTrip(t, c2, "after") // not recorded
+
+	var got [3][2]string // [conn][dir]
+	for _, sg := range p.Recording() {
+		if sg.Conn < 1 || sg.Conn > 2 || (sg.Dir != Up && sg.Dir != Down) || sg.At.IsZero() {
+			t.Fatalf("bad segment %+v", sg)
+		}
+		got[sg.Conn][sg.Dir] += string(sg.Data)
+	}
+	want := [3][2]string{{}, {"onethree", "onethree"}, {"two", "two"}}
+	if got != want {
+		t.Fatalf("recorded %q, want %q", got, want)
+	}
+}
