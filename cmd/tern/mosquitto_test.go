@@ -25,6 +25,7 @@ func startMosquitto(t *testing.T, extra ...string) string {
 			if os.Getenv("CI") == "true" {
 				t.Fatal("mosquitto is not installed (apt-get install -y mosquitto)")
 			}
+			noteSkip(t.Name())
 			t.Skip("mosquitto is not installed (apt-get install -y mosquitto)")
 		}
 	}
@@ -138,4 +139,19 @@ func (s *syncBuffer) waitFor(t *testing.T, want string, limit time.Duration) {
 			t.Fatalf("no %q within %v in:\n%s", want, limit, s.String())
 		}
 	}
+}
+
+// noteSkip records a test skipped for want of a broker in the file named by TERN_SKIP_LOG,
+// which test.sh reads to print one summary at the end of a run.
+func noteSkip(name string) {
+	path := os.Getenv("TERN_SKIP_LOG")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.WriteString(name + ": no mosquitto\n")
 }

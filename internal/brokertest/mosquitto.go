@@ -408,8 +408,25 @@ func Require(t testing.TB) string {
 	if strings.EqualFold(os.Getenv("CI"), "true") {
 		t.Fatal("brokertest: CI=true and" + msg)
 	}
+	NoteSkip(t.Name())
 	t.Skip("brokertest: SKIPPING" + msg)
 	return ""
+}
+
+// NoteSkip records that test name was skipped for want of a broker, by appending a line to
+// the file named by TERN_SKIP_LOG when it is set; test.sh reads it to print one summary at
+// the end of a run.
+func NoteSkip(name string) {
+	path := os.Getenv("TERN_SKIP_LOG")
+	if path == "" {
+		return
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.WriteString(name + ": no mosquitto\n")
 }
 
 // logBuffer collects the broker's output. exec copies both pipes into it from its own
