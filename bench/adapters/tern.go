@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/filequeue"
 )
 
 // Tern adapts github.com/ternmq/tern.
@@ -18,10 +19,6 @@ type Tern struct {
 	qp  *tern.QueuePublisher
 	wg  sync.WaitGroup // channel consumers
 }
-
-// OpenFileQueue opens tern's durable file queue in dir (set in filequeue.go). Kept as a
-// variable so the adapter builds without the package.
-var OpenFileQueue func(dir string) (tern.PublisherQueue, error)
 
 // immediateFirst retries at once, then every 100 ms: the reconnect policy given to every
 // library in the benchmarks.
@@ -60,10 +57,8 @@ func (a *Tern) Connect(ctx context.Context) error {
 	case "memory":
 		a.q = tern.NewMemoryQueue()
 	case "file":
-		if OpenFileQueue == nil {
-			return fmt.Errorf("tern: file queue: %w (TODO: the filequeue package does not exist yet)", ErrUnavailable)
-		}
-		if a.q, err = OpenFileQueue(a.cfg.QueueDir); err != nil {
+		// Default options: group commit, the queue's documented default sync policy.
+		if a.q, err = filequeue.Open(a.cfg.QueueDir); err != nil {
 			return err
 		}
 	default:
