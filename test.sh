@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # test.sh: every check and test of every module in the workspace.
 #   Installs Mosquitto when it is missing and this user can (root with apt-get), then gofmt,
-#   go vet and go test -race for each module listed in go.work.
+#   go vet, staticcheck (pinned by the tools module: go tool staticcheck) and go test -race
+#   for each module listed in go.work.
 # Without Mosquitto the broker tests skip (a summary at the end says how many); with CI=true
 # a missing broker fails the run.
 set -euo pipefail
@@ -37,8 +38,9 @@ status=0
 for dir in $(go list -m -f '{{.Dir}}'); do
 	rel=${dir#"$PWD"}
 	rel=${rel#/}
+	[ "$rel" = tools ] && continue # only pins the tools' versions
 	echo "== module ./${rel}"
-	(cd "$dir" && go vet ./... && go test -race -count=1 -timeout 20m ./...) || status=1
+	(cd "$dir" && go vet ./... && go tool staticcheck ./... && go test -race -count=1 -timeout 20m ./...) || status=1
 done
 
 skipped=$(sort -u "$TERN_SKIP_LOG" | wc -l)

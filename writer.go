@@ -88,17 +88,6 @@ func (w *writer) commit() {
 	}
 }
 
-// send appends b, bounded by ctx, and returns the generation it belongs to.
-func (w *writer) send(ctx context.Context, b []byte) (uint64, error) {
-	gen, err := w.reserve(ctx)
-	if err != nil {
-		return 0, err
-	}
-	w.buf = append(w.buf, b...)
-	w.commit()
-	return gen, nil
-}
-
 // urgentBound is the bound on urgent bytes for a write buffer of limit bytes: the larger of
 // limit and minUrgentBound.
 func urgentBound(limit int) int { return max(limit, minUrgentBound) }

@@ -1,7 +1,5 @@
 package packet
 
-import "errors"
-
 // Error reports a packet that breaks the protocol. Code is the reason code the receiver must
 // send in DISCONNECT (or CONNACK) before closing the connection: MalformedPacket when the bytes
 // cannot be parsed as the specification lays them out, ProtocolError when they parse but break
@@ -58,24 +56,15 @@ func protocolErr(rule, detail string) *Error {
 
 // Errors shared by the decoders; fixed values so the error path does not allocate.
 var (
-	errShort     = malformed("", "packet shorter than its fields")
-	errLongVBI   = malformed("", "variable byte integer longer than 4 bytes") // §1.5.5, unnumbered
-	errVBIForm   = malformed("MQTT-1.5.5-1", "variable byte integer not in its shortest form")
-	errUTF8      = malformed("MQTT-1.5.4-1", "string is not well-formed UTF-8")
-	errNullChar  = malformed("MQTT-1.5.4-2", "string contains U+0000")
-	errTrailing  = malformed("", "bytes after the last field")
-	errFlags     = malformed("MQTT-2.1.3-1", "reserved fixed header flags have the wrong value")
-	errPropID    = malformed("", "property not allowed in this packet")
-	errPropDup   = protocolErr("", "property appears more than once")
-	errPropLen   = malformed("", "property length runs past the packet")
-	errBadType   = malformed("", "reserved packet type 0")
-	errStrLen    = errors.New("packet: string longer than 65535 bytes")
-	errBinLen    = errors.New("packet: binary data longer than 65535 bytes")
-	errVBIRange  = errors.New("packet: value too large for a variable byte integer")
-	errTooLarge  = errors.New("packet: packet larger than 268435455 bytes of remaining length")
-	errBadQoS    = errors.New("packet: QoS must be 0, 1 or 2")
-	errNoPacket  = errors.New("packet: packet identifier must be non-zero")
-	errUTF8Enc   = errors.New("packet: string is not well-formed UTF-8")
-	errNullEnc   = errors.New("packet: string contains U+0000")
-	errPayFormat = errors.New("packet: payload format indicator must be 0 or 1")
+	errShort    = malformed("", "packet shorter than its fields")
+	errLongVBI  = malformed("", "variable byte integer longer than 4 bytes") // §1.5.5, unnumbered
+	errVBIForm  = malformed("MQTT-1.5.5-1", "variable byte integer not in its shortest form")
+	errUTF8     = malformed("MQTT-1.5.4-1", "string is not well-formed UTF-8")
+	errNullChar = malformed("MQTT-1.5.4-2", "string contains U+0000")
+	errTrailing = malformed("", "bytes after the last field")
+	errFlags    = malformed("MQTT-2.1.3-1", "reserved fixed header flags have the wrong value")
+	errPropID   = malformed("", "property not allowed in this packet")
+	errPropDup  = protocolErr("", "property appears more than once")
+	errPropLen  = malformed("", "property length runs past the packet")
+	errBadType  = malformed("", "reserved packet type 0")
 )
