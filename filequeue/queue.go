@@ -55,6 +55,7 @@ type Queue struct {
 	ahead     []seqTime // enqueue times read ahead from disk for Stats, ascending
 
 	notify chan struct{}
+	dead   deadStore // dead letters, in DIR/dead (deadletter.go)
 }
 
 type seqRange struct{ lo, hi uint64 }
@@ -169,6 +170,11 @@ func Open(dir string, opts ...Option) (*Queue, error) {
 			log.Close()
 			return nil, err
 		}
+	}
+	q.dead = deadStore{dir: deadDir(dir), cfg: cfg}
+	if err := q.dead.open(false); err != nil {
+		log.Close()
+		return nil, err
 	}
 	return q, nil
 }
@@ -642,10 +648,11 @@ func (q *Queue) Close() error {
 		}
 	}
 	q.statRead.Close()
+	derr := q.dead.close()
 	if err := q.log.Close(); err != nil {
 		return fmt.Errorf("filequeue: close: %w", err)
 	}
-	return nil
+	return derr
 }
 
 // Compile-time check.
