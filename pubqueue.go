@@ -46,6 +46,25 @@ type PublisherQueue interface {
 // ErrQueueClosed is returned by a queue or QueuePublisher used after Close.
 var ErrQueueClosed = errors.New("tern: queue closed")
 
+// DeadLetterQueue is implemented by a PublisherQueue that can keep the messages a
+// QueuePublisher gives up on (WithQueueMaxAttempts, DropOldest, messages no broker can take)
+// when no WithDeadLetter callback is set, so that nothing leaves the queue unseen.
+// MemoryQueue keeps them in memory, filequeue.Queue in a log of its own on disk.
+type DeadLetterQueue interface {
+	// DeadLetter stores e with the reason it was given up, as durably as the queue stores
+	// entries, before it returns; the publisher acknowledges e in the queue only after that,
+	// so a crash in between leaves the message in both places, never in neither. Storing an
+	// entry whose Seq is already stored keeps the first copy. Safe for concurrent use.
+	DeadLetter(e QueueEntry, reason error) error
+}
+
+// DeadLetter is a message a QueuePublisher gave up on, as kept by a DeadLetterQueue.
+type DeadLetter struct {
+	Entry  QueueEntry // as it was stored, Seq and Time included
+	Reason string     // the error that made the publisher give up, as text
+	Time   time.Time  // when it was set aside
+}
+
 // MemoryQueue is a PublisherQueue in memory: it survives outages but not the process.
 type MemoryQueue struct {
 	mu      sync.Mutex
@@ -55,6 +74,7 @@ type MemoryQueue struct {
 	bytes   int64
 	closed  bool
 	notify  chan struct{}
+	dead    []DeadLetter // in the order they were set aside
 }
 
 // NewMemoryQueue returns an empty MemoryQueue.
@@ -169,5 +189,54 @@ func (q *MemoryQueue) Close() error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.closed = true
+	return nil
+}
+
+// DeadLetter implements DeadLetterQueue: the message is kept in memory until
+// RemoveDeadLetter. Nothing bounds their number; read and remove them.
+func (q *MemoryQueue) DeadLetter(e QueueEntry, reason error) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrQueueClosed
+	}
+	for _, d := range q.dead {
+		if d.Entry.Seq == e.Seq {
+			return nil
+		}
+	}
+	e.Message = CloneMessage(e.Message)
+	d := DeadLetter{Entry: e, Time: time.Now()}
+	if reason != nil {
+		d.Reason = reason.Error()
+	}
+	q.dead = append(q.dead, d)
+	return nil
+}
+
+// DeadLetters returns copies of the dead letters, oldest first. Cost: one copy of each.
+func (q *MemoryQueue) DeadLetters() ([]DeadLetter, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return nil, ErrQueueClosed
+	}
+	out := make([]DeadLetter, len(q.dead))
+	for i, d := range q.dead {
+		d.Entry.Message = CloneMessage(d.Entry.Message)
+		out[i] = d
+	}
+	return out, nil
+}
+
+// RemoveDeadLetter forgets the dead letter with sequence number seq; removing one that is
+// not there is harmless.
+func (q *MemoryQueue) RemoveDeadLetter(seq uint64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return ErrQueueClosed
+	}
+	q.dead = slices.DeleteFunc(q.dead, func(d DeadLetter) bool { return d.Entry.Seq == seq })
 	return nil
 }

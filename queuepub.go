@@ -1,20 +1,26 @@
 package tern
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/ternmq/tern/packet"
 )
 
 // QueuePublisher publishes through a durable queue: Publish returns once the message is
 // stored, and a background drain sends stored messages in order, keeping the broker's whole
 // Receive Maximum window busy, across outages and (with a durable queue) process restarts.
 // Delivery is at least once: a message in flight when the process died is sent again.
+//
+// A message leaves the queue only when the broker acknowledges it, when it expires
+// (WithQueueTTL, its own Message Expiry), or when a policy the user set gives up on it
+// (WithQueueMaxAttempts, DropOldest); a message given up on goes to the WithDeadLetter
+// callback or, without one, to the queue's dead-letter store (DeadLetterQueue). Refusals
+// hold the drain with a backoff instead of retrying at once: see WithQueueRetryBackoff.
 type QueuePublisher struct {
 	c   *Client
 	q   PublisherQueue
@@ -25,21 +31,35 @@ type QueuePublisher struct {
 	wg     sync.WaitGroup
 	flight chan flightItem // drain → completer, in send order; its capacity bounds the window we keep
 
-	mu       sync.Mutex
-	retry    []QueueEntry // refused entries to send again before new ones
-	attempts map[uint64]int
-	lastErr  error
-	closed   bool
+	// sizeMu makes the WithQueueMaxSize check and the reservation of a place one step;
+	// the enqueue itself runs outside it, so concurrent enqueues still share a sync.
+	sizeMu   sync.Mutex
+	reserved int // places taken by Publish calls whose Enqueue has not returned
+
+	mu    sync.Mutex
+	retry []QueueEntry // refused entries to send again before new ones
+	// busy holds the entries handed to the client or waiting in retry, with the number of
+	// refusals each has had: only those, so it never holds more than the window and the
+	// retry list. DropOldest never takes a busy entry.
+	busy map[uint64]int
+	// dropped marks entries DropOldest gave up on that the drain may have read before the
+	// acknowledgement; true once acknowledged (no later Read returns them).
+	dropped map[uint64]bool
+	hold    holdState
+	lastErr error
+	closed  bool
 
 	inFlight, sent, delivered, deadLettered atomic.Int64
+	retries, pauses                         atomic.Int64
 	stopSend                                atomic.Bool   // Close: hand nothing new to the client
 	settled                                 chan struct{} // cap 1: an outcome was recorded
 	wake                                    chan struct{} // cap 1: a retry is waiting
 }
 
 type flightItem struct {
-	e   QueueEntry
-	tok *PublishToken
+	e     QueueEntry
+	tok   *PublishToken
+	round uint64 // hold round when it was sent
 }
 
 // QueueOption configures a QueuePublisher.
@@ -48,22 +68,35 @@ type QueueOption func(*queueConfig) error
 type queueConfig struct {
 	ttl         time.Duration
 	deadLetter  func(QueueEntry, error)
+	onPause     func(QueueEntry, error)
 	maxSize     int
 	drop        DropPolicy
 	timeout     time.Duration
 	maxAttempts int
 	batch       int
+	backoff     Backoff
+}
+
+// DefaultQueueRetryBackoff is the backoff a QueuePublisher waits after a refusal: 100 ms
+// doubling to 30 s, each delay spread by up to 20% either way.
+var DefaultQueueRetryBackoff = ExponentialBackoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2}
+
+func defaultQueueConfig() queueConfig {
+	return queueConfig{drop: DropNewest, batch: 256, backoff: DefaultQueueRetryBackoff}
 }
 
 // Errors of the queue publisher.
 var (
-	// ErrQueueFull: the queue holds WithQueueMaxSize messages and the policy is DropNewest.
+	// ErrQueueFull: the queue holds WithQueueMaxSize messages and the policy is DropNewest,
+	// or it is DropOldest and no stored message may be dropped (all are in flight, or
+	// there is neither a dead-letter callback nor a DeadLetterQueue to take it).
 	ErrQueueFull = errors.New("tern: publish queue full")
 	// ErrQueueQoS0: a queue is for messages that must arrive; QoS 0 cannot promise that.
 	ErrQueueQoS0 = errors.New("tern: queued messages need QoS 1 or 2")
 	// ErrDropped: the message was removed to make room (DropOldest).
 	ErrDropped = errors.New("tern: message dropped from a full queue")
-	// ErrPoison: the broker refused the message too many times; it was set aside.
+	// ErrPoison: the message was set aside: refused WithQueueMaxAttempts times, or one no
+	// broker can take (an invalid topic or field).
 	ErrPoison = errors.New("tern: message refused repeatedly and set aside")
 )
 
@@ -81,8 +114,11 @@ func WithQueueTTL(d time.Duration) QueueOption {
 }
 
 // WithDeadLetter sets the function that receives each message the queue gives up on
-// (expired, dropped, refused for good), with the reason. It runs on the publisher's own
-// goroutines and must not block for long. Default: none (the messages are only counted).
+// (expired, dropped, refused WithQueueMaxAttempts times, invalid), with the reason; the
+// message is acknowledged in the queue after fn returns. It runs on the publisher's own
+// goroutines, one call at a time per goroutine, and must not block for long. Default:
+// none: expired messages are only counted, the others go to the queue's dead-letter store
+// (DeadLetterQueue) or, if it has none, stay queued.
 func WithDeadLetter(fn func(QueueEntry, error)) QueueOption {
 	return func(c *queueConfig) error { c.deadLetter = fn; return nil }
 }
@@ -101,7 +137,9 @@ func WithQueueMaxSize(n int) QueueOption {
 
 // WithQueueDropPolicy decides what a Publish does when the queue is full: DropNewest
 // refuses the new message with ErrQueueFull, DropOldest removes the oldest stored message
-// (dead-lettered with ErrDropped). Default: DropNewest.
+// not handed to the client (dead-lettered with ErrDropped; ErrQueueFull when every stored
+// message is in flight). Default: DropNewest. Publish calls storing at that moment count
+// as stored, so near the limit a queue may refuse or drop one message early, never late.
 func WithQueueDropPolicy(p DropPolicy) QueueOption {
 	return func(c *queueConfig) error {
 		if p != DropNewest && p != DropOldest {
@@ -125,18 +163,43 @@ func WithQueuePublishTimeout(d time.Duration) QueueOption {
 	}
 }
 
-// WithQueueMaxAttempts sets how many times a message refused by the broker with a
-// transient reason is tried before it is set aside with ErrPoison. Refusals that cannot
-// change by retrying (not authorized, topic name invalid, payload format invalid, packet too
-// large) set it aside at once. Default: 5.
+// WithQueueMaxAttempts sets how many refusals a message may have before it is given up
+// with ErrPoison (to the dead-letter callback, or the queue's dead-letter store). Every
+// refusal counts: transient ones (quota exceeded, server busy, unspecified error) and
+// those configuration can fix (not authorized, packet too large, QoS or retain not
+// supported). Default: 0, no limit: nothing is given up on, refusals only pause the drain.
 func WithQueueMaxAttempts(n int) QueueOption {
 	return func(c *queueConfig) error {
-		if n < 1 {
-			return fmt.Errorf("%w: at least one attempt", ErrInvalidOption)
+		if n < 0 {
+			return fmt.Errorf("%w: negative attempt limit", ErrInvalidOption)
 		}
 		c.maxAttempts = n
 		return nil
 	}
+}
+
+// WithQueueRetryBackoff sets how long the drain holds after a refusal before it sends the
+// refused messages again: Delay(n) for the n-th hold in a row, reset by a delivery. A new
+// connection ends a hold early (its CONNACK may lift the limit). Default:
+// DefaultQueueRetryBackoff. Cost: nothing is sent while a hold lasts.
+func WithQueueRetryBackoff(b Backoff) QueueOption {
+	return func(c *queueConfig) error {
+		if b == nil {
+			return fmt.Errorf("%w: nil queue backoff", ErrInvalidOption)
+		}
+		c.backoff = b
+		return nil
+	}
+}
+
+// WithQueueOnPause sets a function told each time a refusal that configuration can fix
+// (not authorized, packet too large, QoS or retain not supported, topic name or payload
+// format invalid) pauses the drain, with the refused message and the error. The message
+// stays queued; the drain tries again after the backoff or on the next connection. It runs
+// on the publisher's goroutines and must not block. Default: none (logged and counted in
+// Stats().Pauses).
+func WithQueueOnPause(fn func(QueueEntry, error)) QueueOption {
+	return func(c *queueConfig) error { c.onPause = fn; return nil }
 }
 
 // WithQueueBatchSize sets how many messages the drain reads from the queue at once.
@@ -155,7 +218,7 @@ func WithQueueBatchSize(n int) QueueOption {
 // (Connect called); the drain waits for connections on its own. Entries already in q, from a
 // previous run, are sent first. The queue stays owned by the caller: close it after Close.
 func NewQueuePublisher(c *Client, q PublisherQueue, opts ...QueueOption) (*QueuePublisher, error) {
-	cfg := queueConfig{drop: DropNewest, maxAttempts: 5, batch: 256}
+	cfg := defaultQueueConfig()
 	for _, o := range opts {
 		if err := o(&cfg); err != nil {
 			return nil, err
@@ -167,10 +230,11 @@ func NewQueuePublisher(c *Client, q PublisherQueue, opts ...QueueOption) (*Queue
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &QueuePublisher{
 		c: c, q: q, cfg: cfg, ctx: ctx, cancel: cancel,
-		flight:   make(chan flightItem, 1024),
-		attempts: make(map[uint64]int),
-		settled:  make(chan struct{}, 1),
-		wake:     make(chan struct{}, 1),
+		flight:  make(chan flightItem, 1024),
+		busy:    make(map[uint64]int),
+		dropped: make(map[uint64]bool),
+		settled: make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
 	}
 	p.wg.Add(2)
 	go func() { defer p.wg.Done(); p.drain() }()
@@ -180,7 +244,8 @@ func NewQueuePublisher(c *Client, q PublisherQueue, opts ...QueueOption) (*Queue
 
 // Publish stores m and returns once the queue holds it (durably, for a durable queue). The
 // drain sends it later. QoS 0 is refused with ErrQueueQoS0; an invalid message is refused
-// here, not later.
+// here, not later. Safe for concurrent use: concurrent calls store concurrently (a file
+// queue syncs them together), and WithQueueMaxSize holds however many call at once.
 func (p *QueuePublisher) Publish(ctx context.Context, m PublishOptions) error {
 	if m.QoS == 0 {
 		return ErrQueueQoS0
@@ -195,7 +260,26 @@ func (p *QueuePublisher) Publish(ctx context.Context, m PublishOptions) error {
 	if closed {
 		return ErrQueueClosed
 	}
-	if p.cfg.maxSize > 0 && p.q.Stats().Depth >= p.cfg.maxSize {
+	if p.cfg.maxSize > 0 {
+		if err := p.reserve(); err != nil {
+			return err
+		}
+		defer func() {
+			p.sizeMu.Lock()
+			p.reserved--
+			p.sizeMu.Unlock()
+		}()
+	}
+	return p.q.Enqueue(ctx, &QueueEntry{Message: m})
+}
+
+// reserve takes a place under WithQueueMaxSize, making room first under DropOldest. The
+// check and the reservation are one step under sizeMu; places reserved by calls still
+// storing count as taken, so the bound holds however many call at once.
+func (p *QueuePublisher) reserve() error {
+	p.sizeMu.Lock()
+	defer p.sizeMu.Unlock()
+	if p.q.Stats().Depth+p.reserved >= p.cfg.maxSize {
 		if p.cfg.drop == DropNewest {
 			return ErrQueueFull
 		}
@@ -203,28 +287,8 @@ func (p *QueuePublisher) Publish(ctx context.Context, m PublishOptions) error {
 			return err
 		}
 	}
-	return p.q.Enqueue(ctx, &QueueEntry{Message: m})
-}
-
-// dropOldest removes the oldest stored message to make room.
-func (p *QueuePublisher) dropOldest() error {
-	old, err := p.q.Read(0, 1, nil)
-	if err != nil || len(old) == 0 {
-		return err
-	}
-	p.giveUp(old[0], ErrDropped)
+	p.reserved++
 	return nil
-}
-
-// giveUp acknowledges e in the queue and hands it to the dead-letter callback.
-func (p *QueuePublisher) giveUp(e QueueEntry, reason error) {
-	if err := p.q.Ack(e.Seq); err != nil {
-		p.setErr(err)
-	}
-	p.deadLettered.Add(1)
-	if fn := p.cfg.deadLetter; fn != nil {
-		fn(e, reason)
-	}
 }
 
 func (p *QueuePublisher) setErr(err error) {
@@ -234,21 +298,20 @@ func (p *QueuePublisher) setErr(err error) {
 }
 
 // drain reads the queue in order and hands each message to the client. PublishAsync waits
-// for room in the window, so the drain keeps exactly the window busy.
+// for room in the window, so the drain keeps exactly the window busy. After a refusal it
+// holds (see hold), then sends the refused entries again before anything newer.
 func (p *QueuePublisher) drain() {
 	defer close(p.flight)
-	var after uint64
+	var after uint64 // the last entry read from the queue and sent or skipped
 	var batch []QueueEntry
 	for {
-		p.mu.Lock()
-		retry := p.retry
-		p.retry = nil
-		p.mu.Unlock()
-		for _, e := range retry {
-			if !p.send(e) {
-				return
-			}
+		if !p.waitHold() || !p.sendRetries() {
+			return
 		}
+		if p.holding() {
+			continue
+		}
+		p.forgetDropped()
 		var err error
 		batch, err = p.q.Read(after, p.cfg.batch, batch[:0])
 		if err != nil {
@@ -258,6 +321,9 @@ func (p *QueuePublisher) drain() {
 			p.setErr(err)
 		}
 		if len(batch) == 0 {
+			if err != nil && !sleepCtx(p.ctx, p.cfg.backoff.Delay(1)) {
+				return // a failing queue is read again after a pause, not in a loop
+			}
 			select {
 			case <-p.q.Notify():
 			case <-p.wake:
@@ -269,7 +335,10 @@ func (p *QueuePublisher) drain() {
 			continue
 		}
 		for _, e := range batch {
-			if !p.send(e) {
+			if p.holding() {
+				break // a refusal: hold, resend it first, then read on from after
+			}
+			if p.claim(e.Seq) && !p.send(e) {
 				return
 			}
 			after = e.Seq
@@ -277,7 +346,53 @@ func (p *QueuePublisher) drain() {
 	}
 }
 
-// send publishes one entry; false means the publisher is closing.
+// claim marks an entry read by the drain as busy, unless DropOldest took it meanwhile.
+func (p *QueuePublisher) claim(seq uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.dropped[seq]; ok {
+		delete(p.dropped, seq)
+		return false
+	}
+	p.busy[seq] = 0
+	return true
+}
+
+// forgetDropped drops the marks of dropped entries already acknowledged: the Read about
+// to start cannot return them.
+func (p *QueuePublisher) forgetDropped() {
+	p.mu.Lock()
+	for seq, acked := range p.dropped {
+		if acked {
+			delete(p.dropped, seq)
+		}
+	}
+	p.mu.Unlock()
+}
+
+// sendRetries sends the refused entries again, oldest first, until a new hold begins.
+// False means the publisher is closing.
+func (p *QueuePublisher) sendRetries() bool {
+	p.mu.Lock()
+	retry := p.retry
+	p.retry = nil
+	p.mu.Unlock()
+	slices.SortFunc(retry, func(a, b QueueEntry) int { return cmp.Compare(a.Seq, b.Seq) })
+	for i, e := range retry {
+		if p.holding() {
+			p.mu.Lock()
+			p.retry = append(p.retry, retry[i:]...)
+			p.mu.Unlock()
+			return true
+		}
+		if !p.send(e) {
+			return false
+		}
+	}
+	return true
+}
+
+// send publishes one busy entry; false means the publisher is closing.
 func (p *QueuePublisher) send(e QueueEntry) bool {
 	if p.stopSend.Load() {
 		return false
@@ -286,36 +401,34 @@ func (p *QueuePublisher) send(e QueueEntry) bool {
 	if p.cfg.ttl > 0 {
 		left := time.Until(e.Time.Add(p.cfg.ttl))
 		if left <= 0 {
-			p.giveUp(e, ErrMessageExpired)
+			p.expire(e, ErrMessageExpired)
 			return true
 		}
 		if secs := (left + time.Second - 1).Truncate(time.Second); m.MessageExpiry == 0 || secs < m.MessageExpiry {
 			m.MessageExpiry = secs
 		}
 	}
-	for {
+	for wait := 1; ; wait++ {
+		round := p.round()
 		tok, err := p.c.PublishAsync(p.ctx, m)
 		switch {
 		case err == nil:
 			p.inFlight.Add(1)
 			p.sent.Add(1)
-			p.flight <- flightItem{e: e, tok: tok}
+			p.flight <- flightItem{e: e, tok: tok, round: round}
 			return true
-		case p.ctx.Err() != nil:
+		case p.ctx.Err() != nil, errors.Is(err, ErrClosed):
 			return false
-		case errors.Is(err, ErrClosed):
-			return false
-		case errors.Is(err, ErrInvalidMessage), errors.Is(err, ErrInvalidTopic),
-			errors.Is(err, ErrPacketTooLarge), errors.Is(err, ErrQoSNotSupported),
-			errors.Is(err, ErrRetainNotSupported):
-			// It will never go out as it is.
-			p.giveUp(e, err)
-			return true
-		default:
+		case errors.Is(err, ErrNotConnected):
+			// Connect not called yet: not a refusal, wait and ask again.
 			p.setErr(err)
-			if !sleepCtx(p.ctx, 100*time.Millisecond) {
+			if !sleepCtx(p.ctx, p.cfg.backoff.Delay(wait)) {
 				return false
 			}
+		default:
+			// The client's own check against the broker's limits, or a store failure.
+			p.refused(e, err, round)
+			return true
 		}
 	}
 }
@@ -328,6 +441,7 @@ func (p *QueuePublisher) complete() {
 		signal(p.settled)
 		if err == nil {
 			p.delivered.Add(1)
+			p.release(it.e.Seq, true)
 			if aerr := p.q.Ack(it.e.Seq); aerr != nil {
 				p.setErr(aerr)
 			}
@@ -336,8 +450,7 @@ func (p *QueuePublisher) complete() {
 		if p.ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			continue // closing: the entry stays queued for the next run
 		}
-		p.setErr(err)
-		p.refused(it.e, err)
+		p.refused(it.e, err, it.round)
 	}
 }
 
@@ -356,41 +469,6 @@ func (p *QueuePublisher) await(tok *PublishToken) error {
 	return tok.Wait(p.ctx)
 }
 
-// refused decides what to do with a message the broker or the session did not take.
-func (p *QueuePublisher) refused(e QueueEntry, err error) {
-	var rc *ReasonCodeError
-	if errors.Is(err, ErrClosed) {
-		return // the client is gone; the entry stays queued
-	}
-	if errors.Is(err, ErrMessageExpired) || errors.Is(err, ErrInflightTTL) {
-		p.giveUp(e, err)
-		return
-	}
-	p.mu.Lock()
-	p.attempts[e.Seq]++
-	n := p.attempts[e.Seq]
-	p.mu.Unlock()
-	permanent := false
-	if errors.As(err, &rc) {
-		switch rc.Code {
-		case packet.NotAuthorized, packet.TopicNameInvalid, packet.PayloadFormatInvalid,
-			packet.PacketTooLarge, packet.QoSNotSupported, packet.RetainNotSupported:
-			permanent = true
-		}
-	}
-	if permanent || n >= p.cfg.maxAttempts {
-		p.mu.Lock()
-		delete(p.attempts, e.Seq)
-		p.mu.Unlock()
-		p.giveUp(e, fmt.Errorf("%w: %w", ErrPoison, err))
-		return
-	}
-	p.mu.Lock()
-	p.retry = append(p.retry, e)
-	p.mu.Unlock()
-	signal(p.wake)
-}
-
 // QueuePublisherStats describes a QueuePublisher.
 type QueuePublisherStats struct {
 	Depth        int           // messages stored and not yet acknowledged
@@ -399,6 +477,9 @@ type QueuePublisherStats struct {
 	Sent         int64         // handed to the client, retries included
 	Delivered    int64         // acknowledged by the broker
 	DeadLettered int64         // expired, dropped or set aside
+	Retries      int64         // refusals kept for another attempt (each message, each time)
+	Pauses       int64         // holds begun by a refusal configuration can fix
+	Paused       bool          // the drain is held by such a refusal right now
 	LastError    error         // the most recent problem, or nil
 }
 
@@ -408,12 +489,14 @@ func (p *QueuePublisher) Stats() QueuePublisherStats {
 	st := QueuePublisherStats{
 		Depth: qs.Depth, InFlight: p.inFlight.Load(), Sent: p.sent.Load(),
 		Delivered: p.delivered.Load(), DeadLettered: p.deadLettered.Load(),
+		Retries: p.retries.Load(), Pauses: p.pauses.Load(),
 	}
 	if !qs.Oldest.IsZero() {
 		st.OldestAge = time.Since(qs.Oldest)
 	}
 	p.mu.Lock()
 	st.LastError = p.lastErr
+	st.Paused = p.hold.pause && time.Now().Before(p.hold.until)
 	p.mu.Unlock()
 	return st
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -189,35 +190,94 @@ func TestQueuePublisherTTL(t *testing.T) {
 	waitFor(t, func() bool { return q.Stats().Depth == 0 })
 }
 
-// A message the broker refuses for good is set aside at once; a transient refusal is tried
-// again up to the attempt limit, then set aside. Neither loops forever.
+// Under WithQueueMaxAttempts every refusal counts, transient or not: after the limit the
+// message is set aside with ErrPoison and the queue moves on. Nothing loops forever.
 func TestQueuePublisherPoison(t *testing.T) {
 	p := newPeer(t)
 	c, pc, _ := connectPeer(t, p, &packet.Connack{})
 	dead := make(chan error, 2)
 	qp, err := NewQueuePublisher(c, NewMemoryQueue(), WithQueueMaxAttempts(3),
+		WithQueueRetryBackoff(ConstantBackoff(time.Millisecond)),
 		WithDeadLetter(func(e QueueEntry, err error) { dead <- err }))
 	if err != nil {
 		t.Fatal(err)
 	}
 	closePublisher(t, qp)
 	ctx := testCtx(t)
-	qp.Publish(ctx, PublishOptions{Topic: "denied", QoS: 1})
+	for _, code := range []packet.ReasonCode{packet.NotAuthorized, packet.QuotaExceeded} {
+		qp.Publish(ctx, PublishOptions{Topic: "refused", QoS: 1})
+		for range 3 {
+			pub := readPublish(t, pc)
+			pc.send(&packet.Ack{Kind: packet.PUBACK, PacketID: pub.PacketID, ReasonCode: code})
+		}
+		if err := <-dead; !errors.Is(err, ErrPoison) || !errors.Is(err, &ReasonCodeError{Code: code}) {
+			t.Fatalf("dead letter %v", err)
+		}
+	}
+	if s := qp.Stats(); s.DeadLettered != 2 || s.Depth != 0 || s.Retries != 4 || s.Pauses != 2 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// With no dead-letter callback, a message given up under WithQueueMaxAttempts is kept in
+// the queue's dead-letter store: never deleted unseen.
+func TestQueuePublisherDeadLetterStore(t *testing.T) {
+	p := newPeer(t)
+	c, pc, _ := connectPeer(t, p, &packet.Connack{})
+	q := NewMemoryQueue()
+	qp, err := NewQueuePublisher(c, q, WithQueueMaxAttempts(2),
+		WithQueueRetryBackoff(ConstantBackoff(time.Millisecond)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closePublisher(t, qp)
+	if err := qp.Publish(testCtx(t), PublishOptions{Topic: "dl", QoS: 1, Payload: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		pub := readPublish(t, pc)
+		pc.send(&packet.Ack{Kind: packet.PUBACK, PacketID: pub.PacketID, ReasonCode: packet.UnspecifiedError})
+	}
+	waitFor(t, func() bool { return q.Stats().Depth == 0 })
+	dls, err := q.DeadLetters()
+	if err != nil || len(dls) != 1 || string(dls[0].Entry.Message.Payload) != "x" || dls[0].Entry.Seq != 1 {
+		t.Fatalf("dead letters %+v, %v", dls, err)
+	}
+	if !strings.Contains(dls[0].Reason, "unspecified") {
+		t.Fatalf("reason %q", dls[0].Reason)
+	}
+	if err := q.RemoveDeadLetter(1); err != nil {
+		t.Fatal(err)
+	}
+	if dls, _ := q.DeadLetters(); len(dls) != 0 {
+		t.Fatalf("after removal: %+v", dls)
+	}
+}
+
+// A refusal configuration can fix pauses the drain: the hook hears of it, Stats says so,
+// and the message is sent again after the backoff.
+func TestQueuePublisherPauseHook(t *testing.T) {
+	p := newPeer(t)
+	c, pc, _ := connectPeer(t, p, &packet.Connack{})
+	paused := make(chan error, 1)
+	q := NewMemoryQueue()
+	qp, err := NewQueuePublisher(c, q, WithQueueRetryBackoff(ConstantBackoff(time.Hour)),
+		WithQueueOnPause(func(e QueueEntry, err error) { paused <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closePublisher(t, qp)
+	qp.Publish(testCtx(t), PublishOptions{Topic: "acl", QoS: 1})
 	pub := readPublish(t, pc)
 	pc.send(&packet.Ack{Kind: packet.PUBACK, PacketID: pub.PacketID, ReasonCode: packet.NotAuthorized})
-	if err := <-dead; !errors.Is(err, ErrPoison) {
-		t.Fatalf("dead letter %v", err)
+	if err := <-paused; !errors.Is(err, &ReasonCodeError{Code: packet.NotAuthorized}) {
+		t.Fatalf("pause hook: %v", err)
 	}
-	qp.Publish(ctx, PublishOptions{Topic: "busy", QoS: 1})
-	for range 3 {
-		pub := readPublish(t, pc)
-		pc.send(&packet.Ack{Kind: packet.PUBACK, PacketID: pub.PacketID, ReasonCode: packet.QuotaExceeded})
+	if st := qp.Stats(); !st.Paused || st.Pauses != 1 || st.Depth != 1 || st.LastError == nil {
+		t.Fatalf("stats %+v", st)
 	}
-	if err := <-dead; !errors.Is(err, ErrPoison) {
-		t.Fatalf("dead letter %v", err)
-	}
-	if s := qp.Stats(); s.DeadLettered != 2 || s.Depth != 0 {
-		t.Fatalf("stats %+v", s)
+	if !pc.quiet(50 * time.Millisecond) {
+		t.Fatal("sent again during an hour-long pause")
 	}
 }
 

@@ -81,6 +81,18 @@
 // directory fsync: when a segment is created, before segments are removed, when the
 // reservation is renewed, at Open and at Close.
 //
+// Dead letters (messages a tern.QueuePublisher gave up on, with no dead-letter callback)
+// are kept in a second log of the same framing in the subdirectory dead/, created by the
+// first one, synced on every write whatever the sync policy:
+//
+//	type 3, dead:    set-aside time i64 (Unix ns), reason (uvarint length + bytes),
+//	                 then the entry exactly as in a type 1 record
+//	type 4, removed: seq u64
+//
+// DeadLetters reads them back and RemoveDeadLetter removes one; the files go once none is
+// left. The publisher stores a dead letter before it acknowledges the entry, so a crash in
+// between leaves it in both places (stored once per sequence number), never in neither.
+//
 // On Open every segment is read: a torn tail of the last segment (a record cut short by a
 // crash) is truncated; a damaged record anywhere else is reported to the
 // WithCorruptionHandler function and skipped, reading resumes at the next offset where a

@@ -213,13 +213,14 @@ func TestMissingSegmentsReported(t *testing.T) {
 		}},
 		{"subdirectories are not segments", func(t *testing.T, dir string, q *Queue, seqs []uint64) ([]uint64, uint64, bool) {
 			q.Close()
-			for _, d := range []string{"x.tmp", "00000000000000000999.seg", "dead"} {
+			// dead/ belongs to the dead-letter store, which reads its own files.
+			for _, d := range []string{"x.tmp", "00000000000000000999.seg", "other"} {
 				if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 					t.Fatal(err)
 				}
 			}
 			for _, name := range []string{"00000000000000000001.seg", "MANIFEST", "a.tmp"} {
-				if err := os.WriteFile(filepath.Join(dir, "dead", name), []byte("not the queue's"), 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(dir, "other", name), []byte("not the queue's"), 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -61,6 +61,7 @@ type Queue struct {
 	// metaTok is held (a send) while the manifest's value is written: by reserve, remove
 	// and Close, so that each writes what the last one wrote, updated.
 	metaTok chan struct{}
+	dead    deadStore // dead letters, in DIR/dead (deadletter.go)
 }
 
 type seqRange struct{ lo, hi uint64 }
@@ -176,6 +177,11 @@ func Open(dir string, opts ...Option) (*Queue, error) {
 			log.Close()
 			return nil, err
 		}
+	}
+	q.dead = deadStore{dir: deadDir(dir), cfg: cfg}
+	if err := q.dead.open(false); err != nil {
+		log.Close()
+		return nil, err
 	}
 	return q, nil
 }
@@ -684,13 +690,14 @@ func (q *Queue) Close() error {
 	}
 	q.statRead.Close()
 	merr := q.settleReservation()
+	derr := q.dead.close()
 	if err := q.log.Close(); err != nil {
 		return fmt.Errorf("filequeue: close: %w", err)
 	}
 	if merr != nil {
 		return fmt.Errorf("filequeue: close: %w", merr)
 	}
-	return nil
+	return derr
 }
 
 // Compile-time check.
