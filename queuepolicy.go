@@ -124,8 +124,10 @@ func (p *QueuePublisher) refused(e QueueEntry, err error, round uint64) {
 		}
 	}
 	p.retries.Add(1)
-	p.requeue(e)
+	// The hold first: once the entry is on the retry list the drain may take it, and it
+	// must find the hold already running.
 	p.startHold(kind == refusalConfig, e, err, round)
+	p.requeue(e)
 }
 
 // requeue puts a busy entry on the retry list and wakes the drain.
