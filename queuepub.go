@@ -294,7 +294,7 @@ func (p *QueuePublisher) send(e QueueEntry) bool {
 		}
 	}
 	for {
-		tok, err := p.c.PublishAsync(p.ctx, m)
+		tok, err := p.c.publishAsync(p.ctx, m)
 		switch {
 		case err == nil:
 			p.inFlight.Add(1)
