@@ -234,9 +234,10 @@ func (g *ClientGroup) Connect(ctx context.Context) error {
 }
 
 // Disconnect ends the group's merged subscriptions and disconnects every member in
-// parallel (see Client.Disconnect), then waits for the goroutines that merge subscriptions.
-// It returns a *GroupError naming members whose Disconnect failed. The group cannot be used
-// again.
+// parallel (see Client.Disconnect), then waits, bounded by ctx, for the goroutines that merge
+// subscriptions and run their callbacks (a callback still running when ctx ends is reported
+// in the error and left to finish). It returns a *GroupError naming members whose Disconnect
+// failed. The group cannot be used again.
 func (g *ClientGroup) Disconnect(ctx context.Context) error {
 	g.mu.Lock()
 	g.closed = true
@@ -251,7 +252,10 @@ func (g *ClientGroup) Disconnect(ctx context.Context) error {
 	}
 	err := groupErr(g.each(func(_ string, c *Client) error { return c.Disconnect(ctx) }))
 	for _, gs := range subs {
-		gs.wait()
+		if werr := gs.wait(ctx); werr != nil {
+			// A callback that does not return: its goroutine outlives Disconnect.
+			return errors.Join(err, fmt.Errorf("tern: group: merged subscription still running: %w", werr))
+		}
 	}
 	return err
 }
@@ -359,7 +363,15 @@ func (gs *GroupSubscription) Unsubscribe(ctx context.Context) error {
 	return groupErr(errs)
 }
 
-func (gs *GroupSubscription) wait() { <-gs.done }
+// wait waits for the merging goroutines and the callback, or for ctx.
+func (gs *GroupSubscription) wait(ctx context.Context) error {
+	select {
+	case <-gs.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Subscribe subscribes every member to filters (see Client.Subscribe; opts apply to each
 // member's part) and merges their messages into one channel, buffered as SubBuffer says.
