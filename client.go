@@ -82,6 +82,8 @@ type Client struct {
 	cancel  context.CancelFunc // stops the supervisor's current wait or attempt
 	supDone chan struct{}      // closed when the supervisor exits
 	bg      sync.WaitGroup     // background work owned by the client (resubscribe)
+
+	pool atomic.Pointer[pool] // WithPublisherPool's members, from Connect on
 }
 
 // New returns a client configured by opts. It validates every option and connects to
@@ -99,6 +101,11 @@ func New(opts ...Option) (*Client, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	return newClient(cfg), nil
+}
+
+// newClient makes a client of a validated configuration.
+func newClient(cfg *config) *Client {
 	c := &Client{
 		cfg:        cfg,
 		log:        cfg.logger,
@@ -117,7 +124,7 @@ func New(opts ...Option) (*Client, error) {
 	if cfg.stats {
 		c.st = new(stats)
 	}
-	return c, nil
+	return c
 }
 
 // ClientID returns the client identifier in use: the configured one, or the one the broker
@@ -197,6 +204,7 @@ func (c *Client) Connect(ctx context.Context) error {
 		c.install(cn)
 	}
 	go c.supervise(runCtx, cn)
+	c.startPool()
 	return nil
 }
 
@@ -295,6 +303,7 @@ func (c *Client) DisconnectWith(ctx context.Context, o DisconnectOptions) error 
 		cn.sendDisconnect(ctx, d, ErrClosed)
 	}
 	c.shutdown(ErrClosed, c.sessionOutlives(o.SessionExpiry))
+	err = c.stopPool(ctx)
 	select {
 	case <-c.supDone:
 	case <-ctx.Done():

@@ -32,8 +32,22 @@ type Message struct {
 	UserProperties  []packet.UserProperty
 
 	in       *inbound
+	client   *Client // the client that received it
 	acked    atomic.Bool
 	zeroCopy bool
+}
+
+// Client returns the client that received the message: for a ClientGroup subscription, the
+// member it came from.
+func (m *Message) Client() *Client { return m.client }
+
+// Member returns the name of the ClientGroup member that received the message, or "" for a
+// client outside a group.
+func (m *Message) Member() string {
+	if m.client == nil {
+		return ""
+	}
+	return m.client.cfg.groupMember
 }
 
 // Ack acknowledges the message. The client sends PUBACK (QoS 1) or PUBREC (QoS 2) once every
@@ -400,6 +414,7 @@ func (c *Client) newMessage(s *subscription, p *packet.Publish, in *inbound, sha
 		m.UserProperties = nil
 	}
 	m.in = in
+	m.client = c
 	return m
 }
 

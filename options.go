@@ -65,6 +65,13 @@ type config struct {
 	backoff          Backoff
 	redirectPolicy   RedirectPolicy
 	onUnrouted       func(*Message)
+
+	cleanOnReconnect bool                // WithCleanStartOnReconnect
+	writeOverflow    WriteOverflowPolicy // WithWriteOverflowPolicy
+	poolSize         int                 // WithPublisherPool; 0 or 1: no pool
+	poolRouting      PoolRouting
+	poolClientID     func(parent string, i int) string
+	groupMember      string // set by NewClientGroup: the member's name, see Message.Member
 }
 
 // Defaults. A test checks that the documentation of each option states these values.
@@ -549,4 +556,114 @@ func WithRedirectPolicy(p RedirectPolicy) Option {
 // Receive Maximum, QoS 0 ones make the read loop wait. Default: none.
 func WithUnroutedHandler(fn func(*Message)) Option {
 	return func(c *config) error { c.onUnrouted = fn; return nil }
+}
+
+// WithCleanStartOnReconnect sets Clean Start on every CONNECT after the first. Default: false:
+// a reconnect resumes the session (when its expiry keeps it), so QoS 1/2 exchanges in flight
+// complete. true starts every connection afresh: the broker drops what it kept, and the
+// client's unacknowledged publishes follow the session-loss policy (WithSessionLossPolicy).
+// WithCleanStart still decides the first connection.
+func WithCleanStartOnReconnect(clean bool) Option {
+	return func(c *config) error { c.cleanOnReconnect = clean; return nil }
+}
+
+// WithConnectUserProperties sets the whole list of user properties sent in every CONNECT,
+// replacing what earlier WithConnectUserProperty options added. The slice is copied. Each key
+// and value is checked by New (UTF-8, length).
+func WithConnectUserProperties(props []packet.UserProperty) Option {
+	return func(c *config) error {
+		c.connectProps = append([]packet.UserProperty(nil), props...)
+		return nil
+	}
+}
+
+// WriteOverflowPolicy decides what a QoS 0 publish does when the write buffer
+// (WithWriteBuffer) is full because the connection writes slower than the program publishes.
+type WriteOverflowPolicy uint8
+
+const (
+	// WriteBlock waits for room, bounded by the publish's ctx. Nothing is lost.
+	WriteBlock WriteOverflowPolicy = iota
+	// WriteFailFast returns ErrWriteQueueFull at once; the message is not sent. For
+	// producers that prefer dropping fresh QoS 0 data (telemetry) to waiting.
+	WriteFailFast
+)
+
+func (p WriteOverflowPolicy) String() string {
+	switch p {
+	case WriteBlock:
+		return "block"
+	case WriteFailFast:
+		return "fail-fast"
+	}
+	return "unknown"
+}
+
+// WithWriteOverflowPolicy sets what a QoS 0 Publish does when the write buffer is full.
+// Default: WriteBlock. QoS 1 and 2 publishes are bounded by the broker's Receive Maximum
+// window instead and always wait for a place in it (bounded by their ctx), whatever the
+// policy.
+func WithWriteOverflowPolicy(p WriteOverflowPolicy) Option {
+	return func(c *config) error {
+		if p > WriteFailFast {
+			return fmt.Errorf("%w: unknown write overflow policy %d", ErrInvalidOption, p)
+		}
+		c.writeOverflow = p
+		return nil
+	}
+}
+
+// WithPublisherPool adds n publish-only connections to the same broker (the pool) beside the
+// main one, for brokers that cap the window per connection (Mosquitto's
+// max_inflight_messages): Publish and PublishAsync, QoS 0, 1 and 2, go to a pool member
+// chosen by WithPublisherPoolRouting, so up to n windows are busy at once. Default: 0, no
+// pool (0 and 1 both mean none).
+//
+// Members connect in the background after Connect, each with its own supervisor, and are
+// disconnected by Disconnect. They use the main connection's broker list, credentials, TLS
+// and limits, but Clean Start and session expiry 0, no store, no will, no subscriptions and
+// no lifecycle callbacks: a member that loses its connection republishes what it had in
+// flight on the next one (at least once), so keep work that needs the store or exactly-once
+// across a crash on the main connection (QueuePublisher does, see below). Member client
+// ids come from WithPublisherPoolClientID. While no member is connected, publishes go to the
+// main connection and Stats().PoolFallbacks counts them. Cost: n more connections, with
+// their goroutines; one atomic add per publish for the choice.
+//
+// QueuePublisher publishes through the main connection only (it needs ordered tokens of
+// one session), and so does everything published before the first Connect.
+func WithPublisherPool(n int) Option {
+	return func(c *config) error {
+		if n < 0 || n > 64 {
+			return fmt.Errorf("%w: publisher pool size %d not in [0, 64]", ErrInvalidOption, n)
+		}
+		c.poolSize = n
+		return nil
+	}
+}
+
+// WithPublisherPoolRouting sets how the pool picks the member for a publish. Default:
+// PoolRoundRobin. See PoolRouting.
+func WithPublisherPoolRouting(r PoolRouting) Option {
+	return func(c *config) error {
+		if r > PoolLeastInFlight {
+			return fmt.Errorf("%w: unknown pool routing %d", ErrInvalidOption, r)
+		}
+		c.poolRouting = r
+		return nil
+	}
+}
+
+// WithPublisherPoolClientID sets how pool member client ids are made from the main
+// connection's id (the configured one, or the one the broker assigned) and the member's
+// index, 1 to n. Default: parent + "-pub-" + index, or an empty id (assigned by the broker)
+// when the parent's is empty. Ids must differ from each other and from the parent's: a
+// broker disconnects the older of two connections with one id.
+func WithPublisherPoolClientID(fn func(parent string, i int) string) Option {
+	return func(c *config) error {
+		if fn == nil {
+			return fmt.Errorf("%w: nil pool client id function", ErrInvalidOption)
+		}
+		c.poolClientID = fn
+		return nil
+	}
 }

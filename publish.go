@@ -2,6 +2,7 @@ package tern
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -87,10 +88,13 @@ type outMsg struct {
 // or 2 message is in flight, Publish returns the ctx error and the message stays in the
 // session: it may still be delivered. Safe for concurrent use.
 func (c *Client) Publish(ctx context.Context, m PublishOptions) error {
+	if pm := c.poolRoute(m.Topic); pm != nil {
+		return pm.Publish(ctx, m)
+	}
 	if m.QoS == 0 {
 		return c.publish0(ctx, &m)
 	}
-	tok, err := c.PublishAsync(ctx, m)
+	tok, err := c.publishAsync(ctx, m)
 	if err != nil {
 		return err
 	}
@@ -102,6 +106,14 @@ func (c *Client) Publish(ctx context.Context, m PublishOptions) error {
 // resolves with the outcome. It waits, bounded by ctx, only for a connection and for room in
 // the window. The payload is copied; the caller may reuse it when PublishAsync returns.
 func (c *Client) PublishAsync(ctx context.Context, m PublishOptions) (*PublishToken, error) {
+	if pm := c.poolRoute(m.Topic); pm != nil {
+		return pm.PublishAsync(ctx, m)
+	}
+	return c.publishAsync(ctx, m)
+}
+
+// publishAsync is PublishAsync on this client's own connection.
+func (c *Client) publishAsync(ctx context.Context, m PublishOptions) (*PublishToken, error) {
 	if m.QoS == 0 {
 		return resolvedToken, c.publish0(ctx, &m)
 	}
@@ -217,7 +229,12 @@ func (c *Client) publish0(ctx context.Context, m *PublishOptions) error {
 		return err
 	}
 	alias := useAlias(cn, size)
-	if _, err := cn.w.reserve(ctx); err != nil {
+	if c.cfg.writeOverflow == WriteFailFast {
+		_, err = cn.w.tryReserve()
+	} else {
+		_, err = cn.w.reserve(ctx)
+	}
+	if err != nil {
 		return err
 	}
 	if alias {
@@ -240,7 +257,7 @@ func (c *Client) Flush(ctx context.Context) error {
 	if cn == nil {
 		return ErrNotConnected
 	}
-	return cn.w.flush(ctx)
+	return errors.Join(cn.w.flush(ctx), c.flushPool(ctx))
 }
 
 func toPacket(m *PublishOptions) packet.Publish {

@@ -51,6 +51,41 @@ type Queue[T any] struct {
 	onDrop  func(T)
 }
 
+// NewQueue returns an empty queue of size items (at least 1) under policy, for programs that
+// feed their own goroutines: producers call Push, consumers Pop or TryPop, and Close ends it.
+// onDrop, if not nil, receives each item a drop policy discards, on the producer's goroutine
+// and outside the queue's lock. Memory: size slots, allocated here. All methods are safe for
+// concurrent use.
+func NewQueue[T any](size int, policy DropPolicy, onDrop func(T)) *Queue[T] {
+	return newQueue(max(size, 1), min(policy, DropOldest), onDrop)
+}
+
+// Push adds v under the queue's policy. With Block it waits for room until ctx ends (then it
+// returns ctx's error and v is not queued). With DropNewest a full queue discards v, hands it
+// to onDrop and returns ErrQueueFull; with DropOldest it discards the oldest item instead and
+// returns nil. After Close it returns ErrQueueClosed.
+func (q *Queue[T]) Push(ctx context.Context, v T) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	switch q.push(v, ctx.Done(), nil) {
+	case pushDropped:
+		return ErrQueueFull
+	case pushStopped:
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		return ErrQueueClosed
+	}
+	return nil
+}
+
+// Close ends the queue: Push fails with ErrQueueClosed, and Pop returns what is buffered,
+// then reports ok == false. Idempotent. A queue returned by SubscribeQueue is closed by its
+// subscription: end that with Unsubscribe, since closing it directly makes the
+// subscription's later messages be acknowledged and discarded.
+func (q *Queue[T]) Close() { q.close() }
+
 func newQueue[T any](size int, policy DropPolicy, onDrop func(T)) *Queue[T] {
 	return &Queue[T]{
 		items:  make([]T, size),
@@ -78,9 +113,10 @@ func (q *Queue[T]) Pop(ctx context.Context) (v T, ok bool) {
 		q.mu.Lock()
 		if q.n > 0 {
 			v = q.popLocked()
-			if q.n > 0 {
+			if q.n > 0 && !q.closed {
 				// Pass the wake-up on: another consumer may be waiting for the rest. Under
-				// the lock, so it cannot race with close.
+				// the lock, so it cannot race with close; once closed, ready is closed
+				// and wakes everyone by itself.
 				signal(q.ready)
 			}
 			q.mu.Unlock()

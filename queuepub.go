@@ -410,7 +410,7 @@ func (p *QueuePublisher) send(e QueueEntry) bool {
 	}
 	for wait := 1; ; wait++ {
 		round := p.round()
-		tok, err := p.c.PublishAsync(p.ctx, m)
+		tok, err := p.c.publishAsync(p.ctx, m) // the main connection, never the pool
 		switch {
 		case err == nil:
 			p.inFlight.Add(1)

@@ -129,6 +129,9 @@ func (cn *conn) dispatch(f *packet.Frame, pub *packet.Publish) error {
 func (c *Client) handleServerDisconnect(cn *conn, d *packet.Disconnect) {
 	c.log.Info("tern: broker sent DISCONNECT", "reason", d.ReasonCode.String(), "reason_string", d.ReasonString)
 	c.noteRedirect(cn, d)
+	if s := c.st; s != nil {
+		s.ServerDisconnects.Add(1)
+	}
 	if fn := c.cfg.onServerDisc; fn != nil {
 		c.events.post(func() { fn(d) })
 	}

@@ -113,7 +113,10 @@ func (c *Client) dialAny(ctx context.Context) (*conn, error) {
 	start := c.brokerAt
 	redirect, moved := c.redirect, c.redirectMoved
 	c.redirect, c.redirectMoved = nil, false
-	clean := c.cfg.cleanStart && c.connGen == 0
+	clean := c.cfg.cleanStart
+	if c.connGen > 0 {
+		clean = c.cfg.cleanOnReconnect
+	}
 	c.mu.Unlock()
 
 	var errs []error

@@ -1,6 +1,10 @@
 package tern
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/ternmq/tern/packet"
+)
 
 // Stats is a snapshot of a client's counters since New. All zero unless WithStats is given.
 type Stats struct {
@@ -26,6 +30,21 @@ type Stats struct {
 	// ReadStalls counts deliveries that stopped the read loop until a consumer made room:
 	// QoS 0 messages, or QoS 1/2 past the hold cap, into a full Block subscription.
 	ReadStalls uint64
+
+	ServerDisconnects uint64 // DISCONNECT packets received from the broker
+	SubscribesSent    uint64 // SUBSCRIBE packets written, resends included
+	UnsubscribesSent  uint64 // UNSUBSCRIBE packets written, resends included
+	// PoolPublishes counts publishes carried by a publisher pool member (WithPublisherPool);
+	// PoolFallbacks those that went to the main connection because no member was connected.
+	PoolPublishes, PoolFallbacks uint64
+
+	// Gauges, read when Stats is called (no cost between calls).
+
+	// InFlight is the number of outbound QoS 1/2 publishes not yet completed (waiting for
+	// a connection or for PUBACK/PUBCOMP), on the main connection and the pool's.
+	InFlight uint64
+	// Subscriptions is the number of live subscriptions (made and not ended).
+	Subscriptions uint64
 }
 
 // stats holds the live counters. The client keeps a nil *stats when counting is off, so each
@@ -36,6 +55,8 @@ type stats struct {
 	Received, Delivered, Dropped, Unrouted, AcksSent        atomic.Uint64
 	PingTimeouts, ReceiveMaxExceeded, ReadStalls            atomic.Uint64
 	RedirectsRefused                                        atomic.Uint64
+	ServerDisconnects, SubscribesSent, UnsubscribesSent     atomic.Uint64
+	PoolPublishes, PoolFallbacks                            atomic.Uint64
 }
 
 // Stats returns the current counters. It is safe to call from any goroutine.
@@ -52,6 +73,41 @@ func (c *Client) Stats() Stats {
 		Delivered: s.Delivered.Load(), Dropped: s.Dropped.Load(), Unrouted: s.Unrouted.Load(),
 		AcksSent: s.AcksSent.Load(), PingTimeouts: s.PingTimeouts.Load(),
 		ReceiveMaxExceeded: s.ReceiveMaxExceeded.Load(), ReadStalls: s.ReadStalls.Load(),
-		RedirectsRefused: s.RedirectsRefused.Load(),
+		RedirectsRefused: s.RedirectsRefused.Load(), ServerDisconnects: s.ServerDisconnects.Load(),
+		SubscribesSent: s.SubscribesSent.Load(), UnsubscribesSent: s.UnsubscribesSent.Load(),
+		PoolPublishes: s.PoolPublishes.Load(), PoolFallbacks: s.PoolFallbacks.Load(),
+		InFlight: uint64(c.inFlight()), Subscriptions: uint64(c.liveSubs()),
+	}
+}
+
+// inFlight counts the outbound QoS 1/2 publishes not completed, the pool's included.
+func (c *Client) inFlight() int {
+	c.mu.Lock()
+	n := len(c.inflight)
+	c.mu.Unlock()
+	if p := c.pool.Load(); p != nil {
+		for _, m := range p.members {
+			n += m.inFlight()
+		}
+	}
+	return n
+}
+
+func (c *Client) liveSubs() int {
+	c.subMu.RLock()
+	defer c.subMu.RUnlock()
+	return len(c.subs)
+}
+
+// countRequest counts a SUBSCRIBE or UNSUBSCRIBE written.
+func (c *Client) countRequest(p packet.Packet) {
+	s := c.st
+	if s == nil {
+		return
+	}
+	if p.Type() == packet.SUBSCRIBE {
+		s.SubscribesSent.Add(1)
+	} else {
+		s.UnsubscribesSent.Add(1)
 	}
 }

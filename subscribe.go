@@ -672,6 +672,7 @@ func (c *Client) request(ctx context.Context, p packet.Packet) (packet.Packet, e
 		}
 		c.requests[id] = r
 		cn.w.sendRequest(p.AppendTo(nil))
+		c.countRequest(p)
 	} else {
 		c.requests[id] = r // sent, and checked, when a connection is installed
 	}

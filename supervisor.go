@@ -231,6 +231,7 @@ func (c *Client) install(cn *conn) {
 			continue
 		}
 		cn.w.sendRequest(r.pkt.AppendTo(nil))
+		c.countRequest(r.pkt)
 	}
 	c.grantQuotaLocked()
 	close(c.up)

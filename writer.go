@@ -79,6 +79,22 @@ func (w *writer) reserve(ctx context.Context) (uint64, error) {
 	}
 }
 
+// tryReserve is reserve without waiting: with the buffer over its limit it returns
+// ErrWriteQueueFull (WriteFailFast).
+func (w *writer) tryReserve() (uint64, error) {
+	w.mu.Lock()
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return 0, err
+	}
+	if len(w.buf) >= w.max {
+		w.mu.Unlock()
+		return 0, ErrWriteQueueFull
+	}
+	return w.gen, nil
+}
+
 // commit releases w.mu after an append and wakes the loop.
 func (w *writer) commit() {
 	w.mu.Unlock()

@@ -31,6 +31,9 @@ type Config struct {
 	// file queue.
 	Queue    string
 	QueueDir string
+	// Pool is the size of tern's publisher pool (WithPublisherPool); 0: none. Other
+	// libraries have no pool and ignore it.
+	Pool int
 }
 
 // ErrUnavailable reports a library feature that does not exist (yet): the row is skipped,

@@ -43,6 +43,9 @@ func (a *Tern) Connect(ctx context.Context) error {
 	if a.cfg.Session {
 		opts = append(opts, tern.WithSessionExpiry(time.Hour), tern.WithReconnectBackoff(immediateFirst{}))
 	}
+	if a.cfg.Pool > 1 {
+		opts = append(opts, tern.WithPublisherPool(a.cfg.Pool))
+	}
 	c, err := tern.New(opts...)
 	if err != nil {
 		return err

@@ -46,6 +46,7 @@ type Job struct {
 	Run      uint32        `json:"run"` // stamped into every payload
 	Profile  string        `json:"profile,omitempty"`
 	Heap     bool          `json:"heap,omitempty"` // sample the heap for its peak
+	Pool     int           `json:"pool,omitempty"` // tern's publisher pool size
 }
 
 // Event is one line a child writes to its standard output.

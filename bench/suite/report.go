@@ -234,6 +234,10 @@ func WriteMarkdown(w io.Writer, rows []Row, conditions string) {
 		}
 	}
 	fmt.Fprintln(w)
+	if p, t := find(rows, poolScenario, rowTernPool), find(rows, poolScenario, rowTern); p != nil && t != nil {
+		fmt.Fprintf(w, "Publisher pool (%s, broker window %d per connection): tern-pool4 ÷ tern msg/s = %s\n\n",
+			poolScenario, brokerWindow, ratio(p.MsgPerSec, t.MsgPerSec))
+	}
 	WriteTargets(w, rows)
 }
 

@@ -151,7 +151,7 @@ func (s *Suite) runJob(sc Scenario, lib Lib, run int) Result {
 		Kind: sc.Kind, Lib: lib.Adapter, QoS: sc.QoS, Size: sc.Size, N: n, Workers: sc.Workers,
 		Mode: sc.Mode, ZeroCopy: lib.ZeroCopy, Queue: lib.Queue, Addr: s.broker.Addr,
 		Topic: "bench/" + id, ClientID: "bench-" + lib.Name + "-" + id, Run: rand.Uint32(),
-		Heap: sc.Kind == KindSlow || sc.Kind == KindQueue,
+		Heap: sc.Kind == KindSlow || sc.Kind == KindQueue, Pool: lib.Pool,
 	}
 	if lib.Queue == "file" {
 		job.QueueDir = filepath.Join(s.tmp, "queue-"+id)

@@ -28,6 +28,7 @@ type Lib struct {
 	Queue    string // memory or file
 	N        int    // overrides the scenario's N (a slow queue gets a smaller backlog)
 	QuickN   int
+	Pool     int // tern's publisher pool size (WithPublisherPool); 0: none
 }
 
 // Row names. The ratio columns compare "tern" with the other three.
@@ -36,6 +37,10 @@ const (
 	rowAutopaho = "autopaho"
 	rowPaho3    = "paho3"
 	rowRaw      = "raw"
+
+	// The publisher pool scenario compares tern with a pool of 4 against tern alone.
+	poolScenario = "pool4-pipe-q1-64B"
+	rowTernPool  = "tern-pool4"
 )
 
 var (
@@ -83,6 +88,11 @@ func Scenarios() []Scenario {
 		Name: "pipe-q1-64B", Kind: KindPipe, QoS: 1, Size: 64, N: 100000, QuickN: 1000,
 		Libs: []Lib{libTern, libAutopaho, libPaho3, libRaw},
 		Note: "one goroutine: tern PublishAsync, paho3 tokens (20 outstanding); autopaho has no async form: 20 goroutines",
+	})
+	s = append(s, Scenario{
+		Name: poolScenario, Kind: KindPipe, QoS: 1, Size: 64, N: 100000, QuickN: 1000,
+		Libs: []Lib{libTern, {Name: rowTernPool, Adapter: "tern", Pool: 4}},
+		Note: "one goroutine, PublishAsync; tern-pool4 adds WithPublisherPool(4): five windows of 20 instead of one",
 	})
 	for _, qos := range []byte{0, 1} {
 		n, qn := 300000, 2000
