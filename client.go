@@ -51,6 +51,7 @@ type Client struct {
 	inUseHigh int // the most places ever taken at once (tests check the window)
 	quotaQ    []*quotaWaiter
 	requests  map[uint16]*request // SUBSCRIBE/UNSUBSCRIBE awaiting acknowledgement
+	early     []*request          // SUBSCRIBEs made before Connect, sent by the first install
 
 	acks    ackQueue            // received QoS 1/2 in arrival order, until acknowledged
 	inQoS2  map[uint16]*inbound // received QoS 2 until PUBCOMP is sent
@@ -64,6 +65,14 @@ type Client struct {
 	byID       map[uint32][]*Subscription // by subscription identifier
 	nextSubID  uint32
 	matchBuf   []*Subscription // reader goroutine only
+
+	catchAll       *Subscription // WithUnroutedHandler's queue, made on first use; subMu
+	catchAllClosed bool          // subMu: shutdown has run, make no new one
+
+	// Rate limit of the unrouted-message warning; reader goroutine only.
+	unroutedGen    uint64    // connection of the last warning
+	unroutedAt     time.Time // time of the last warning
+	unroutedMissed int       // unrouted QoS 1/2 messages since the last warning
 
 	reauthMu sync.Mutex // one re-authentication at a time
 
@@ -266,6 +275,7 @@ func (c *Client) DisconnectWith(ctx context.Context, o DisconnectOptions) error 
 	cn := c.conn
 	c.mu.Unlock()
 	if !started {
+		c.closeSubs(ErrClosed) // made before Connect
 		return nil
 	}
 	var err error
@@ -319,15 +329,30 @@ func (c *Client) shutdown(reason error) {
 		close(c.up) // wake waitConn, which then sees closed
 	}
 	c.mu.Unlock()
+	c.closeSubs(reason)
+}
+
+// closeSubs ends every subscription, the catch-all included, and fails with reason those
+// still waiting for their SUBACK. The client is closed already.
+func (c *Client) closeSubs(reason error) {
+	c.mu.Lock()
+	clear(c.early)
+	c.early = nil
+	c.mu.Unlock()
 
 	c.subMu.Lock()
-	subs := make([]*Subscription, 0, len(c.subs))
+	subs := make([]*Subscription, 0, len(c.subs)+1)
 	for s := range c.subs {
 		subs = append(subs, s)
 	}
 	clear(c.subs)
+	if c.catchAll != nil {
+		subs = append(subs, c.catchAll)
+	}
+	c.catchAllClosed = true
 	c.subMu.Unlock()
 	for _, s := range subs {
 		s.close()
+		s.settle(nil, reason)
 	}
 }

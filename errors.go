@@ -107,3 +107,7 @@ func invalidTopic(topic string, err error) error {
 func invalidMessage(what string, err error) error {
 	return fmt.Errorf("%w: %s: %w", ErrInvalidMessage, what, err)
 }
+
+// ErrUnsubscribed: the subscription was ended by Unsubscribe before the broker answered its
+// SUBSCRIBE (Subscription.Wait).
+var ErrUnsubscribed = errors.New("tern: unsubscribed")

@@ -270,7 +270,8 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 			}
 			// Mosquitto 2.0 and mochi both overrun a client's window. Disconnecting would
 			// throw away everything in flight for a violation that costs nothing here:
-			// memory stays bounded by the subscription buffers, which block the read loop.
+			// memory stays bounded by the subscription buffers and their hold caps, past
+			// which delivery blocks the read loop.
 			if !cn.overrunLogged {
 				cn.overrunLogged = true
 				c.log.Warn("tern: broker exceeds the Receive Maximum; tolerated (see WithStrictReceiveMaximum)",
@@ -324,13 +325,8 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 		}
 	}
 	if len(matches) == 0 {
-		if st := c.st; st != nil {
-			st.Unrouted.Add(1)
-		}
-		f.Release()
-		if in != nil {
-			in.release()
-		}
+		c.deliverUnrouted(cn, p, in)
+		f.Release() // the catch-all's message is a copy
 		return nil
 	}
 	var shared *packet.Publish // one copy serves every subscription that does not alias
@@ -348,10 +344,14 @@ const autoSubIDMax = 1 << 20
 // route returns the subscriptions a message is for: by its subscription identifiers when it
 // carries known ones (each copy the broker sends is for specific subscriptions), else by
 // matching its topic against every filter. Caller holds subMu.
+//
+// An identifier counts only if a filter of its subscription matches the topic: a resumed
+// session delivers messages queued under the identifiers of an earlier process, which may
+// name other subscriptions in this one.
 func (c *Client) route(p *packet.Publish, dst []*Subscription) []*Subscription {
 	for _, id := range p.SubscriptionIDs {
 		for _, s := range c.byID[id] {
-			if !slices.Contains(dst, s) {
+			if !slices.Contains(dst, s) && s.matches(p.Topic) {
 				dst = append(dst, s)
 			}
 		}

@@ -64,6 +64,7 @@ type config struct {
 	onServerDisc     func(*packet.Disconnect)
 	backoff          Backoff
 	redirectPolicy   RedirectPolicy
+	onUnrouted       func(*Message)
 }
 
 // Defaults. A test checks that the documentation of each option states these values.
@@ -533,4 +534,19 @@ func WithRedirectPolicy(p RedirectPolicy) Option {
 		c.redirectPolicy = p
 		return nil
 	}
+}
+
+// WithUnroutedHandler sets a catch-all handler for messages that match no subscription of
+// this client, such as those a resumed session delivers for a subscription the program has
+// not made (again) yet. Without it, such a message is acknowledged to the broker and
+// dropped: counted in Stats().Unrouted and, for QoS 1/2, logged at warn level (the first of
+// each connection, then at most one warning every 10 s).
+//
+// fn runs one message at a time, in arrival order, on a goroutine of its own (never on the
+// read loop), and must not block for long. The message is acknowledged when fn returns. It
+// is buffered like a subscription with the default buffer (WithMaxSubscribeQueueSize) and
+// the Block policy: QoS 1/2 messages beyond the buffer wait unacknowledged within the
+// Receive Maximum, QoS 0 ones make the read loop wait. Default: none.
+func WithUnroutedHandler(fn func(*Message)) Option {
+	return func(c *config) error { c.onUnrouted = fn; return nil }
 }

@@ -9,10 +9,15 @@ import (
 type DropPolicy uint8
 
 const (
-	// Block makes the read loop wait until the consumer takes a message. Nothing is lost,
-	// and the broker is slowed down through TCP and the Receive Maximum window; acks for
-	// this client's own publishes wait too, so a consumer must not wait on a Publish of the
-	// same client while its subscription is full.
+	// Block loses nothing: a message that finds the buffer full waits for the consumer.
+	// A QoS 1/2 message waits in the subscription's hold list, unacknowledged, while the
+	// read loop goes on, so a stalled consumer does not stall the client's own publishes,
+	// pings or other subscriptions; the broker stops sending once the Receive Maximum this
+	// client advertised is used up, which bounds the hold. Past that bound (a broker that
+	// overruns the window) and for QoS 0, which no window bounds, the read loop itself waits
+	// for the consumer, and with it everything the connection carries (Stats().ReadStalls
+	// counts these waits). A consumer that must publish while it is behind should therefore
+	// subscribe at QoS 1 or 2, or use a Drop policy for QoS 0 streams.
 	Block DropPolicy = iota
 	// DropNewest discards the message that does not fit, acknowledging it to the broker.
 	DropNewest
@@ -167,6 +172,20 @@ func (q *Queue[T]) push(v T, stop, stop2 <-chan struct{}) pushResult {
 			return pushStopped
 		}
 	}
+}
+
+// offer adds v if there is room, without waiting and whatever the policy, and reports
+// whether it did.
+func (q *Queue[T]) offer(v T) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed || q.n == len(q.items) {
+		return false
+	}
+	q.items[(q.head+q.n)%len(q.items)] = v
+	q.n++
+	signal(q.ready)
+	return true
 }
 
 func (q *Queue[T]) drop(v T) {

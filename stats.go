@@ -14,7 +14,7 @@ type Stats struct {
 	Received       uint64 // PUBLISH packets received
 	Delivered      uint64 // messages handed to subscriptions (one per matching subscription)
 	Dropped        uint64 // messages dropped by a full subscription's policy
-	Unrouted       uint64 // messages that matched no subscription
+	Unrouted       uint64 // matched no subscription, no WithUnroutedHandler: acknowledged and dropped
 	AcksSent       uint64 // PUBACK and PUBREC packets sent for received messages
 	PingTimeouts   uint64 // connections closed because PINGRESP did not come
 	// ReceiveMaxExceeded counts messages that arrived beyond the Receive Maximum this client
@@ -23,6 +23,9 @@ type Stats struct {
 	// RedirectsRefused counts server redirects not followed: lowering the transport's
 	// security, or refused by the RedirectPolicy.
 	RedirectsRefused uint64
+	// ReadStalls counts deliveries that stopped the read loop until a consumer made room:
+	// QoS 0 messages, or QoS 1/2 past the hold cap, into a full Block subscription.
+	ReadStalls uint64
 }
 
 // stats holds the live counters. The client keeps a nil *stats when counting is off, so each
@@ -31,7 +34,7 @@ type stats struct {
 	Connects, ConnectErrors, ConnectionLost                 atomic.Uint64
 	PublishSent, PublishResent, PublishAcked, PublishFailed atomic.Uint64
 	Received, Delivered, Dropped, Unrouted, AcksSent        atomic.Uint64
-	PingTimeouts, ReceiveMaxExceeded                        atomic.Uint64
+	PingTimeouts, ReceiveMaxExceeded, ReadStalls            atomic.Uint64
 	RedirectsRefused                                        atomic.Uint64
 }
 
@@ -48,7 +51,7 @@ func (c *Client) Stats() Stats {
 		PublishFailed: s.PublishFailed.Load(), Received: s.Received.Load(),
 		Delivered: s.Delivered.Load(), Dropped: s.Dropped.Load(), Unrouted: s.Unrouted.Load(),
 		AcksSent: s.AcksSent.Load(), PingTimeouts: s.PingTimeouts.Load(),
-		ReceiveMaxExceeded: s.ReceiveMaxExceeded.Load(),
-		RedirectsRefused:   s.RedirectsRefused.Load(),
+		ReceiveMaxExceeded: s.ReceiveMaxExceeded.Load(), ReadStalls: s.ReadStalls.Load(),
+		RedirectsRefused: s.RedirectsRefused.Load(),
 	}
 }

@@ -47,7 +47,10 @@ func SubBuffer(n int) SubOption {
 }
 
 // SubDropPolicy sets what happens to a message that finds the buffer full. Default: the
-// client's WithDropPolicy (Block).
+// client's WithDropPolicy (Block). With Block, QoS 1/2 messages beyond the buffer wait
+// unacknowledged (at most the Receive Maximum of them) without stopping the read loop,
+// while a QoS 0 message into a full buffer stops it until the consumer makes room; see
+// Block for the trade-off.
 func SubDropPolicy(p DropPolicy) SubOption {
 	return func(s *subConfig) error {
 		if p > DropOldest {
@@ -121,110 +124,75 @@ type Subscription struct {
 	zeroCopy bool
 	results  []FilterResult
 
-	mu       sync.Mutex // held while delivering, so close never races a send
+	// ready is closed once the broker has answered the SUBSCRIBE, or the subscription
+	// failed; results, readyErr and dead are written before and read after.
+	ready      chan struct{}
+	readyErr   error
+	dead       bool // ended by the answer: every filter refused, or no answer
+	settleOnce sync.Once
+
+	mu       sync.Mutex // held while delivering (and by the pump), so close never races a send
 	closed   bool
 	quit     chan struct{} // closed first on close, to wake a blocked delivery
 	quitOnce sync.Once
 	ch       chan *Message // channel form
 	q        *Queue[*Message]
 	cbDone   chan struct{} // callback form: closed when the callback goroutine ends
+
+	heldMu  sync.Mutex // leaf: guards held and pumping
+	held    []heldMsg  // QoS 1/2 messages waiting for room in a full Block buffer
+	pumping bool       // a pump goroutine runs (and holds mu)
 }
 
 type subscription = Subscription
 
+// matches reports whether one of the subscription's filters matches topic.
+func (s *Subscription) matches(topic string) bool {
+	for _, f := range s.filters {
+		if packet.MatchTopic(f.Topic, topic) {
+			return true
+		}
+	}
+	return false
+}
+
 // Filters returns the subscription's filters.
 func (s *Subscription) Filters() []TopicFilter { return append([]TopicFilter(nil), s.filters...) }
 
-// Results returns the broker's answer for each filter, in order.
-func (s *Subscription) Results() []FilterResult { return append([]FilterResult(nil), s.results...) }
+// Results returns the broker's answer for each filter, in order, or nil while the answer has
+// not arrived (a subscription made before Connect; see Wait).
+func (s *Subscription) Results() []FilterResult {
+	select {
+	case <-s.ready:
+		return append([]FilterResult(nil), s.results...)
+	default:
+		return nil
+	}
+}
+
+// Wait waits, bounded by ctx, until the broker has answered the SUBSCRIBE, and returns what
+// Subscribe would have returned had it waited: nil when every filter was granted, a
+// *SubscribeError when some were refused (Results tells which; the subscription lives on
+// for the others, or is closed if none was granted), or the reason the subscription failed
+// (ErrClosed, ErrUnsubscribed, a refusal found in CONNACK such as ErrSubIDNotSupported).
+// For a subscription made while connected, Subscribe has already waited and Wait returns at
+// once. Safe for concurrent use.
+func (s *Subscription) Wait(ctx context.Context) error {
+	select {
+	case <-s.ready:
+		return s.readyErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Unsubscribe ends the subscription; see Client.Unsubscribe.
 func (s *Subscription) Unsubscribe(ctx context.Context) error { return s.c.Unsubscribe(ctx, s) }
 
-// deliver hands m to the subscription under its policy. It runs on the read loop.
-func (s *Subscription) deliver(m *Message, cn *conn) {
-	if st := s.c.st; st != nil {
-		st.Delivered.Add(1)
-	}
-	if s.cfg.autoAck {
-		defer m.Ack() // after the hand-over, so acknowledgement follows arrival
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		m.Ack()
-		return
-	}
-	if s.q != nil {
-		// After a successful push the consumer may already have acknowledged (and, with
-		// zero-copy, recycled) m: it must not be touched again.
-		if s.q.push(m, s.quit, cn.closing) == pushStopped {
-			s.notDelivered(m, cn)
-		}
-		return
-	}
-	select {
-	case s.ch <- m:
-		return
-	default:
-	}
-	switch s.cfg.policy {
-	case DropNewest:
-		s.dropped(m)
-	case DropOldest:
-		for {
-			select {
-			case old := <-s.ch:
-				s.dropped(old)
-			default:
-			}
-			select {
-			case s.ch <- m:
-				return
-			default:
-			}
-		}
-	default:
-		select {
-		case s.ch <- m:
-		case <-s.quit:
-			m.Ack()
-		case <-cn.closing:
-			s.notDelivered(m, cn)
-		}
-	}
-}
-
-// notDelivered gives up a message that could not be handed over before its connection
-// closed. Nothing is acknowledged, and a QoS 2 message is forgotten unless some other
-// subscription got it, so the broker's resend is delivered instead of being taken for a
-// duplicate.
-func (s *Subscription) notDelivered(m *Message, cn *conn) {
-	select {
-	case <-cn.closing:
-		m.abandon()
-	default:
-		m.Ack() // the subscription ended: discarded on purpose
-	}
-}
-
-// dropped acknowledges a message the policy discarded, after the on-drop hook has seen it.
-func (s *Subscription) dropped(m *Message) {
-	if st := s.c.st; st != nil {
-		st.Dropped.Add(1)
-	}
-	if s.cfg.onDrop != nil {
-		s.cfg.onDrop(m)
-	}
-	m.Ack()
-}
-
-// droppedByQueue is the queue form's drop hook.
-func (s *Subscription) droppedByQueue(m *Message) { s.dropped(m) }
-
 // close ends delivery: the channel is closed, the queue drains then ends.
 func (s *Subscription) close() {
-	// quit first and without the lock: a delivery blocked on a full buffer holds s.mu.
+	// quit first and without the lock: a delivery blocked on a full buffer, or a pump,
+	// holds s.mu; quit makes it give up, and taking s.mu then waits for it to finish.
 	s.quitOnce.Do(func() { close(s.quit) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -245,8 +213,14 @@ func (s *Subscription) close() {
 // every message must be acknowledged with Message.Ack. Messages can arrive as soon as the
 // SUBSCRIBE is sent, before Subscribe returns.
 //
-// If the broker refuses some filters, Subscribe returns the subscription (live for the
+// While connected (or once Connect has been called), Subscribe waits for the SUBACK, bounded
+// by ctx. If the broker refuses some filters, it returns the subscription (live for the
 // granted ones) and a *SubscribeError; if it refuses all, the subscription is nil.
+//
+// Before Connect, Subscribe does not wait: the subscription is routed at once, so that the
+// messages a resumed session delivers right after CONNACK reach it, and its SUBSCRIBE goes
+// out with the first connection. The broker's answer comes later: Subscription.Wait waits
+// for it and returns the error Subscribe would have returned; Results is nil until then.
 func (c *Client) Subscribe(ctx context.Context, filters []TopicFilter, opts ...SubOption) (<-chan *Message, *Subscription, error) {
 	s, err := c.newSubscription(filters, opts)
 	if err != nil {
@@ -261,6 +235,7 @@ func (c *Client) Subscribe(ctx context.Context, filters []TopicFilter, opts ...S
 }
 
 // SubscribeQueue is Subscribe with a Queue instead of a channel: Pop with a ctx, TryPop, Len.
+// Like Subscribe, it may be called before Connect.
 func (c *Client) SubscribeQueue(ctx context.Context, filters []TopicFilter, opts ...SubOption) (*Queue[*Message], *Subscription, error) {
 	s, err := c.newSubscription(filters, opts)
 	if err != nil {
@@ -276,7 +251,9 @@ func (c *Client) SubscribeQueue(ctx context.Context, filters []TopicFilter, opts
 
 // SubscribeCallback subscribes and calls fn for each message, one at a time and in arrival
 // order, on a goroutine of the subscription's own (never on the read loop). The message is
-// acknowledged when fn returns unless SubManualAck is given.
+// acknowledged when fn returns unless SubManualAck is given. Like Subscribe, it may be
+// called before Connect; the goroutine ends with the subscription (Unsubscribe or
+// Disconnect).
 func (c *Client) SubscribeCallback(ctx context.Context, filters []TopicFilter, fn func(*Message), opts ...SubOption) (*Subscription, error) {
 	if fn == nil {
 		return nil, fmt.Errorf("%w: nil callback", ErrInvalidOption)
@@ -286,6 +263,17 @@ func (c *Client) SubscribeCallback(ctx context.Context, filters []TopicFilter, f
 		return nil, err
 	}
 	s.q = newQueue(s.cfg.buffer, s.cfg.policy, s.droppedByQueue)
+	s.startCallback(fn)
+	live, err := c.subscribe(ctx, s)
+	if live == nil {
+		return nil, err
+	}
+	return live, err
+}
+
+// startCallback starts the goroutine that feeds the queue's messages to fn. It ends when the
+// queue is closed and drained.
+func (s *Subscription) startCallback(fn func(*Message)) {
 	s.cbDone = make(chan struct{})
 	manual := s.cfg.manualAck || s.cfg.autoAck
 	q, done := s.q, s.cbDone
@@ -302,11 +290,6 @@ func (c *Client) SubscribeCallback(ctx context.Context, filters []TopicFilter, f
 			}
 		}
 	}()
-	live, err := c.subscribe(ctx, s)
-	if live == nil {
-		return nil, err
-	}
-	return live, err
 }
 
 func (c *Client) newSubscription(filters []TopicFilter, opts []SubOption) (*Subscription, error) {
@@ -338,12 +321,13 @@ func (c *Client) newSubscription(filters []TopicFilter, opts []SubOption) (*Subs
 		cfg:      cfg,
 		zeroCopy: cfg.zeroCopy,
 		quit:     make(chan struct{}),
+		ready:    make(chan struct{}),
 	}, nil
 }
 
-// checkFilters validates a subscription against what the broker granted in CONNACK.
-func (c *Client) checkFilters(s *Subscription) error {
-	info := c.info.Load()
+// checkFilters validates a subscription against what the broker granted in CONNACK (info;
+// nil before the first connection).
+func checkFilters(s *Subscription, info *ConnackInfo) error {
 	if info == nil {
 		return nil
 	}
@@ -378,62 +362,165 @@ func (e *SubscribeError) Error() string {
 	return b.String()
 }
 
-// subscribe registers the routes, sends SUBSCRIBE and waits for SUBACK.
+// subscribe registers the routes, sends SUBSCRIBE and waits for SUBACK; before Connect it
+// leaves the SUBSCRIBE to the first connection and returns at once. It returns nil when the
+// subscription did not survive.
 func (c *Client) subscribe(ctx context.Context, s *Subscription) (*Subscription, error) {
-	if err := c.checkFilters(s); err != nil {
+	if err := checkFilters(s, c.info.Load()); err != nil {
 		s.close()
+		s.settle(nil, err)
 		return nil, err
 	}
-	// Route first: retained messages may arrive before SUBACK. This also picks the
-	// subscription identifier.
+	// Route first: retained messages may arrive before SUBACK, and a resumed session's
+	// queued messages right after CONNACK. This also picks the subscription identifier.
 	c.addRoutes(s)
+	p := s.subscribePacket()
+	if c.deferSubscribe(s, p) {
+		return s, nil
+	}
+	res, err := c.request(ctx, p)
+	err = s.settle(res, err)
+	if s.dead {
+		return nil, err
+	}
+	return s, err
+}
+
+// subscribePacket builds the SUBSCRIBE for s, without its packet identifier.
+func (s *Subscription) subscribePacket() *packet.Subscribe {
 	p := &packet.Subscribe{SubscriptionID: s.id, UserProperties: s.cfg.props}
 	for _, f := range s.filters {
 		p.Subscriptions = append(p.Subscriptions, packet.Subscription{Filter: f.Topic, QoS: f.QoS,
 			NoLocal: f.NoLocal, RetainAsPublished: f.RetainAsPublished, RetainHandling: f.RetainHandling})
 	}
-	res, err := c.request(ctx, p)
-	if err != nil {
-		c.removeRoutes(s)
-		s.close()
-		return nil, err
+	return p
+}
+
+// deferSubscribe keeps the SUBSCRIBE of a subscription made before Connect for the first
+// connection, and reports whether it did. Packet identifiers are given out only when it is
+// sent: the store, loaded by Connect, may hold identifiers still in use.
+func (c *Client) deferSubscribe(s *Subscription, p *packet.Subscribe) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.started || c.closed {
+		return false
 	}
-	suback := res.(*packet.Suback)
-	if len(suback.ReasonCodes) != len(s.filters) {
-		c.removeRoutes(s)
-		s.close()
-		return nil, fmt.Errorf("%w: SUBACK has %d reason codes for %d filters", ErrConnectionLost, len(suback.ReasonCodes), len(s.filters))
+	c.early = append(c.early, &request{pkt: p, done: make(chan struct{}), sub: s})
+	return true
+}
+
+// sendEarlyLocked sends, on the first connection, the SUBSCRIBEs of subscriptions made
+// before Connect, checked against the CONNACK first. Called by install before the pending
+// requests are written. Caller holds c.mu.
+func (c *Client) sendEarlyLocked(cn *conn) {
+	if len(c.early) == 0 {
+		return
 	}
-	s.results = make([]FilterResult, len(s.filters))
-	refused := 0
-	for i, code := range suback.ReasonCodes {
-		s.results[i].Filter = s.filters[i].Topic
-		if code.IsError() {
-			refused++
-			s.results[i].Err = &ReasonCodeError{Op: "subscribe", Code: code, Reason: suback.ReasonString, UserProperties: suback.UserProperties}
-		} else {
-			s.results[i].GrantedQoS = byte(code)
+	var failed []*request
+	for _, r := range c.early {
+		p := r.pkt.(*packet.Subscribe)
+		if err := checkFilters(r.sub, cn.info); err != nil {
+			r.err = err
+			failed = append(failed, r)
+			continue
+		}
+		if !cn.info.SubscriptionIDs && r.sub.cfg.subID == 0 {
+			p.SubscriptionID = 0 // one of ours, which this broker does not take
+		}
+		p.PacketID = c.allocIDLocked()
+		c.requests[p.PacketID] = r // written with the other pending requests
+	}
+	clear(c.early)
+	c.early = c.early[:0]
+	if len(failed) == 0 {
+		return
+	}
+	// Settling takes locks that must not be taken under c.mu.
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		for _, r := range failed {
+			c.log.Warn("tern: subscription made before Connect refused by the broker's capabilities",
+				"filters", len(r.sub.filters), "err", r.err)
+			r.sub.settle(nil, r.err)
+		}
+	}()
+}
+
+// dropEarly forgets the unsent SUBSCRIBE of s and reports whether there was one.
+func (c *Client) dropEarly(s *Subscription) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, r := range c.early {
+		if r.sub == s {
+			c.early = slices.Delete(c.early, i, i+1)
+			return true
 		}
 	}
-	if refused == 0 {
-		return s, nil
+	return false
+}
+
+// settle records the broker's answer to the SUBSCRIBE of s (res, or the error that stands
+// for it), once: results per filter, routes kept only for granted filters, the subscription
+// closed if nothing was granted. It returns the error Subscribe reports.
+func (s *Subscription) settle(res packet.Packet, err error) error {
+	s.settleOnce.Do(func() {
+		s.readyErr = s.c.applySuback(s, res, err)
+		close(s.ready)
+	})
+	return s.readyErr
+}
+
+func (c *Client) applySuback(s *Subscription, res packet.Packet, err error) error {
+	suback, _ := res.(*packet.Suback)
+	if err == nil && (suback == nil || len(suback.ReasonCodes) != len(s.filters)) {
+		n := 0
+		if suback != nil {
+			n = len(suback.ReasonCodes)
+		}
+		err = fmt.Errorf("%w: SUBACK has %d reason codes for %d filters", ErrConnectionLost, n, len(s.filters))
 	}
-	serr := &SubscribeError{Results: s.Results()}
-	if refused == len(s.filters) {
+	if err != nil {
+		s.dead = true
 		c.removeRoutes(s)
 		s.close()
-		return nil, serr
+		return err
 	}
-	// Keep routing only the granted filters.
+	results := make([]FilterResult, len(s.filters))
+	refused := 0
+	for i, code := range suback.ReasonCodes {
+		results[i].Filter = s.filters[i].Topic
+		if code.IsError() {
+			refused++
+			results[i].Err = &ReasonCodeError{Op: "subscribe", Code: code, Reason: suback.ReasonString, UserProperties: suback.UserProperties}
+		} else {
+			results[i].GrantedQoS = byte(code)
+		}
+	}
+	// Keep routing only the granted filters (unless the subscription has ended meanwhile).
 	c.subMu.Lock()
-	for i, r := range s.results {
-		if r.Err != nil {
-			c.routes.Remove(s.filters[i].Topic, s)
-			c.filterRefs[s.filters[i].Topic]--
+	s.results = results
+	if _, live := c.subs[s]; live {
+		for i, r := range results {
+			if r.Err != nil && c.routes.Remove(s.filters[i].Topic, s) {
+				c.filterRefs[s.filters[i].Topic]--
+				if c.filterRefs[s.filters[i].Topic] <= 0 {
+					delete(c.filterRefs, s.filters[i].Topic)
+				}
+			}
 		}
 	}
 	c.subMu.Unlock()
-	return s, serr
+	if refused == 0 {
+		return nil
+	}
+	serr := &SubscribeError{Results: append([]FilterResult(nil), results...)}
+	if refused == len(s.filters) {
+		s.dead = true
+		c.removeRoutes(s)
+		s.close()
+	}
+	return serr
 }
 
 func (c *Client) addRoutes(s *Subscription) {
@@ -503,6 +590,11 @@ func (c *Client) Unsubscribe(ctx context.Context, s *Subscription) error {
 	}
 	unused := c.removeRoutes(s)
 	s.close()
+	if c.dropEarly(s) {
+		// Made before Connect and never sent: the broker knows nothing of it.
+		s.settle(nil, ErrUnsubscribed)
+		return nil
+	}
 	if len(unused) == 0 {
 		return nil
 	}
@@ -526,6 +618,7 @@ type request struct {
 	done chan struct{}
 	res  packet.Packet
 	err  error
+	sub  *Subscription // the SUBSCRIBE of a subscription made before Connect: nobody waits on done
 }
 
 // request sends a SUBSCRIBE or UNSUBSCRIBE and waits for its acknowledgement. It waits for a
@@ -574,6 +667,9 @@ func (c *Client) finishRequest(id uint16, want packet.Type, res packet.Packet) e
 	c.mu.Unlock()
 	r.res = res
 	close(r.done)
+	if r.sub != nil {
+		r.sub.settle(res, nil)
+	}
 	return nil
 }
 

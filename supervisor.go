@@ -217,6 +217,7 @@ func (c *Client) install(cn *conn) {
 	}
 	cn.start()
 	c.resendLocked(cn, info.SessionPresent)
+	c.sendEarlyLocked(cn)
 	for _, r := range c.requests {
 		cn.w.sendUrgent(r.pkt.AppendTo(nil))
 	}
