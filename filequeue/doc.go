@@ -14,7 +14,17 @@
 //     (group commit), so throughput grows with concurrency instead of being one fsync per
 //     message.
 //   - Sequence numbers are assigned by Enqueue, stored in the entry, and strictly increase
-//     across restarts; Read returns entries in sequence order.
+//     across restarts, even after a torn, cut or deleted tail: a reservation kept in the
+//     manifest (a high-water mark, renewed every 2^19 numbers) says how far numbers may have
+//     been handed out, and Open resumes above it. After a crash numbering jumps by at most
+//     2^20; after Close it goes on without a gap. Read returns entries in sequence order.
+//   - A segment file missing at the front or the end of the queue, or between others, is
+//     reported at Open with the sequence numbers it held (WithCorruptionHandler; by default
+//     a warning through slog). Segments removed because every entry in them was
+//     acknowledged are recorded in the manifest first and never reported. Open still
+//     succeeds: what survives is delivered.
+//   - Stats().Depth counts entries whose Enqueue succeeded and that are not acknowledged;
+//     an Enqueue that failed (a failed write or fsync) is not counted.
 //   - Ack writes an acknowledgement record before returning (it survives a crash of the
 //     process) and is synced with the next fsync; an acknowledgement lost to a power
 //     failure means the entry is delivered again: at least once.
@@ -45,13 +55,15 @@
 //
 // # On-disk format
 //
-// The directory holds LOCK and segment files named by a 20-digit ordinal
-// (00000000000000000001.seg, ...). A segment is a run of records:
+// The directory holds LOCK, MANIFEST and segment files named by a 20-digit ordinal
+// (00000000000000000001.seg, ...); subdirectories are left alone. A segment is a run of
+// records:
 //
 //	[len u32][crc32c u32][version u8][type u8][payload]
 //
 // All integers are little endian. len counts the bytes after the crc; the crc is CRC-32C
-// (Castagnoli) of version, type and payload. This package writes version 1 and two types:
+// (Castagnoli) of version, type and payload. This package writes version 2 (the records of
+// version 1, in a directory with a manifest) and reads 1 and 2; two types:
 //
 //	type 1, entry: seq u64, enqueue time i64 (Unix ns), qos u8, flags u8 (bit 0 retain),
 //	               payload format u8, message expiry i64 (ns),
@@ -62,17 +74,28 @@
 //
 // An acknowledgement is always in the same segment as its entry or a later one.
 //
+// MANIFEST is one record of the same framing (version 1, type 0xFE): first segment u64,
+// last segment u64, then the queue's value: version u8 (1), reserved u64 (no sequence
+// number above it was handed out), floor u64 (when segments were last removed, every entry
+// up to it was acknowledged). It is replaced by writing MANIFEST.tmp, fsync, rename and
+// directory fsync: when a segment is created, before segments are removed, when the
+// reservation is renewed, at Open and at Close.
+//
 // On Open every segment is read: a torn tail of the last segment (a record cut short by a
 // crash) is truncated; a damaged record anywhere else is reported to the
 // WithCorruptionHandler function and skipped, reading resumes at the next offset where a
 // valid record parses; an empty segment file is removed; a gap in the numbering is
-// reported. Every intact record is kept, and Open never loops on damaged data.
+// reported, and so are segments missing at either end by the manifest, with the range of
+// entries lost. Every intact record is kept, and Open never loops on damaged data.
 //
 // # Migrating the format
 //
-// Every record carries its version. A future version 2 would be introduced like this: the
-// new code reads versions 1 and 2 and writes only 2. Old segments are never rewritten; they
-// drain and are deleted as their entries are acknowledged, so a directory converts itself.
+// Every record carries its version. Version 2 was introduced like this: the code reads
+// versions 1 and 2 and writes only 2. Old segments are never rewritten; they drain and are
+// deleted as their entries are acknowledged, so a directory converts itself; its manifest
+// is created at the first Open, from the files found (nothing missing can be known before).
+// Version 1 code refuses a version 2 directory, since it would delete segments without
+// recording it in the manifest.
 // Code that meets a version newer than it knows refuses to Open with ErrVersion instead of
 // misreading entries, which makes a downgrade fail loudly. A change to the framing itself
 // (length, checksum) would need a new file suffix, read by a converter at Open.

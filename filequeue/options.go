@@ -3,6 +3,7 @@ package filequeue
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/ternmq/tern/internal/seglog"
@@ -66,7 +67,8 @@ const (
 )
 
 func defaultConfig() config {
-	return config{sync: SyncEveryWrite, segmentSize: DefaultSegmentSize, fs: seglog.OSFS()}
+	return config{sync: SyncEveryWrite, segmentSize: DefaultSegmentSize, fs: seglog.OSFS(),
+		onCorruption: logCorruption}
 }
 
 func (c *config) validate() error {
@@ -78,6 +80,9 @@ func (c *config) validate() error {
 	}
 	if c.fs == nil {
 		return errors.New("filequeue: nil FS")
+	}
+	if c.onCorruption == nil {
+		c.onCorruption = logCorruption
 	}
 	return nil
 }
@@ -95,9 +100,16 @@ func WithSegmentSize(n int64) Option { return func(c *config) { c.segmentSize = 
 func WithFS(fs FS) Option { return func(c *config) { c.fs = fs } }
 
 // WithCorruptionHandler sets a function told about every corrupt region skipped, torn tail
-// truncated, and segment missing. It runs during Open and, for damage found later, on the
-// goroutine calling Read; it must not block or call the queue. Default: none (damage is
-// skipped silently).
+// truncated, segment missing (between others or, by the manifest, at the front or the
+// end of the queue) and range of entries lost with missing segments. It runs during Open
+// and, for damage found later, on the goroutine calling Read; it must not block or call
+// the queue. Default (and nil): each report is logged at warn level through slog.Default.
 func WithCorruptionHandler(fn func(Corruption)) Option {
 	return func(c *config) { c.onCorruption = fn }
+}
+
+// logCorruption is the default corruption handler: damage is never skipped unseen.
+func logCorruption(c Corruption) {
+	slog.Warn("filequeue: damaged or missing data", "path", c.Path, "offset", c.Offset,
+		"length", c.Length, "reason", c.Reason)
 }

@@ -26,7 +26,8 @@ var (
 
 // Queue is a tern.PublisherQueue on disk. See the package documentation.
 //
-// Lock order: readMu, then mu, then the log's own lock. Nothing blocks on I/O under mu.
+// Lock order: readMu, then metaTok, then mu, then the log's own locks. Nothing blocks on
+// I/O under mu; metaTok is held while the manifest is written.
 type Queue struct {
 	log *seglog.Log
 	cfg config
@@ -51,10 +52,15 @@ type Queue struct {
 	depth     int
 	bytes     int64
 	removed   uint64 // newest segment ordinal removed
+	reserved  uint64 // the manifest's reservation: no sequence number above it is handed out
+	trimFloor uint64 // the floor written with the last segment removal
 	recent    recentRing
 	ahead     []seqTime // enqueue times read ahead from disk for Stats, ascending
 
 	notify chan struct{}
+	// metaTok is held (a send) while the manifest's value is written: by reserve, remove
+	// and Close, so that each writes what the last one wrote, updated.
+	metaTok chan struct{}
 }
 
 type seqRange struct{ lo, hi uint64 }
@@ -134,17 +140,20 @@ func Open(dir string, opts ...Option) (*Queue, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	q := &Queue{cfg: cfg, dir: dir, acked: make(map[uint64]struct{}), notify: make(chan struct{}, 1)}
+	q := &Queue{cfg: cfg, dir: dir, acked: make(map[uint64]struct{}), notify: make(chan struct{}, 1),
+		metaTok: make(chan struct{}, 1)}
 	var ackAbove uint64 // highest acknowledged sequence number seen in the log
+	var newest byte     // highest record version seen
 	log, err := seglog.Open(dir, seglog.Options{
 		FS:           cfg.fs,
 		SegmentSize:  cfg.segmentSize,
 		Sync:         cfg.sync.p,
 		Version:      formatVersion,
+		Manifest:     true,
 		OnCorruption: cfg.onCorruption,
 		Replay: func(r seglog.Record) error {
 			seq, err := q.replay(r)
-			ackAbove = max(ackAbove, seq)
+			ackAbove, newest = max(ackAbove, seq), max(newest, r.Version)
 			return err
 		},
 	})
@@ -155,17 +164,15 @@ func Open(dir string, opts ...Option) (*Queue, error) {
 		return nil, fmt.Errorf("filequeue: open: %w", err)
 	}
 	q.log = log
-	// Sequence numbers acknowledged past the last entry belong to entries lost to damage:
-	// never hand them out again.
-	if ackAbove > q.last {
-		q.missing = append(q.missing, seqRange{q.last + 1, ackAbove})
-		q.last = ackAbove
-		q.advanceFloorLocked()
+	if err := q.resume(ackAbove, newest); err != nil {
+		log.Close()
+		return nil, err
 	}
 	q.durable = q.last
 	q.statRead = log.NewReader(seglog.Pos{})
 	if through := q.deletableLocked(); through > q.removed {
-		if err := q.remove(through); err != nil {
+		if err := q.remove(through, q.floor); err != nil {
+			q.statRead.Close()
 			log.Close()
 			return nil, err
 		}
@@ -211,9 +218,13 @@ func (q *Queue) replay(r seglog.Record) (uint64, error) {
 
 // reportAtOpen reports a record the checksum accepts but this code cannot use.
 func (q *Queue) reportAtOpen(pos seglog.Pos, reason string) {
+	q.report(Corruption{Segment: pos.Seg, Path: seglog.SegmentPath(q.dir, pos.Seg), Offset: pos.Off,
+		Reason: reason})
+}
+
+func (q *Queue) report(c Corruption) {
 	if q.cfg.onCorruption != nil {
-		q.cfg.onCorruption(Corruption{Segment: pos.Seg, Path: seglog.SegmentPath(q.dir, pos.Seg),
-			Offset: pos.Off, Reason: reason})
+		q.cfg.onCorruption(c)
 	}
 }
 
@@ -313,9 +324,17 @@ func (q *Queue) deletableLocked() uint64 {
 	return through
 }
 
-// remove deletes segments through ord and forgets their summaries. Not under mu.
-func (q *Queue) remove(ord uint64) error {
-	done, err := q.log.RemoveThrough(ord)
+// remove deletes segments through ord, where every entry up to floor is acknowledged, and
+// forgets their summaries. The manifest records the removal, with floor, first. Not under
+// mu.
+func (q *Queue) remove(ord, floor uint64) error {
+	q.metaTok <- struct{}{}
+	q.mu.Lock()
+	q.trimFloor = max(q.trimFloor, floor)
+	h := hwm{reserved: q.reserved, floor: q.trimFloor}
+	q.mu.Unlock()
+	done, err := q.log.RemoveThrough(ord, h.encode())
+	<-q.metaTok
 	q.mu.Lock()
 	if done > q.removed {
 		q.removed = done
@@ -369,10 +388,17 @@ func (q *Queue) Enqueue(ctx context.Context, e *tern.QueueEntry) error {
 	q.addEntryLocked(seq, t.Pos, t.Size)
 	q.lastAdded = t
 	q.recent.push(seq, now.UnixNano())
+	extend := seq+reserveAhead/2 > q.reserved
 	q.mu.Unlock()
 
+	// Until both are done the entry is neither read nor counted (durable is below it).
 	if err := q.log.Wait(ctx, t, true); err != nil {
 		return fmt.Errorf("filequeue: enqueue: %w", err)
+	}
+	if extend {
+		if err := q.reserve(ctx, seq); err != nil {
+			return fmt.Errorf("filequeue: enqueue: %w", err)
+		}
 	}
 	q.mu.Lock()
 	q.durable = max(q.durable, seq)
@@ -397,9 +423,10 @@ func (q *Queue) Ack(seq uint64) error {
 		q.mu.Unlock()
 		return tern.ErrQueueClosed
 	}
-	if !q.pendingLocked(seq) {
+	q.refreshDurableLocked()
+	if seq > q.durable || !q.pendingLocked(seq) {
 		q.mu.Unlock()
-		return nil
+		return nil // unknown: not stored, or its Enqueue has not returned
 	}
 	t, err := q.log.Add(typeAck, payload[:])
 	if err != nil {
@@ -409,7 +436,7 @@ func (q *Queue) Ack(seq uint64) error {
 	s := q.summaryLocked(t.Pos.Seg)
 	s.maxSeq = max(s.maxSeq, seq)
 	q.ackLocked(seq)
-	through := q.deletableLocked()
+	through, floor := q.deletableLocked(), q.floor
 	if through <= q.removed {
 		through = 0
 	}
@@ -418,7 +445,7 @@ func (q *Queue) Ack(seq uint64) error {
 		return fmt.Errorf("filequeue: ack: %w", err)
 	}
 	if through > 0 {
-		return q.remove(through)
+		return q.remove(through, floor)
 	}
 	return nil
 }
@@ -427,11 +454,23 @@ func (q *Queue) Ack(seq uint64) error {
 func (q *Queue) Notify() <-chan struct{} { return q.notify }
 
 // refreshDurableLocked covers an Enqueue that gave up waiting (ctx) although its entry
-// went on to become durable.
+// went on to become durable. Nothing above the reservation counts: its Enqueue has not
+// returned.
 func (q *Queue) refreshDurableLocked() {
 	if q.durable < q.lastEntry && q.log.Done(q.lastAdded, true) {
-		q.durable = q.lastEntry
+		q.durable = max(q.durable, min(q.lastEntry, q.reserved))
 	}
+}
+
+// unconfirmedLocked returns how many entries were added but are not durable: their
+// Enqueue is running, or failed. Added entries above durable are consecutive, and Ack
+// ignores them, so the count is exact.
+func (q *Queue) unconfirmedLocked() int {
+	q.refreshDurableLocked()
+	if q.lastEntry <= q.durable {
+		return 0
+	}
+	return int(q.lastEntry - q.durable)
 }
 
 // Read implements tern.PublisherQueue. It streams from disk through a cursor that stays
@@ -557,13 +596,15 @@ func (q *Queue) cursorFor(start uint64, target seglog.Pos) *cursor {
 	return c
 }
 
-// Stats implements tern.PublisherQueue. Depth is exact; Bytes is the on-disk size of the
-// unacknowledged entries, estimated per segment; Oldest is the enqueue time of the oldest
-// unacknowledged entry, found in memory for recent entries and otherwise read from disk
-// (a window of entries at a time, so a drain acknowledging in order rarely reads).
+// Stats implements tern.PublisherQueue. Depth is exact: it counts the entries whose Enqueue
+// succeeded (or gave up on its ctx while the entry went on to become durable), not yet
+// acknowledged; Bytes is the on-disk size of the unacknowledged entries, estimated per
+// segment; Oldest is the enqueue time of the oldest unacknowledged entry, found in memory
+// for recent entries and otherwise read from disk (a window of entries at a time, so a
+// drain acknowledging in order rarely reads).
 func (q *Queue) Stats() tern.QueueStats {
 	q.mu.Lock()
-	st := tern.QueueStats{Depth: q.depth, Bytes: q.bytes}
+	st := tern.QueueStats{Depth: q.depth - q.unconfirmedLocked(), Bytes: q.bytes}
 	if st.Depth <= 0 {
 		q.mu.Unlock()
 		return tern.QueueStats{}
@@ -642,8 +683,12 @@ func (q *Queue) Close() error {
 		}
 	}
 	q.statRead.Close()
+	merr := q.settleReservation()
 	if err := q.log.Close(); err != nil {
 		return fmt.Errorf("filequeue: close: %w", err)
+	}
+	if merr != nil {
+		return fmt.Errorf("filequeue: close: %w", merr)
 	}
 	return nil
 }

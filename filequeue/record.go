@@ -3,6 +3,7 @@ package filequeue
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/ternmq/tern"
@@ -10,8 +11,11 @@ import (
 )
 
 // Record types and the format version this code writes (see doc.go for the layout).
+// Version 2 has the records of version 1; it marks a directory that keeps a manifest
+// holding the sequence high-water mark, which version 1 code would not keep up to date, so
+// that code refuses the directory (ErrVersion) instead of deleting segments unrecorded.
 const (
-	formatVersion byte = 1
+	formatVersion byte = 2
 
 	typeEntry byte = 1
 	typeAck   byte = 2
@@ -28,6 +32,42 @@ const (
 )
 
 var errMalformed = errors.New("filequeue: malformed entry")
+
+// hwm is the queue's value in the log's manifest: version u8 (1), reserved u64, floor u64.
+type hwm struct {
+	// reserved: no sequence number above it was ever handed out. Open resumes numbering
+	// above it, so a lost tail cannot make a number come back.
+	reserved uint64
+	// floor: when segments were last removed, every entry up to here was acknowledged (or
+	// lost and reported). Entries above it in segments missing at the front are lost.
+	floor uint64
+}
+
+const (
+	hwmVersion = 1
+	hwmSize    = 1 + 8 + 8
+)
+
+func (h hwm) encode() []byte {
+	b := make([]byte, 1, hwmSize)
+	b[0] = hwmVersion
+	b = binary.LittleEndian.AppendUint64(b, h.reserved)
+	return binary.LittleEndian.AppendUint64(b, h.floor)
+}
+
+// decodeHWM reads a manifest value; a newer version than this code knows is refused
+// rather than guessed at.
+func decodeHWM(b []byte) (hwm, error) {
+	switch {
+	case len(b) == 0:
+		return hwm{}, nil // no manifest yet, or one written before any value
+	case b[0] > hwmVersion:
+		return hwm{}, fmt.Errorf("%w: manifest value version %d; this code reads up to %d", ErrVersion, b[0], hwmVersion)
+	case b[0] == 0 || len(b) < hwmSize:
+		return hwm{}, errMalformed
+	}
+	return hwm{reserved: binary.LittleEndian.Uint64(b[1:]), floor: binary.LittleEndian.Uint64(b[9:])}, nil
+}
 
 // encodeEntry appends an entry with seq and time left zero; patchEntry fills them in
 // under the queue's lock, so the order of sequence numbers is the order in the log.

@@ -31,29 +31,54 @@ func (l *Log) Seal(ctx context.Context) (uint64, error) {
 // RemoveThrough deletes the segments with ordinals up to ord, oldest first, stopping at the
 // first one that still takes appends or has records not yet written. It returns the
 // newest ordinal removed (0 if none). Readers inside a removed segment skip to the next.
-func (l *Log) RemoveThrough(ord uint64) (uint64, error) {
+// With a manifest, the manifest says they are gone before any file goes, and meta, when
+// not nil, replaces the caller's value in the same write.
+func (l *Log) RemoveThrough(ord uint64, meta []byte) (uint64, error) {
+	if len(meta) > maxMeta {
+		return 0, fmt.Errorf("seglog: meta of %d bytes, above %d", len(meta), maxMeta)
+	}
+	l.manMu.Lock()
+	defer l.manMu.Unlock()
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return 0, ErrClosed
 	}
-	var victims []uint64
-	for len(l.segs) > 1 {
-		s := l.segs[0]
+	n := 0
+	for n < len(l.segs)-1 {
+		s := l.segs[n]
 		if s.ord > ord || !s.sealed || s.written != s.size {
 			break
 		}
-		victims = append(victims, s.ord)
-		l.segs = l.segs[1:]
+		n++
+	}
+	victims := make([]uint64, n)
+	for i, s := range l.segs[:n] {
+		victims[i] = s.ord
 	}
 	l.mu.Unlock()
-	if len(victims) == 0 {
+	if n == 0 {
 		return 0, nil
 	}
-	if err := l.removeFiles(victims); err != nil {
-		return victims[len(victims)-1], err
+	newest := victims[n-1]
+	if l.opt.Manifest {
+		m := l.man
+		m.first = max(m.first, newest+1)
+		if meta != nil {
+			m.meta = append([]byte(nil), meta...)
+		}
+		if err := l.writeManifest(m); err != nil {
+			return 0, err
+		}
 	}
-	return victims[len(victims)-1], nil
+	// Only RemoveThrough and Compact take segments off the front, both under manMu.
+	l.mu.Lock()
+	l.segs = l.segs[n:]
+	l.mu.Unlock()
+	if err := l.removeFiles(victims); err != nil {
+		return newest, err
+	}
+	return newest, nil
 }
 
 func (l *Log) removeFiles(ords []uint64) error {
@@ -91,28 +116,13 @@ func (l *Log) Compact(ord uint64, fill func(add func(typ byte, payload []byte) (
 	}
 	l.mu.Unlock()
 
-	final := l.path(ord)
-	tmp := final + tmpSuffix
-	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	var size int64
+	err := l.replaceFile(l.path(ord), true, func(f File) (err error) {
+		size, err = l.fillCompacted(f, ord, fill)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("seglog: compact: %w", err)
-	}
-	size, err := l.fillCompacted(f, ord, fill)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = l.fs.Rename(tmp, final)
-	}
-	if err != nil {
-		l.fs.Remove(tmp)
-		return fmt.Errorf("seglog: compact: %w", err)
-	}
-	if err := l.fs.SyncDir(l.dir); err != nil {
-		return fmt.Errorf("seglog: compact: sync directory: %w", err)
 	}
 
 	l.mu.Lock()
@@ -134,7 +144,48 @@ func (l *Log) Compact(ord uint64, fill func(add func(typ byte, payload []byte) (
 	}
 	l.segs = keep
 	l.mu.Unlock()
+	if l.opt.Manifest && len(old) > 0 {
+		l.manMu.Lock()
+		m := l.man
+		m.first = max(m.first, ord)
+		err := l.writeManifest(m)
+		l.manMu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
 	return l.removeFiles(old)
+}
+
+// replaceFile writes a new version of final through write into final.tmp, fsyncs it (when
+// sync), renames it over final and fsyncs the directory (when sync). On failure before the
+// rename final is untouched and the temporary file removed; Open removes any left behind.
+func (l *Log) replaceFile(final string, sync bool, write func(File) error) error {
+	tmp := final + tmpSuffix
+	f, err := l.fs.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	err = write(f)
+	if err == nil && sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = l.fs.Rename(tmp, final)
+	}
+	if err != nil {
+		l.fs.Remove(tmp)
+		return err
+	}
+	if sync {
+		if err := l.fs.SyncDir(l.dir); err != nil {
+			return fmt.Errorf("sync directory: %w", err)
+		}
+	}
+	return nil
 }
 
 func (l *Log) fillCompacted(f File, ord uint64, fill func(add func(typ byte, payload []byte) (Pos, error)) error) (int64, error) {

@@ -2,7 +2,8 @@
 // filestore.
 //
 // A directory holds segment files named by their ordinal, 20 decimal digits and ".seg"
-// (00000000000000000001.seg, ...), and a LOCK file. Records are appended to the newest
+// (00000000000000000001.seg, ...), a LOCK file, and with Options.Manifest a MANIFEST file
+// (manifest.go); subdirectories are never looked into. Records are appended to the newest
 // segment until it reaches the size limit; then a new one starts. See record.go for the
 // record layout. Open scans every segment, cuts a torn tail off the last one, skips and
 // reports corrupt bytes anywhere else, and replays every intact record to the caller.
@@ -62,6 +63,13 @@ type Options struct {
 	OnCorruption func(Corruption)
 	// Replay receives every intact record in log order during Open; an error fails Open.
 	Replay func(Record) error
+	// Manifest keeps a file, MANIFEST, naming the first segment not removed and the newest
+	// created, plus a value of the caller's (SetMeta, Meta). Open then reports segments
+	// missing at the front or the end of the log, which gaps in the numbering cannot show.
+	// Cost: the file is replaced (write, fsync, rename, directory fsync; no syncs under
+	// SyncNever) once per segment created, per RemoveThrough that removes something, and
+	// per SetMeta. Default off.
+	Manifest bool
 }
 
 const (
@@ -128,6 +136,14 @@ type Log struct {
 	err                       error
 	closed                    bool
 
+	// The manifest (manifest.go). manMu serialises its replacements and is taken before mu.
+	manMu       sync.Mutex
+	man         manifest // as last read or written
+	meta        []byte   // the caller's value found at Open
+	hadManifest bool     // Open found an intact manifest
+	gaps        []Span   // segments Open found missing
+	ckpt        uint64   // newest checkpoint segment found at Open: older ones are obsolete
+
 	kick chan struct{}
 	quit chan struct{}
 	done chan struct{}
@@ -166,7 +182,11 @@ func Open(dir string, opt Options) (*Log, error) {
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
 	l.cond.L = &l.mu
-	if err := l.recover(); err != nil {
+	err = l.recover()
+	if err == nil {
+		err = l.settleManifest()
+	}
+	if err != nil {
 		l.closeFiles()
 		lk.Close()
 		return nil, err
@@ -388,6 +408,12 @@ func (l *Log) writeChunk(c *chunk) error {
 				return fmt.Errorf("sync directory: %w", err)
 			}
 		}
+		// And the manifest must name it before anything in it is reported written, so
+		// that losing the whole file is noticed.
+		if err := l.noteCreated(seg.ord); err != nil {
+			f.Close()
+			return err
+		}
 		l.mu.Lock()
 		seg.f = f
 		l.lastWritten = seg
@@ -512,6 +538,9 @@ func (l *Log) Close() error {
 	l.mu.Unlock()
 	close(l.quit)
 	<-l.done
+	// A SetMeta or RemoveThrough that began before closed was set finishes first.
+	l.manMu.Lock()
+	l.manMu.Unlock() // a barrier, not a critical section
 
 	l.mu.Lock()
 	for l.err == nil {
@@ -533,8 +562,11 @@ func (l *Log) Close() error {
 		err := f.Sync()
 		for _, ord := range earlier {
 			if err == nil {
-				err = l.syncByName(ord)
+				err = l.syncPath(l.path(ord))
 			}
+		}
+		if err == nil && l.opt.Sync.Mode == SyncNever {
+			err = l.syncManifest()
 		}
 		if err == nil {
 			err = l.fs.SyncDir(l.dir)
@@ -545,6 +577,16 @@ func (l *Log) Close() error {
 			l.failLocked(fmt.Errorf("sync on close: %w", err))
 		} else {
 			l.synced = target
+		}
+	} else if l.err == nil && l.opt.Manifest && l.opt.Sync.Mode == SyncNever {
+		l.mu.Unlock() // nothing written since Open, but SetMeta may have been called
+		err := l.syncManifest()
+		if err == nil {
+			err = l.fs.SyncDir(l.dir)
+		}
+		l.mu.Lock()
+		if err != nil {
+			l.failLocked(fmt.Errorf("sync on close: %w", err))
 		}
 	}
 	l.cond.Broadcast()
@@ -559,10 +601,10 @@ func (l *Log) Close() error {
 	return err
 }
 
-// syncByName fsyncs a segment the writer left without syncing (SyncNever), unless it has
-// been removed since.
-func (l *Log) syncByName(ord uint64) error {
-	f, err := l.fs.OpenFile(l.path(ord), os.O_RDONLY, 0)
+// syncPath fsyncs a file written without syncing (SyncNever), unless it has been removed
+// since.
+func (l *Log) syncPath(path string) error {
+	f, err := l.fs.OpenFile(path, os.O_RDONLY, 0)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}

@@ -610,7 +610,7 @@ func TestRemoveThrough(t *testing.T) {
 	if x, err := r.Next(); err != nil || string(x.Payload) != want[0].payload {
 		t.Fatalf("first: %v %v", x, err)
 	}
-	got, err := l.RemoveThrough(2)
+	got, err := l.RemoveThrough(2, nil)
 	if err != nil || got != 2 {
 		t.Fatalf("RemoveThrough(2) = %d, %v", got, err)
 	}
@@ -623,7 +623,7 @@ func TestRemoveThrough(t *testing.T) {
 		t.Fatalf("after removal: %q %v, want %q", x.Payload, err, want[10].payload)
 	}
 	// The active segment is never removed.
-	if got, _ := l.RemoveThrough(100); got != 4 {
+	if got, _ := l.RemoveThrough(100, nil); got != 4 {
 		t.Fatalf("RemoveThrough(100) removed through %d, want 4", got)
 	}
 }

@@ -26,6 +26,8 @@ const (
 	// typeCheckpoint opens a segment written by Compact: every older segment is obsolete.
 	// Its payload is the segment's own ordinal, u64.
 	typeCheckpoint byte = 0xFF
+	// typeManifest is the one record of the MANIFEST file (manifest.go), never in a segment.
+	typeManifest byte = 0xFE
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -1,6 +1,7 @@
 package seglog
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -33,6 +34,9 @@ func (l *Log) recover() error {
 	dirty := false
 	for _, e := range entries {
 		name := e.Name()
+		if e.IsDir() {
+			continue // another log's directory, or the caller's: never ours
+		}
 		if strings.HasSuffix(name, tmpSuffix) {
 			// An interrupted compaction: the rename never happened, the old segments stand.
 			if err := l.fs.Remove(filepath.Join(l.dir, name)); err != nil {
@@ -62,16 +66,23 @@ func (l *Log) recover() error {
 					return fmt.Errorf("seglog: remove obsolete segment: %w", err)
 				}
 			}
-			ords, dirty = ords[i:], true
+			ords, dirty, l.ckpt = ords[i:], true, ords[i]
 			break
+		}
+	}
+	if l.opt.Manifest {
+		if err := l.checkManifest(ords); err != nil {
+			return err
 		}
 	}
 	for i := 1; i < len(ords); i++ {
 		if gap := ords[i] - ords[i-1]; gap > 1 {
+			l.gaps = append(l.gaps, Span{ords[i-1] + 1, ords[i] - 1})
 			l.report(Corruption{Segment: ords[i-1] + 1, Path: l.path(ords[i-1] + 1),
 				Reason: fmt.Sprintf("missing segments %d to %d", ords[i-1]+1, ords[i]-1)})
 		}
 	}
+	slices.SortFunc(l.gaps, func(a, b Span) int { return cmp.Compare(a.First, b.First) })
 	tail, err := l.lastNonEmpty(ords)
 	if err != nil {
 		return err
