@@ -28,7 +28,7 @@ func commands() []command {
 		{"pub", "publish messages, like mosquitto_pub; --queue DIR stores and forwards", runPubCmd},
 		{"sub", "subscribe and print messages, like mosquitto_sub", runSubCmd},
 		{"bench", "measure publish/subscribe load (not yet implemented)", notYet("bench")},
-		{"run", "run a YAML test scenario (not yet implemented)", notYet("run")},
+		{"run", "run YAML test scenarios (and venom mqtt suites); exit status = failed scenarios", runRunCmd},
 		{"version", "print the version of tern and of Go", runVersionCmd},
 	}
 }
