@@ -77,9 +77,10 @@ func (q *Queue[T]) Pop(ctx context.Context) (v T, ok bool) {
 		q.mu.Lock()
 		if q.n > 0 {
 			v = q.popLocked()
-			if q.n > 0 {
+			if q.n > 0 && !q.closed {
 				// Pass the wake-up on: another consumer may be waiting for the rest. Under
-				// the lock, so it cannot race with close.
+				// the lock, so it cannot race with close; once closed, ready is closed
+				// and wakes every consumer by itself (sending on it would panic).
 				signal(q.ready)
 			}
 			q.mu.Unlock()
