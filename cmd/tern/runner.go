@@ -262,19 +262,36 @@ func (r *runner) ensure(n string) (*liveClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	if regs := append([]*register(nil), lc.sessions...); len(regs) > 0 {
+		// The broker kept the registered subscriptions: what the resumed session
+		// delivers matches no subscription of this new client, so the unrouted handler
+		// hands it to the registration's collector. Subscribing again would work too,
+		// but mochi refuses a SUBSCRIBE whose packet id it uses for its own queued
+		// messages (0x91).
+		opts = append(opts, tern.WithUnroutedHandler(func(m *tern.Message) {
+			for _, reg := range regs {
+				if reg.matches(m.Topic) {
+					reg.col.add(m)
+					return
+				}
+			}
+		}))
+	}
 	c, err := tern.New(opts...)
 	if err != nil {
 		return nil, failf("client %s: %v", n, err)
 	}
 	lc.c = c
-	for _, reg := range lc.sessions {
-		s, err := c.SubscribeCallback(context.Background(), reg.filters, reg.col.add)
-		if err != nil {
-			return nil, failf("client %s: %v", n, err)
-		}
-		lc.pending = append(lc.pending, s)
-	}
 	return lc, nil
+}
+
+func (reg *register) matches(topic string) bool {
+	for _, f := range reg.filters {
+		if topicMatches(f.Topic, topic) {
+			return true
+		}
+	}
+	return false
 }
 
 // brokerURL returns the URL client n connects to: its own, the file's, --broker, or a
@@ -575,11 +592,19 @@ func (r *runner) session(ctx context.Context, s *sessionSpec) error {
 	lc.c = nil
 	name := subName(s.As, s.Register)
 	reg := &register{filters: r.filtersOf(s.Register, nil), col: r.collectorFor(name)}
-	lc.sessions = append(lc.sessions, reg)
+	if _, err := r.ensure(lc.name); err != nil {
+		return err
+	}
+	sub, err := lc.c.SubscribeCallback(ctx, reg.filters, reg.col.add)
+	if err != nil {
+		return failf("session %s: %v", lc.name, err)
+	}
+	lc.pending = append(lc.pending, sub)
 	if err := r.connect(ctx, lc.name); err != nil {
 		return failf("session %s: %v", lc.name, err)
 	}
-	err := lc.c.Disconnect(ctx)
+	lc.sessions = append(lc.sessions, reg)
+	err = lc.c.Disconnect(ctx)
 	lc.c, lc.connected = nil, false
 	if err != nil {
 		return failf("session %s: disconnect: %v", lc.name, err)

@@ -298,7 +298,7 @@ func checkExpect(e *expectSpec, sc *scenario, within time.Duration, msgs []got) 
 		return failf("expect on %s: wanted at least %s within %v, got %d%s", on, plural(*e.Min), within, n, listSuffix(msgs))
 	case e.Max != nil && n > *e.Max:
 		return failf("expect on %s: wanted at most %s, got %d: %d extra (%s)", on, plural(*e.Max), n, n-*e.Max, listMsgs(msgs[*e.Max:]))
-	case e.Count == nil && e.Min == nil && e.Max == nil && n < max(len(e.Messages), 1):
+	case e.Count == nil && e.Min == nil && e.Max == nil && n < max(len(e.Messages), 1), n < len(e.Messages):
 		return failf("expect on %s: wanted %s within %v, got %d%s", on, plural(max(len(e.Messages), 1)), within, n, listSuffix(msgs))
 	}
 	if e.All != nil {

@@ -224,22 +224,26 @@ func (r *runner) venomRun(ctx context.Context, vs *venomStep) (map[string]any, e
 		for _, t := range vs.Topics {
 			fs = append(fs, &filterSpec{Topic: t, QoS: vs.QoS})
 		}
-		err := r.session(ctx, &sessionSpec{Client: name{s: vs.client}, Register: fs, As: vs.client})
-		lc.sessions = nil // the subscriber step subscribes itself, before it connects
-		return res, err
+		return res, r.session(ctx, &sessionSpec{Client: name{s: vs.client}, Register: fs, As: vs.client})
 	}
-	// subscriber
-	lc.persistent = vs.PersistSubscription
+	// subscriber: on a registered session, read what it queued (through the
+	// registration's route); otherwise subscribe before connecting.
+	lc.persistent = vs.PersistSubscription || len(lc.sessions) > 0
 	lc.c = nil
 	if _, err := r.ensure(vs.client); err != nil {
 		return res, err
 	}
-	col := r.collectorFor(vs.client + "#sub")
-	sub, err := lc.c.SubscribeCallback(ctx, filters, col.add)
-	if err != nil {
-		return res, failf("%s: %v", who, err)
+	var col *collector
+	if len(lc.sessions) > 0 {
+		col = lc.sessions[0].col
+	} else {
+		col = r.collectorFor(vs.client + "#sub")
+		sub, err := lc.c.SubscribeCallback(ctx, filters, col.add)
+		if err != nil {
+			return res, failf("%s: %v", who, err)
+		}
+		lc.pending = append(lc.pending, sub)
 	}
-	lc.pending = append(lc.pending, sub)
 	if err := r.connect(ctx, vs.client); err != nil {
 		return res, err
 	}
