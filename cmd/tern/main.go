@@ -1,6 +1,7 @@
 // Command tern is the command-line face of the Tern MQTT toolkit: publish and subscribe
 // (pub, sub, with a durable store-and-forward spool), an embedded broker (serve) and a
-// demonstration of durable publishing through faults (demo). bench and run follow.
+// demonstration of durable publishing through faults (demo), and declarative test scenarios
+// (run). bench follows.
 package main
 
 import (
