@@ -24,17 +24,18 @@ func runScenarios(t *testing.T, args ...string) (string, string, int) {
 // Every passing scenario (each step type and matcher), on the embedded broker.
 func TestRunScenariosEmbedded(t *testing.T) {
 	out, errs, st := runScenarios(t, scenarios+"pass", scenarios+"embedded", scenarios+"venom")
-	if st != 0 || !strings.Contains(out, "7 scenarios: 7 passed, 0 failed") {
+	if st != 0 || !strings.Contains(out, "6 scenarios: 6 passed, 0 failed") {
 		t.Fatalf("status %d\n%s%s", st, out, errs)
 	}
 }
 
-// The same scenarios against Mosquitto, plus those mochi cannot pass (Retain Handling).
+// The same scenarios against Mosquitto, plus those mochi cannot pass: Retain Handling, and
+// the persistent queue of 1,000 messages (mochi 2.7.9 was seen to lose one, 1 run in 15).
 func TestRunScenariosMosquitto(t *testing.T) {
 	url := startMosquitto(t)
 	out, errs, st := runScenarios(t, "--broker", url, scenarios+"pass", scenarios+"mosquitto",
 		scenarios+"venom", "--var", "addrs="+url)
-	if st != 0 || !strings.Contains(out, "7 scenarios: 7 passed, 0 failed") {
+	if st != 0 || !strings.Contains(out, "8 scenarios: 8 passed, 0 failed") {
 		t.Fatalf("status %d\n%s%s", st, out, errs)
 	}
 }
