@@ -110,7 +110,7 @@ func TestDispatch(t *testing.T) {
 		{[]string{"pub", "--help"}, 0, "-h, --host HOST"},
 		{[]string{"version"}, 0, "tern devel (go1."},
 		{[]string{"bench"}, 2, "not yet implemented"},
-		{[]string{"run"}, 2, "not yet implemented"},
+		{[]string{"run"}, 2, "no scenario file"},
 		{[]string{"nope"}, 2, "unknown command"},
 		{[]string{"demo", "--qos", "3"}, 2, "--qos"},
 		{[]string{"serve", "--addr", "0.0.0.0:1883"}, 2, "loopback"},

@@ -1,6 +1,7 @@
 // Command tern is the command-line face of the Tern MQTT toolkit: publish and subscribe
 // (pub, sub, with a durable store-and-forward spool), an embedded broker (serve) and a
-// demonstration of durable publishing through faults (demo). bench and run follow.
+// demonstration of durable publishing through faults (demo), and declarative test scenarios
+// (run). bench follows.
 package main
 
 import (
@@ -28,7 +29,7 @@ func commands() []command {
 		{"pub", "publish messages, like mosquitto_pub; --queue DIR stores and forwards", runPubCmd},
 		{"sub", "subscribe and print messages, like mosquitto_sub", runSubCmd},
 		{"bench", "measure publish/subscribe load (not yet implemented)", notYet("bench")},
-		{"run", "run a YAML test scenario (not yet implemented)", notYet("run")},
+		{"run", "run YAML test scenarios (and venom mqtt suites); exit status = failed scenarios", runRunCmd},
 		{"version", "print the version of tern and of Go", runVersionCmd},
 	}
 }
