@@ -206,8 +206,10 @@ func (c *Client) install(cn *conn) {
 	c.sendQuota = int(info.ReceiveMaximum)
 	c.acks.reset()
 	if !info.SessionPresent {
-		// The broker has no session: nothing it sent us is pending any more.
+		// The broker has no session: nothing it sent us is pending any more, and it holds
+		// no subscription (the live ones are subscribed again below).
 		clear(c.inQoS2)
+		c.forgetBrokerSubsLocked()
 	}
 	c.inCount = 0
 	for _, in := range c.inQoS2 {
@@ -231,7 +233,7 @@ func (c *Client) install(cn *conn) {
 			continue
 		}
 		cn.w.sendRequest(r.pkt.AppendTo(nil))
-		c.countRequest(r.pkt)
+		c.requestWrittenLocked(r.pkt)
 	}
 	c.grantQuotaLocked()
 	close(c.up)
