@@ -35,10 +35,13 @@ type Client struct {
 	clientID string
 	brokers  []*url.URL // the failover list; SetBrokers replaces it
 	brokerAt int        // index of the broker to try first
-	redirect *url.URL   // a server reference to try next, from 0x9C/0x9D
-	store    Store      // nil: the session lives in memory only
-	seq      uint64     // send order of outbound publishes
-	keep     bool       // set by shutdown: the broker keeps the session, so does the store
+	// brokersGen counts SetBrokers calls: an attempt started under an older list may not
+	// write brokerAt or redirect, which SetBrokers has reset.
+	brokersGen uint64
+	redirect   *url.URL // a server reference to try next, from 0x9C/0x9D
+	store      Store    // nil: the session lives in memory only
+	seq        uint64   // send order of outbound publishes
+	keep       bool     // set by shutdown: the broker keeps the session, so does the store
 
 	// redirectMoved: redirect came from 0x9D and stays the first choice until it fails.
 	redirectMoved bool

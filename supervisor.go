@@ -177,7 +177,8 @@ func (c *Client) SetBrokers(rawURLs ...string) error {
 	defer c.mu.Unlock()
 	c.brokers = list
 	c.brokerAt = rand.IntN(len(list))
-	c.redirect = nil // the owner's list wins over a server's reference
+	c.brokersGen++
+	c.redirect = nil // the owner's list wins over a server's reference, even a pending one
 	return nil
 }
 
