@@ -404,14 +404,12 @@ func (c *Client) uninstall(cn *conn) {
 // resubscribeAll subscribes every live subscription again after the broker lost the
 // session. Refusals are logged; the subscription keeps waiting for messages.
 func (c *Client) resubscribeAll() {
-	c.subMu.RLock()
-	subs := make([]*Subscription, 0, len(c.subs))
-	for s := range c.subs {
-		subs = append(subs, s)
-	}
-	c.subMu.RUnlock()
 	info := c.info.Load()
-	for _, s := range subs {
+	// The packets are built under subMu: a SUBACK arriving meanwhile (a subscription made
+	// before Connect, or one whose SUBSCRIBE was pending) writes results under it.
+	c.subMu.RLock()
+	pkts := make([]*packet.Subscribe, 0, len(c.subs))
+	for s := range c.subs {
 		p := &packet.Subscribe{SubscriptionID: s.id, UserProperties: s.cfg.props}
 		if info != nil && !info.SubscriptionIDs && s.cfg.subID == 0 {
 			p.SubscriptionID = 0 // this broker does not take them; routing falls back to filters
@@ -423,9 +421,12 @@ func (c *Client) resubscribeAll() {
 			p.Subscriptions = append(p.Subscriptions, packet.Subscription{Filter: f.Topic, QoS: f.QoS,
 				NoLocal: f.NoLocal, RetainAsPublished: f.RetainAsPublished, RetainHandling: f.RetainHandling})
 		}
-		if len(p.Subscriptions) == 0 {
-			continue
+		if len(p.Subscriptions) > 0 {
+			pkts = append(pkts, p)
 		}
+	}
+	c.subMu.RUnlock()
+	for _, p := range pkts {
 		c.bg.Add(1)
 		go func() {
 			defer c.bg.Done()
