@@ -35,10 +35,13 @@ type Client struct {
 	clientID string
 	brokers  []*url.URL // the failover list; SetBrokers replaces it
 	brokerAt int        // index of the broker to try first
-	redirect *url.URL   // a server reference to try next, from 0x9C/0x9D
-	store    Store      // nil: the session lives in memory only
-	seq      uint64     // send order of outbound publishes
-	keep     bool       // set by shutdown: the broker keeps the session, so does the store
+	// brokersGen counts SetBrokers calls: an attempt started under an older list may not
+	// write brokerAt or redirect, which SetBrokers has reset.
+	brokersGen uint64
+	redirect   *url.URL // a server reference to try next, from 0x9C/0x9D
+	store      Store    // nil: the session lives in memory only
+	seq        uint64   // send order of outbound publishes
+	keep       bool     // set by shutdown: the broker keeps the session, so does the store
 
 	// redirectMoved: redirect came from 0x9D and stays the first choice until it fails.
 	redirectMoved bool
@@ -60,13 +63,19 @@ type Client struct {
 	inCount int                 // received QoS 1/2 not yet fully acknowledged
 
 	// subMu guards the routing table. Lock order: mu before subMu before a writer's mu.
-	subMu      sync.RWMutex
-	routes     trie.Trie[*Subscription]
-	filterRefs map[string]int
-	subs       map[*Subscription]struct{}
-	byID       map[uint32][]*Subscription // by subscription identifier
-	nextSubID  uint32
-	matchBuf   []*Subscription // reader goroutine only
+	subMu    sync.RWMutex
+	routes   trie.Trie[*Subscription]
+	byFilter map[string][]*Subscription // live subscriptions by exact filter (granted or pending)
+	subs     map[*Subscription]struct{}
+	byID     map[uint32][]*Subscription // by subscription identifier
+	// brokerID is, per filter in use, the identifier of the last SUBSCRIBE written with it:
+	// the broker holds one subscription per filter, under that identifier ([MQTT-3.8.4-3]).
+	brokerID map[string]uint32
+	// orphans are filters the broker holds under the identifier of a subscription that has
+	// ended while others still use the filter: messages tagged with it are theirs.
+	orphans   map[uint32][]string
+	nextSubID uint32
+	matchBuf  []*Subscription // reader goroutine only
 
 	catchAll       *Subscription // WithUnroutedHandler's queue, made on first use; subMu
 	catchAllClosed bool          // subMu: shutdown has run, make no new one
@@ -107,19 +116,21 @@ func New(opts ...Option) (*Client, error) {
 // newClient makes a client of a validated configuration.
 func newClient(cfg *config) *Client {
 	c := &Client{
-		cfg:        cfg,
-		log:        cfg.logger,
-		clientID:   cfg.clientID,
-		brokers:    slices.Clone(cfg.brokers),
-		brokerAt:   rand.IntN(len(cfg.brokers)),
-		store:      cfg.store,
-		up:         make(chan struct{}),
-		inflight:   make(map[uint16]*outMsg),
-		requests:   make(map[uint16]*request),
-		inQoS2:     make(map[uint16]*inbound),
-		filterRefs: make(map[string]int),
-		subs:       make(map[*Subscription]struct{}),
-		byID:       make(map[uint32][]*Subscription),
+		cfg:      cfg,
+		log:      cfg.logger,
+		clientID: cfg.clientID,
+		brokers:  slices.Clone(cfg.brokers),
+		brokerAt: rand.IntN(len(cfg.brokers)),
+		store:    cfg.store,
+		up:       make(chan struct{}),
+		inflight: make(map[uint16]*outMsg),
+		requests: make(map[uint16]*request),
+		inQoS2:   make(map[uint16]*inbound),
+		byFilter: make(map[string][]*Subscription),
+		subs:     make(map[*Subscription]struct{}),
+		byID:     make(map[uint32][]*Subscription),
+		brokerID: make(map[string]uint32),
+		orphans:  make(map[uint32][]string),
 	}
 	if cfg.stats {
 		c.st = new(stats)

@@ -369,21 +369,45 @@ const autoSubIDMax = 1 << 20
 // carries known ones (each copy the broker sends is for specific subscriptions), else by
 // matching its topic against every filter. Caller holds subMu.
 //
-// An identifier counts only if a filter of its subscription matches the topic: a resumed
-// session delivers messages queued under the identifiers of an earlier process, which may
-// name other subscriptions in this one.
+// An identifier names the filters the broker matched: those of the subscriptions that
+// carry it, and its orphans. Each such filter that matches the topic routes the message to
+// every local subscription of that exact filter: the broker holds one subscription per
+// filter, under the identifier of the last SUBSCRIBE ([MQTT-3.8.4-3]), so two local
+// subscriptions of one filter share its copies. A filter that does not match the topic does
+// not count: a resumed session delivers messages queued under the identifiers of an earlier
+// process, which may name other subscriptions in this one.
 func (c *Client) route(p *packet.Publish, dst []*Subscription) []*Subscription {
 	for _, id := range p.SubscriptionIDs {
 		for _, s := range c.byID[id] {
-			if !slices.Contains(dst, s) && s.matches(p.Topic) {
-				dst = append(dst, s)
+			for i := range s.filters {
+				if s.results != nil && s.results[i].Err != nil {
+					continue // refused: the broker does not hold it for s
+				}
+				dst = c.routeFilter(s.filters[i].Topic, p.Topic, dst)
 			}
+		}
+		for _, f := range c.orphans[id] {
+			dst = c.routeFilter(f, p.Topic, dst)
 		}
 	}
 	if len(dst) > 0 {
 		return dst
 	}
 	return c.routes.Match(p.Topic, dst)
+}
+
+// routeFilter adds to dst, once each, the subscriptions of filter when it matches topic.
+// Caller holds subMu.
+func (c *Client) routeFilter(filter, topic string, dst []*Subscription) []*Subscription {
+	if !packet.MatchTopic(filter, topic) {
+		return dst
+	}
+	for _, s := range c.byFilter[filter] {
+		if !slices.Contains(dst, s) {
+			dst = append(dst, s)
+		}
+	}
+	return dst
 }
 
 // newMessage builds the handle one subscription receives.

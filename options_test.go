@@ -4,6 +4,8 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,10 @@ import (
 // The defaults written in the option docs must be the ones defaultConfig uses.
 func TestDocumentedDefaults(t *testing.T) {
 	cfg := defaultConfig()
+	qcfg := defaultQueueConfig()
+	poolRouting := map[PoolRouting]string{PoolRoundRobin: "PoolRoundRobin",
+		PoolHashByTopic: "PoolHashByTopic", PoolLeastInFlight: "PoolLeastInFlight"}
+	overflow := map[WriteOverflowPolicy]string{WriteBlock: "WriteBlock", WriteFailFast: "WriteFailFast"}
 	want := map[string]string{
 		"WithKeepAlive":                 "Default: " + secs(cfg.keepAlive),
 		"WithPingTimeout":               "Default: " + secs(cfg.pingTimeout),
@@ -24,22 +30,42 @@ func TestDocumentedDefaults(t *testing.T) {
 		"WithCleanStart":                "Default: true",
 		"WithRequestProblemInformation": "Default: true",
 		"WithDropPolicy":                "Default: " + titled(cfg.dropPolicy.String()),
+		"WithPublisherPool":             "Default: " + itoa(cfg.poolSize) + ", no pool",
+		"WithPublisherPoolRouting":      "Default: " + poolRouting[cfg.poolRouting] + ".",
+		"WithPublisherPoolClientID":     `Default: parent + "-pub-" + index`,
+		"WithWriteOverflowPolicy":       "Default: " + overflow[cfg.writeOverflow] + ".",
+		"WithCleanStartOnReconnect":     "Default: " + strconv.FormatBool(cfg.cleanOnReconnect),
+		"WithRedirectPolicy":            "Default: FollowRedirects.",
+		"WithQueueMaxAttempts":          "Default: " + itoa(qcfg.maxAttempts) + ", no limit",
+		"WithQueueRetryBackoff":         "Default: DefaultQueueRetryBackoff.",
 	}
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "options.go", nil, parser.ParseComments)
-	if err != nil {
-		t.Fatal(err)
+	// Defaults the text names by identifier: the identifier must be what the code uses.
+	if reflect.ValueOf(cfg.redirectPolicy).Pointer() != reflect.ValueOf(FollowRedirects).Pointer() {
+		t.Error("default redirect policy is not FollowRedirects")
+	}
+	if qcfg.backoff != DefaultQueueRetryBackoff {
+		t.Errorf("default queue backoff %v, not DefaultQueueRetryBackoff", qcfg.backoff)
+	}
+	if cfg.poolClientID != nil || defaultPoolClientID("p", 2) != "p-pub-2" {
+		t.Error("default pool client ids are not parent-pub-index")
 	}
 	found := 0
-	for _, d := range f.Decls {
-		fn, ok := d.(*ast.FuncDecl)
-		if !ok || want[fn.Name.Name] == "" {
-			continue
+	fset := token.NewFileSet()
+	for _, file := range []string{"options.go", "queuepub.go"} {
+		f, err := parser.ParseFile(fset, file, nil, parser.ParseComments)
+		if err != nil {
+			t.Fatal(err)
 		}
-		found++
-		doc := strings.Join(strings.Fields(fn.Doc.Text()), " ")
-		if !strings.Contains(doc, want[fn.Name.Name]) {
-			t.Errorf("%s: doc %q does not say %q", fn.Name.Name, doc, want[fn.Name.Name])
+		for _, d := range f.Decls {
+			fn, ok := d.(*ast.FuncDecl)
+			if !ok || fn.Recv != nil || want[fn.Name.Name] == "" {
+				continue
+			}
+			found++
+			doc := strings.Join(strings.Fields(fn.Doc.Text()), " ")
+			if !strings.Contains(doc, want[fn.Name.Name]) {
+				t.Errorf("%s: doc %q does not say %q", fn.Name.Name, doc, want[fn.Name.Name])
+			}
 		}
 	}
 	if found != len(want) {

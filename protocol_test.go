@@ -378,8 +378,14 @@ func TestInboundReceiveMaximumTolerated(t *testing.T) {
 	for id := uint16(1); id <= 3; id++ {
 		pc.send(&packet.Publish{Topic: "rm", QoS: 1, PacketID: id})
 	}
+	// All three are received before any is acknowledged: an early Ack would free a place
+	// in the window before the third arrives, and there would be no overrun to count.
+	var ms []*Message
 	for range 3 {
-		recv(t, ch).Ack()
+		ms = append(ms, recv(t, ch))
+	}
+	for _, m := range ms {
+		m.Ack()
 	}
 	if got := fmt.Sprint(readAcks(t, pc, 3)); got != "[1 2 3]" {
 		t.Fatalf("acks %s", got)

@@ -578,8 +578,8 @@ func (c *Client) completeLocked(om *outMsg, err error) {
 	om.buf.Release()
 	om.buf = nil
 	c.releaseQuotaLocked()
-	om.tok.err = err
-	close(om.tok.done)
+	// Counted before the token resolves, so a caller whose Publish has returned reads the
+	// count that includes its message.
 	if s := c.st; s != nil {
 		if err == nil {
 			s.PublishAcked.Add(1)
@@ -587,6 +587,8 @@ func (c *Client) completeLocked(om *outMsg, err error) {
 			s.PublishFailed.Add(1)
 		}
 	}
+	om.tok.err = err
+	close(om.tok.done)
 }
 
 var errAckMismatch = &packet.Error{Code: packet.ProtocolError, Detail: "acknowledgement does not fit the publish's QoS or state"}

@@ -110,7 +110,7 @@ const maxRedirects = 3
 func (c *Client) dialAny(ctx context.Context) (*conn, error) {
 	c.mu.Lock()
 	brokers := slices.Clone(c.brokers)
-	start := c.brokerAt
+	start, gen := c.brokerAt, c.brokersGen
 	redirect, moved := c.redirect, c.redirectMoved
 	c.redirect, c.redirectMoved = nil, false
 	clean := c.cfg.cleanStart
@@ -121,7 +121,7 @@ func (c *Client) dialAny(ctx context.Context) (*conn, error) {
 
 	var errs []error
 	if redirect != nil {
-		cn, err := c.follow(ctx, redirect, true, moved, clean)
+		cn, err := c.follow(ctx, gen, redirect, true, moved, clean)
 		if err == nil {
 			return cn, nil
 		}
@@ -133,10 +133,12 @@ func (c *Client) dialAny(ctx context.Context) (*conn, error) {
 	}
 	for i := range brokers {
 		idx := (start + i) % len(brokers)
-		cn, err := c.follow(ctx, brokers[idx], false, false, clean)
+		cn, err := c.follow(ctx, gen, brokers[idx], false, false, clean)
 		if err == nil {
 			c.mu.Lock()
-			c.brokerAt = idx
+			if c.brokersGen == gen {
+				c.brokerAt = idx
+			}
 			c.mu.Unlock()
 			return cn, nil
 		}
@@ -146,7 +148,9 @@ func (c *Client) dialAny(ctx context.Context) (*conn, error) {
 		}
 	}
 	c.mu.Lock()
-	c.brokerAt = (start + 1) % len(brokers) // rotate: the next round starts elsewhere
+	if c.brokersGen == gen {
+		c.brokerAt = (start + 1) % len(brokers) // rotate: the next round starts elsewhere
+	}
 	c.mu.Unlock()
 	return nil, errors.Join(errs...)
 }
@@ -156,15 +160,18 @@ func (c *Client) dialAny(ctx context.Context) (*conn, error) {
 // attempt, so the supervisor's backoff applies before the next). redirected marks u as a
 // server's reference rather than a configured broker; moved, that it came from 0x9D. A
 // connection reached through a permanent move (0x9D) is remembered as the first choice of
-// later attempts, until an attempt to it fails.
-func (c *Client) follow(ctx context.Context, u *url.URL, redirected, moved, clean bool) (*conn, error) {
+// later attempts, until an attempt to it fails, unless SetBrokers has replaced the list
+// (generation gen) since the attempt began: the owner's list wins.
+func (c *Client) follow(ctx context.Context, gen uint64, u *url.URL, redirected, moved, clean bool) (*conn, error) {
 	tried := []string{u.String()}
 	for hop := 0; ; hop++ {
 		cn, err := c.dialConn(ctx, u, clean, redirected)
 		if err == nil {
 			if moved {
 				c.mu.Lock()
-				c.redirect, c.redirectMoved = u, true
+				if c.brokersGen == gen {
+					c.redirect, c.redirectMoved = u, true
+				}
 				c.mu.Unlock()
 			}
 			return cn, nil

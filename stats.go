@@ -7,6 +7,11 @@ import (
 )
 
 // Stats is a snapshot of a client's counters since New. All zero unless WithStats is given.
+//
+// With WithPublisherPool, every counter includes the pool members': their connections
+// (Connects, ConnectErrors, ConnectionLost, ...) and their publishes (PublishSent,
+// PublishAcked, ...), so the parent's Stats describes all the traffic of the client;
+// PoolPublishes tells how many publishes the members carried.
 type Stats struct {
 	Connects       uint64 // successful CONNECT/CONNACK exchanges
 	ConnectErrors  uint64 // failed connection attempts
@@ -59,12 +64,27 @@ type stats struct {
 	PoolPublishes, PoolFallbacks                            atomic.Uint64
 }
 
-// Stats returns the current counters. It is safe to call from any goroutine.
+// Stats returns the current counters, the publisher pool's included (see Stats). It is
+// safe to call from any goroutine; with a pool it reads each member's counters too.
 func (c *Client) Stats() Stats {
 	s := c.st
 	if s == nil {
 		return Stats{}
 	}
+	st := s.snapshot()
+	if p := c.pool.Load(); p != nil {
+		for _, m := range p.members {
+			if m.st != nil {
+				st.add(m.st.snapshot())
+			}
+		}
+	}
+	st.InFlight, st.Subscriptions = uint64(c.inFlight()), uint64(c.liveSubs())
+	return st
+}
+
+// snapshot reads the counters (not the gauges).
+func (s *stats) snapshot() Stats {
 	return Stats{
 		Connects: s.Connects.Load(), ConnectErrors: s.ConnectErrors.Load(),
 		ConnectionLost: s.ConnectionLost.Load(), PublishSent: s.PublishSent.Load(),
@@ -76,8 +96,32 @@ func (c *Client) Stats() Stats {
 		RedirectsRefused: s.RedirectsRefused.Load(), ServerDisconnects: s.ServerDisconnects.Load(),
 		SubscribesSent: s.SubscribesSent.Load(), UnsubscribesSent: s.UnsubscribesSent.Load(),
 		PoolPublishes: s.PoolPublishes.Load(), PoolFallbacks: s.PoolFallbacks.Load(),
-		InFlight: uint64(c.inFlight()), Subscriptions: uint64(c.liveSubs()),
 	}
+}
+
+// add adds o's counters (not its gauges) to st.
+func (st *Stats) add(o Stats) {
+	st.Connects += o.Connects
+	st.ConnectErrors += o.ConnectErrors
+	st.ConnectionLost += o.ConnectionLost
+	st.PublishSent += o.PublishSent
+	st.PublishResent += o.PublishResent
+	st.PublishAcked += o.PublishAcked
+	st.PublishFailed += o.PublishFailed
+	st.Received += o.Received
+	st.Delivered += o.Delivered
+	st.Dropped += o.Dropped
+	st.Unrouted += o.Unrouted
+	st.AcksSent += o.AcksSent
+	st.PingTimeouts += o.PingTimeouts
+	st.ReceiveMaxExceeded += o.ReceiveMaxExceeded
+	st.RedirectsRefused += o.RedirectsRefused
+	st.ReadStalls += o.ReadStalls
+	st.ServerDisconnects += o.ServerDisconnects
+	st.SubscribesSent += o.SubscribesSent
+	st.UnsubscribesSent += o.UnsubscribesSent
+	st.PoolPublishes += o.PoolPublishes
+	st.PoolFallbacks += o.PoolFallbacks
 }
 
 // inFlight counts the outbound QoS 1/2 publishes not completed, the pool's included.

@@ -146,16 +146,6 @@ type Subscription struct {
 
 type subscription = Subscription
 
-// matches reports whether one of the subscription's filters matches topic.
-func (s *Subscription) matches(topic string) bool {
-	for _, f := range s.filters {
-		if packet.MatchTopic(f.Topic, topic) {
-			return true
-		}
-	}
-	return false
-}
-
 // Filters returns the subscription's filters.
 func (s *Subscription) Filters() []TopicFilter { return append([]TopicFilter(nil), s.filters...) }
 
@@ -221,6 +211,14 @@ func (s *Subscription) close() {
 // messages a resumed session delivers right after CONNACK reach it, and its SUBSCRIBE goes
 // out with the first connection. The broker's answer comes later: Subscription.Wait waits
 // for it and returns the error Subscribe would have returned; Results is nil until then.
+//
+// Several subscriptions of one client may use the same filter: each receives its own copy
+// of every message. The broker holds one subscription per filter, so the options of the
+// newest SUBSCRIBE (QoS, No Local, Retain As Published) apply to all of them, and stay in
+// force when the newest ends while an older one still uses the filter; its Retain Handling
+// decides whether the broker sends its retained messages again, to all of them
+// (packet.RetainSendIfNewSubscription avoids that). The filter is unsubscribed at the
+// broker when the last subscription using it ends. The same holds for every form.
 func (c *Client) Subscribe(ctx context.Context, filters []TopicFilter, opts ...SubOption) (<-chan *Message, *Subscription, error) {
 	s, err := c.newSubscription(filters, opts)
 	if err != nil {
@@ -516,11 +514,8 @@ func (c *Client) applySuback(s *Subscription, res packet.Packet, err error) erro
 	s.results = results
 	if _, live := c.subs[s]; live {
 		for i, r := range results {
-			if r.Err != nil && c.routes.Remove(s.filters[i].Topic, s) {
-				c.filterRefs[s.filters[i].Topic]--
-				if c.filterRefs[s.filters[i].Topic] <= 0 {
-					delete(c.filterRefs, s.filters[i].Topic)
-				}
+			if r.Err != nil {
+				c.dropFilterLocked(s.filters[i].Topic, s)
 			}
 		}
 	}
@@ -546,7 +541,7 @@ func (c *Client) addRoutes(s *Subscription) {
 		// of a message is for, so overlapping subscriptions get exactly their copies.
 		for {
 			c.nextSubID = c.nextSubID%autoSubIDMax + 1
-			if len(c.byID[c.nextSubID]) == 0 {
+			if len(c.byID[c.nextSubID]) == 0 && len(c.orphans[c.nextSubID]) == 0 {
 				break
 			}
 		}
@@ -557,7 +552,7 @@ func (c *Client) addRoutes(s *Subscription) {
 	}
 	for _, f := range s.filters {
 		c.routes.Add(f.Topic, s)
-		c.filterRefs[f.Topic]++
+		c.byFilter[f.Topic] = append(c.byFilter[f.Topic], s)
 	}
 	c.subs[s] = struct{}{}
 }
@@ -583,15 +578,94 @@ func (c *Client) removeRoutes(s *Subscription) []string {
 		if s.results != nil && s.results[i].Err != nil {
 			continue // never routed
 		}
-		if c.routes.Remove(f.Topic, s) {
-			c.filterRefs[f.Topic]--
-			if c.filterRefs[f.Topic] <= 0 {
-				delete(c.filterRefs, f.Topic)
-				unused = append(unused, f.Topic)
-			}
+		if !c.dropFilterLocked(f.Topic, s) {
+			continue
+		}
+		if len(c.byFilter[f.Topic]) == 0 {
+			unused = append(unused, f.Topic)
+			continue
+		}
+		// Others still use the filter, so no UNSUBSCRIBE: if the broker holds it under the
+		// identifier of s, the messages tagged with it are now theirs.
+		if id := c.brokerID[f.Topic]; id != 0 && id == s.id && !c.idHoldsLocked(id, f.Topic) {
+			c.orphans[id] = append(c.orphans[id], f.Topic)
 		}
 	}
 	return unused
+}
+
+// dropFilterLocked stops routing filter to s and reports whether it was routed. When no
+// subscription uses the filter any more, the broker's subscription to it is forgotten too
+// (the caller unsubscribes). Caller holds subMu.
+func (c *Client) dropFilterLocked(filter string, s *Subscription) bool {
+	if !c.routes.Remove(filter, s) {
+		return false
+	}
+	list := slices.DeleteFunc(c.byFilter[filter], func(x *Subscription) bool { return x == s })
+	if len(list) > 0 {
+		c.byFilter[filter] = list
+		return true
+	}
+	delete(c.byFilter, filter)
+	if id, ok := c.brokerID[filter]; ok {
+		c.dropOrphanLocked(id, filter)
+		delete(c.brokerID, filter)
+	}
+	return true
+}
+
+// idHoldsLocked reports whether a live subscription with identifier id has filter.
+func (c *Client) idHoldsLocked(id uint32, filter string) bool {
+	for _, x := range c.byID[id] {
+		if slices.ContainsFunc(x.filters, func(f TopicFilter) bool { return f.Topic == filter }) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Client) dropOrphanLocked(id uint32, filter string) {
+	list, ok := c.orphans[id]
+	if !ok {
+		return
+	}
+	list = slices.DeleteFunc(list, func(f string) bool { return f == filter })
+	if len(list) == 0 {
+		delete(c.orphans, id)
+	} else {
+		c.orphans[id] = list
+	}
+}
+
+// requestWrittenLocked records a SUBSCRIBE or UNSUBSCRIBE just written to the connection.
+// A SUBSCRIBE replaces the broker's subscription to each of its filters, identifier
+// included, so the filter is now held under this packet's identifier. Caller holds c.mu.
+func (c *Client) requestWrittenLocked(p packet.Packet) {
+	c.countRequest(p)
+	sp, ok := p.(*packet.Subscribe)
+	if !ok {
+		return
+	}
+	c.subMu.Lock()
+	for _, f := range sp.Subscriptions {
+		if _, used := c.byFilter[f.Filter]; !used {
+			continue // ended before its SUBSCRIBE went out: its UNSUBSCRIBE follows
+		}
+		if old, ok := c.brokerID[f.Filter]; ok && old != sp.SubscriptionID {
+			c.dropOrphanLocked(old, f.Filter)
+		}
+		c.brokerID[f.Filter] = sp.SubscriptionID
+	}
+	c.subMu.Unlock()
+}
+
+// forgetBrokerSubsLocked forgets what the broker held: it lost the session. Caller holds
+// c.mu.
+func (c *Client) forgetBrokerSubsLocked() {
+	c.subMu.Lock()
+	clear(c.brokerID)
+	clear(c.orphans)
+	c.subMu.Unlock()
 }
 
 // Unsubscribe ends a subscription: its channel or queue is closed and, for each filter no
@@ -672,7 +746,7 @@ func (c *Client) request(ctx context.Context, p packet.Packet) (packet.Packet, e
 		}
 		c.requests[id] = r
 		cn.w.sendRequest(p.AppendTo(nil))
-		c.countRequest(p)
+		c.requestWrittenLocked(p)
 	} else {
 		c.requests[id] = r // sent, and checked, when a connection is installed
 	}

@@ -177,7 +177,8 @@ func (c *Client) SetBrokers(rawURLs ...string) error {
 	defer c.mu.Unlock()
 	c.brokers = list
 	c.brokerAt = rand.IntN(len(list))
-	c.redirect = nil // the owner's list wins over a server's reference
+	c.brokersGen++
+	c.redirect = nil // the owner's list wins over a server's reference, even a pending one
 	return nil
 }
 
@@ -206,8 +207,10 @@ func (c *Client) install(cn *conn) {
 	c.sendQuota = int(info.ReceiveMaximum)
 	c.acks.reset()
 	if !info.SessionPresent {
-		// The broker has no session: nothing it sent us is pending any more.
+		// The broker has no session: nothing it sent us is pending any more, and it holds
+		// no subscription (the live ones are subscribed again below).
 		clear(c.inQoS2)
+		c.forgetBrokerSubsLocked()
 	}
 	c.inCount = 0
 	for _, in := range c.inQoS2 {
@@ -231,7 +234,7 @@ func (c *Client) install(cn *conn) {
 			continue
 		}
 		cn.w.sendRequest(r.pkt.AppendTo(nil))
-		c.countRequest(r.pkt)
+		c.requestWrittenLocked(r.pkt)
 	}
 	c.grantQuotaLocked()
 	close(c.up)
@@ -401,14 +404,12 @@ func (c *Client) uninstall(cn *conn) {
 // resubscribeAll subscribes every live subscription again after the broker lost the
 // session. Refusals are logged; the subscription keeps waiting for messages.
 func (c *Client) resubscribeAll() {
-	c.subMu.RLock()
-	subs := make([]*Subscription, 0, len(c.subs))
-	for s := range c.subs {
-		subs = append(subs, s)
-	}
-	c.subMu.RUnlock()
 	info := c.info.Load()
-	for _, s := range subs {
+	// The packets are built under subMu: a SUBACK arriving meanwhile (a subscription made
+	// before Connect, or one whose SUBSCRIBE was pending) writes results under it.
+	c.subMu.RLock()
+	pkts := make([]*packet.Subscribe, 0, len(c.subs))
+	for s := range c.subs {
 		p := &packet.Subscribe{SubscriptionID: s.id, UserProperties: s.cfg.props}
 		if info != nil && !info.SubscriptionIDs && s.cfg.subID == 0 {
 			p.SubscriptionID = 0 // this broker does not take them; routing falls back to filters
@@ -420,9 +421,12 @@ func (c *Client) resubscribeAll() {
 			p.Subscriptions = append(p.Subscriptions, packet.Subscription{Filter: f.Topic, QoS: f.QoS,
 				NoLocal: f.NoLocal, RetainAsPublished: f.RetainAsPublished, RetainHandling: f.RetainHandling})
 		}
-		if len(p.Subscriptions) == 0 {
-			continue
+		if len(p.Subscriptions) > 0 {
+			pkts = append(pkts, p)
 		}
+	}
+	c.subMu.RUnlock()
+	for _, p := range pkts {
 		c.bg.Add(1)
 		go func() {
 			defer c.bg.Done()
