@@ -674,4 +674,3 @@ func (t *tally) compare() seqCount {
 	}
 	return c
 }
-
