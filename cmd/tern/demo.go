@@ -20,7 +20,7 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/cmd/tern/internal/broker"
-	"github.com/ternmq/tern/cmd/tern/internal/proxy"
+	"github.com/ternmq/tern/internal/faultproxy"
 )
 
 // demoConfig is what tern demo is asked to do. The zero value of a field means its default.
@@ -207,7 +207,7 @@ func runDemo(ctx context.Context, cfg demoConfig) (*demoReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	px, err := proxy.Start("127.0.0.1:0", target)
+	px, err := faultproxy.Start("127.0.0.1:0", target)
 	if err != nil {
 		return nil, err
 	}
