@@ -339,7 +339,16 @@ func publishAllInput(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions,
 		failed  error
 	)
 	settle := func(p pending) {
-		if err := p.tok.Wait(ctx); err != nil {
+		err := p.tok.Wait(ctx)
+		select {
+		case <-p.tok.Done():
+			err = p.tok.Err() // settled: its own outcome, even if ctx ended meanwhile
+		default:
+			if ctx.Err() != nil {
+				return // interrupted before its outcome: the report says so once
+			}
+		}
+		if err != nil {
 			refused++
 			fmt.Fprintf(stderr, "tern pub: message %d: %v\n", p.n, err)
 		}

@@ -87,3 +87,25 @@ func TestPubQueueInterruptReports(t *testing.T) {
 		t.Fatalf("stderr %q; want the report of an interrupted run", e)
 	}
 }
+
+// Ctrl-C while tern pub -l waits for more input ends it at once, with one line saying so
+// and exit status 130: the input was not all published.
+func TestPubInterruptWhileReading(t *testing.T) {
+	url := startMosquitto(t)
+	rx := startReceiver(t, url, "sig/p")
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	c := startChild(t, r, "pub", "-L", url, "-t", "sig/p", "-q", "1", "-l")
+	r.Close()
+	w.WriteString("first\n")
+	if missing, _ := rx.waitAll(map[string]bool{"first": true}, 10*time.Second); len(missing) > 0 {
+		t.Fatalf("missing %q", missing)
+	}
+	c.cmd.Process.Signal(os.Interrupt)
+	if st := c.status(t, 10*time.Second); st != exitInterrupted || c.stderr.String() != "tern pub: interrupted after 1 messages\n" {
+		t.Fatalf("status %d, stderr %q; want 130 and one line", st, c.stderr.String())
+	}
+}
