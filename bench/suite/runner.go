@@ -11,10 +11,10 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/ternmq/tern/bench/proxy"
 	"github.com/ternmq/tern/bench/rawmqtt"
 	"github.com/ternmq/tern/bench/stamp"
 	"github.com/ternmq/tern/internal/brokertest"
+	"github.com/ternmq/tern/internal/faultproxy"
 	"github.com/ternmq/tern/packet"
 )
 
@@ -363,7 +363,7 @@ func (s *Suite) runLatency(job Job, r *Result) error {
 // runReconnect: the child publishes through a proxy that holds its messages back, then
 // cuts the connection; the sink, connected straight to the broker, times the redelivery.
 func (s *Suite) runReconnect(job Job, r *Result) error {
-	px, err := proxy.Start(s.broker.Addr)
+	px, err := faultproxy.Start("127.0.0.1:0", s.broker.Addr)
 	if err != nil {
 		return err
 	}
@@ -378,7 +378,7 @@ func (s *Suite) runReconnect(job Job, r *Result) error {
 	if err != nil {
 		return err
 	}
-	px.Hold()
+	px.Hold(true) // what the child sends from now on stays in flight, unseen by the broker
 	p.say("go")
 	if _, err := p.await("sent", readyTimeout); err != nil {
 		p.kill()

@@ -330,5 +330,8 @@ func exitStatus(stderr interface{ Write([]byte) (int, error) }, cmd string, err 
 	if errors.As(err, &ue) {
 		return 2
 	}
+	if errors.Is(err, errInterrupted) {
+		return exitInterrupted
+	}
 	return 1
 }

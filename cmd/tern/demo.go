@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,7 +20,7 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/cmd/tern/internal/broker"
-	"github.com/ternmq/tern/cmd/tern/internal/proxy"
+	"github.com/ternmq/tern/internal/faultproxy"
 )
 
 // demoConfig is what tern demo is asked to do. The zero value of a field means its default.
@@ -43,6 +42,7 @@ type demoConfig struct {
 
 	Progress io.Writer // progress output (stderr); nil: none
 	TTY      bool      // Progress is a terminal: redraw one line
+	Verbose  bool      // -v: the raw last error even on a PASS
 }
 
 // demoReport is the outcome of a demo run.
@@ -66,6 +66,11 @@ type demoReport struct {
 	Elapsed       time.Duration
 	Stalled       string // why the run stopped early or stopped waiting, when it did
 	LastError     error  // the publisher's most recent problem
+	Retries       int64  // refusals the queue publisher absorbed by sending again
+	TxSessionLost int64  // publisher reconnections that found no session
+	Interrupted   bool   // the user stopped the run (Ctrl-C)
+	Dir           string // the durable queue's directory, when the user chose it
+	Verbose       bool   // print the raw last error even on a PASS
 }
 
 // failures returns why the run failed; none means it passed. A run passes only when every
@@ -73,6 +78,9 @@ type demoReport struct {
 // sequence number arrived.
 func (r *demoReport) failures() []string {
 	var why []string
+	if r.Interrupted {
+		return []string{"interrupted"}
+	}
 	if r.Stalled != "" {
 		why = append(why, "stopped early: "+r.Stalled)
 	}
@@ -95,9 +103,12 @@ func runDemoCmd(args []string, stdout, stderr io.Writer) int {
 	fs := newFlagSet("demo", "[flags]", `Publishes many QoS 1 and 2 messages through a durable queue while the connection is
 cut and the broker restarted, and counts what a second connection receives: the run
 passes when nothing is lost. Without --broker it starts the embedded broker on a free
-loopback port. Exit status 1 if any message is lost.`, stderr)
+loopback port. Exit status 0 pass, 1 a message lost (or the run could not go on), 2 a usage
+error, 130 interrupted (Ctrl-C: the report counts what was stored, acknowledged and
+received; --dir keeps the queue).`, stderr)
 	cfg := demoConfig{}
-	fs.StringVar(&cfg.Broker, "broker", "", "external broker `URL` (mqtt://host:port); default: start the embedded broker")
+	fs.StringVar(&cfg.Broker, "broker", "", "external broker `URL` (mqtt://host:port, tcp://host:port or host:port); default: start the embedded broker")
+	fs.BoolVar(&cfg.Verbose, "v", false, "show the raw last error of the publisher even when the run passes")
 	fs.IntVar(&cfg.Messages, "messages", 20000, "how many messages to publish")
 	qos := fs.String("qos", "12", "QoS of the messages: 1, 2, or 12 for half QoS 1 and half QoS 2")
 	fs.IntVar(&cfg.Cuts, "cuts", 5, "how many times to cut the publisher's connection, spread over the run")
@@ -121,6 +132,17 @@ loopback port. Exit status 1 if any message is lost.`, stderr)
 		return 2
 	}
 	cfg.MaxInflight = uint16(*maxInflight)
+	if cfg.Broker != "" {
+		u, err := parseBrokerArg(cfg.Broker)
+		if err == nil && u.Scheme != "mqtt" && u.Scheme != "tcp" {
+			err = usagef("broker %q: the demo proxies plain TCP only (mqtt://, tcp:// or host:port)", cfg.Broker)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "tern demo: --%v\n", err)
+			return 2
+		}
+		cfg.Broker = u.String()
+	}
 	cfg.Progress = stderr
 	if f, ok := stderr.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
@@ -132,12 +154,19 @@ loopback port. Exit status 1 if any message is lost.`, stderr)
 	defer stop()
 	cfg.wrap = demoWrapHook
 	rep, err := runDemo(ctx, cfg)
+	if err != nil && ctx.Err() != nil {
+		fmt.Fprintf(stderr, "tern demo: interrupted while setting up: %v\n", err)
+		return exitInterrupted
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "tern demo: %v\n", err)
 		return 1
 	}
 	rep.print(stdout)
-	if len(rep.failures()) > 0 {
+	switch {
+	case rep.Interrupted:
+		return exitInterrupted
+	case len(rep.failures()) > 0:
 		return 1
 	}
 	return 0
@@ -178,7 +207,7 @@ func runDemo(ctx context.Context, cfg demoConfig) (*demoReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	px, err := proxy.Start("127.0.0.1:0", target)
+	px, err := faultproxy.Start("127.0.0.1:0", target)
 	if err != nil {
 		return nil, err
 	}
@@ -237,6 +266,9 @@ func runDemo(ctx context.Context, cfg demoConfig) (*demoReport, error) {
 	rep.Cuts, rep.CutConns, rep.Restarts = faults.done()
 	rep.RestartError = faults.restartErr
 	rep.PubUps, rep.RxUps, rep.RxSessionLost = ups.tx.Load(), ups.rx.Load(), ups.rxLost.Load()
+	rep.TxSessionLost, rep.Retries = ups.txLost.Load(), st.Retries
+	rep.Interrupted = ctx.Err() != nil
+	rep.Dir, rep.Verbose = cfg.Dir, cfg.Verbose
 	return rep, nil
 }
 
@@ -337,6 +369,7 @@ func publishWatched(ctx context.Context, qp queuePublisher, cfg demoConfig, tl *
 type connCounts struct {
 	rx, tx atomic.Int64
 	rxLost atomic.Int64 // receiver reconnections that found no session
+	txLost atomic.Int64 // publisher reconnections that found no session
 }
 
 // fast is the demo's reconnect backoff: faults are frequent and the broker is local.
@@ -383,7 +416,11 @@ func connectPublisher(ctx context.Context, url string, ups *connCounts) (*tern.C
 		tern.WithSessionExpiry(time.Hour),
 		tern.WithReconnectBackoff(fast),
 		tern.WithConnectTimeout(5*time.Second),
-		tern.WithOnConnectionUp(func(*tern.ConnackInfo) { ups.tx.Add(1) }),
+		tern.WithOnConnectionUp(func(info *tern.ConnackInfo) {
+			if ups.tx.Add(1) > 1 && !info.SessionPresent {
+				ups.txLost.Add(1)
+			}
+		}),
 	)
 	if err != nil {
 		return nil, err
@@ -533,6 +570,7 @@ type tally struct {
 	unique   int
 	total    int
 	foreign  int
+	dupQoS   [3]int // deliveries beyond the first, by the QoS they arrived at
 }
 
 func newTally(run uint64, n int) *tally {
@@ -568,6 +606,9 @@ func (t *tally) add(m *tern.Message) {
 		return
 	}
 	t.total++
+	if t.counts[seq] > 0 && m.QoS <= 2 {
+		t.dupQoS[m.QoS]++
+	}
 	if t.counts[seq] == 0 {
 		t.unique++
 		if t.accepted[seq] {
@@ -605,6 +646,8 @@ type seqCount struct {
 	LostSeqs   []int // the first few lost sequence numbers, ascending
 	Unexpected int   // received but never reported accepted (a Publish that failed late)
 	Duplicates int   // deliveries beyond the first of a sequence number
+	DupQoS1    int   // of which arrived at QoS 1
+	DupQoS2    int   // of which arrived at QoS 2
 	Foreign    int   // messages not from this run (an old session on an external broker)
 }
 
@@ -616,7 +659,8 @@ const maxLostShown = 10
 func (t *tally) compare() seqCount {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	c := seqCount{Received: t.unique, Duplicates: t.total - t.unique, Foreign: t.foreign}
+	c := seqCount{Received: t.unique, Duplicates: t.total - t.unique, Foreign: t.foreign,
+		DupQoS1: t.dupQoS[1], DupQoS2: t.dupQoS[2]}
 	for seq := 1; seq < len(t.counts); seq++ {
 		switch {
 		case t.accepted[seq] && t.counts[seq] == 0:
@@ -629,70 +673,4 @@ func (t *tally) compare() seqCount {
 		}
 	}
 	return c
-}
-
-func (r *demoReport) print(w io.Writer) {
-	rate := 0.0
-	if r.Elapsed > 0 {
-		rate = float64(r.Received) / r.Elapsed.Seconds()
-	}
-	fmt.Fprintf(w, "tern demo report\n")
-	fmt.Fprintf(w, "  broker      %s\n", r.Broker)
-	fmt.Fprintf(w, "  publisher   %s\n", r.Publisher)
-	fmt.Fprintf(w, "  faults      %d cuts (%d connections closed), %d broker restarts\n", r.Cuts, r.CutConns, r.Restarts)
-	if r.RxFirst {
-		fmt.Fprintf(w, "              after a restart the publisher waits for the receiver to resume its session\n")
-		fmt.Fprintf(w, "              (mochi loses messages routed during a session takeover; --race-mochi shows it)\n")
-	}
-	fmt.Fprintf(w, "  accepted    %d of %d\n", r.Sent, r.Wanted)
-	fmt.Fprintf(w, "  acked       %d\n", r.Acked)
-	fmt.Fprintf(w, "  received    %d unique\n", r.Received)
-	if len(r.LostSeqs) > 0 {
-		more := ""
-		if r.Lost > len(r.LostSeqs) {
-			more = ", ..."
-		}
-		fmt.Fprintf(w, "  lost        %d (accepted, never received: seq %s%s)\n", r.Lost, joinInts(r.LostSeqs), more)
-	} else {
-		fmt.Fprintf(w, "  lost        %d\n", r.Lost)
-	}
-	fmt.Fprintf(w, "  duplicates  %d\n", r.Duplicates)
-	if r.Unexpected > 0 {
-		fmt.Fprintf(w, "  unexpected  %d (received, but their Publish did not report success)\n", r.Unexpected)
-	}
-	if r.Waiting > 0 {
-		fmt.Fprintf(w, "  waiting     %d (still in the durable queue)\n", r.Waiting)
-	}
-	if r.Foreign > 0 {
-		fmt.Fprintf(w, "  foreign     %d (from an earlier run, ignored)\n", r.Foreign)
-	}
-	fmt.Fprintf(w, "  elapsed     %v\n", r.Elapsed.Round(time.Millisecond))
-	fmt.Fprintf(w, "  rate        %.0f msg/s\n", rate)
-	fmt.Fprintf(w, "  connections publisher %d, receiver %d (receiver session lost %d times)\n", r.PubUps, r.RxUps, r.RxSessionLost)
-	if r.RestartError != nil {
-		fmt.Fprintf(w, "  restart     failed: %v\n", r.RestartError)
-	}
-	if r.StuckCloses > 0 {
-		fmt.Fprintf(w, "  broker      %d closes stuck in mochi and forced\n", r.StuckCloses)
-	}
-	if r.Stalled != "" {
-		fmt.Fprintf(w, "  stopped     %s\n", r.Stalled)
-	}
-	if r.LastError != nil {
-		fmt.Fprintf(w, "  last error  %v\n", r.LastError)
-	}
-	why := r.failures()
-	if len(why) == 0 {
-		fmt.Fprintf(w, "PASS: all %d messages arrived\n", r.Sent)
-		return
-	}
-	fmt.Fprintf(w, "FAIL: %s\n", strings.Join(why, "; "))
-}
-
-func joinInts(v []int) string {
-	s := make([]string, len(v))
-	for i, n := range v {
-		s[i] = strconv.Itoa(n)
-	}
-	return strings.Join(s, " ")
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/cmd/tern/internal/broker"
-	"github.com/ternmq/tern/cmd/tern/internal/proxy"
+	"github.com/ternmq/tern/internal/faultproxy"
 )
 
 // faultEvent is one fault, due once the publisher has had `at` messages acknowledged.
@@ -47,7 +47,7 @@ type faultPlan struct {
 	events []faultEvent
 	next   int
 	lead   int64
-	px     *proxy.Proxy
+	px     *faultproxy.Proxy
 	brk    *broker.Broker // nil: an external broker, never restarted
 	rxUps  func() int64   // receiver connections so far; nil: do not hold the publisher back
 
@@ -55,7 +55,7 @@ type faultPlan struct {
 	restartErr               error
 }
 
-func newFaultPlan(n, cuts int, restart bool, px *proxy.Proxy, brk *broker.Broker, rxUps func() int64) *faultPlan {
+func newFaultPlan(n, cuts int, restart bool, px *faultproxy.Proxy, brk *broker.Broker, rxUps func() int64) *faultPlan {
 	ev := planFaults(n, cuts, restart)
 	return &faultPlan{events: ev, lead: max(1, int64(n)/int64(2*(len(ev)+1))), px: px, brk: brk, rxUps: rxUps}
 }
@@ -118,8 +118,8 @@ func (f *faultPlan) restart(ctx context.Context, limit time.Duration) string {
 	var ups int64
 	if f.rxUps != nil {
 		ups = f.rxUps()
-		f.px.Pause()
-		defer f.px.Resume()
+		f.px.Refuse(true) // new connections are closed at once, as by a broker that is down
+		defer f.px.Refuse(false)
 	}
 	if err := f.brk.Restart(); err != nil {
 		f.restartErr = err

@@ -43,6 +43,7 @@ type pubFlags struct {
 	topicAlias    bool
 	queue         string
 	drainTimeout  time.Duration
+	maxAttempts   int
 	printStored   bool
 }
 
@@ -53,8 +54,12 @@ broker is reported with its reason code. With --queue DIR, messages are first st
 durable queue in DIR and sent from there (store and forward); what could not be sent waits
 in DIR for the next run.
 
+A refusal never deletes a queued message: the drain pauses, says so on stderr, and the
+message waits in DIR; with --max-attempts N it is set aside in DIR/dead after N refusals.
+
 Exit status: 0 every message published (or stored, with --queue), 1 a refusal or a
-runtime failure, 2 a usage error.`, stderr)
+runtime failure, 2 a usage error, 130 interrupted (Ctrl-C) before the input was all
+published (or stored).`, stderr)
 	c.String(&f.topic, "t,topic", "TOPIC", "", "topic to publish to (required, no wildcards)")
 	c.String(&f.message, "m,message", "MSG", "", "message payload")
 	c.String(&f.file, "f,file", "FILE", "", "send the whole of FILE as one message")
@@ -77,6 +82,7 @@ runtime failure, 2 a usage error.`, stderr)
 	c.Bool(&f.topicAlias, "topic-alias", "let the client replace the topic with a Topic Alias on repeats (within the broker's Topic Alias Maximum)")
 	c.String(&f.queue, "queue", "DIR", "", "store messages durably in DIR first and send them from there; what cannot be sent waits there for the next run")
 	c.Duration(&f.drainTimeout, "drain-timeout", "DURATION", 30*time.Second, "with --queue: how long to keep sending after the input ends")
+	c.Int(&f.maxAttempts, "max-attempts", "N", 0, "with --queue: set a message aside in DIR/dead after N refusals by the broker (0: never; refused messages wait in DIR)")
 	c.Bool(&f.printStored, "print-stored", "with --queue: print \"stored N\" on stdout once input message N is durably stored")
 	addConnFlags(c, &f.conn)
 	return c, f
@@ -176,11 +182,13 @@ func (f *pubFlags) checkInput(c *cliFlags) error {
 }
 
 // messages calls yield with each payload of the input, in order, until yield returns false.
-func (f *pubFlags) messages(yield func([]byte) bool) error {
+// Reading standard input ends with ctx's error when ctx ends (Ctrl-C while waiting for input).
+func (f *pubFlags) messages(ctx context.Context, yield func([]byte) bool) error {
 	var one []byte
+	in := &ctxReader{ctx: ctx, r: stdin, res: make(chan readResult, 1)}
 	switch {
 	case f.stdinLines:
-		r := bufio.NewReaderSize(stdin, 64<<10)
+		r := bufio.NewReaderSize(in, 64<<10)
 		for {
 			line, err := r.ReadBytes('\n')
 			if len(line) > 0 || err == nil {
@@ -197,7 +205,7 @@ func (f *pubFlags) messages(yield func([]byte) bool) error {
 			}
 		}
 	case f.stdinOne:
-		b, err := io.ReadAll(stdin)
+		b, err := io.ReadAll(in)
 		if err != nil {
 			return fmt.Errorf("read standard input: %w", err)
 		}
@@ -221,6 +229,47 @@ func (f *pubFlags) messages(yield func([]byte) bool) error {
 		}
 	}
 	return nil
+}
+
+// ctxReader reads from r, but returns ctx's error as soon as ctx ends, even while a read
+// is blocked (standard input from a terminal or an idle pipe). Each Read runs on a goroutine
+// of its own into a private buffer; after ctx ends, a read still blocked is left to finish
+// (or to end with the process): the reader must not be used any more.
+type ctxReader struct {
+	ctx  context.Context
+	r    io.Reader
+	buf  []byte
+	res  chan readResult // capacity 1: the read goroutine never blocks on it
+	busy bool            // a read goroutine is running
+}
+
+type readResult struct {
+	n   int
+	err error
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if !c.busy {
+		if cap(c.buf) < len(p) {
+			c.buf = make([]byte, len(p))
+		}
+		b := c.buf[:len(p)]
+		c.busy = true
+		go func() {
+			n, err := c.r.Read(b)
+			c.res <- readResult{n, err}
+		}()
+	}
+	select {
+	case <-c.ctx.Done():
+		return 0, c.ctx.Err()
+	case r := <-c.res:
+		c.busy = false
+		return copy(p, c.buf[:r.n]), r.err
+	}
 }
 
 // pacer spaces publishes: --interval between repeats, --rate overall.
@@ -290,13 +339,22 @@ func publishAllInput(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions,
 		failed  error
 	)
 	settle := func(p pending) {
-		if err := p.tok.Wait(ctx); err != nil {
+		err := p.tok.Wait(ctx)
+		select {
+		case <-p.tok.Done():
+			err = p.tok.Err() // settled: its own outcome, even if ctx ended meanwhile
+		default:
+			if ctx.Err() != nil {
+				return // interrupted before its outcome: the report says so once
+			}
+		}
+		if err != nil {
 			refused++
 			fmt.Fprintf(stderr, "tern pub: message %d: %v\n", p.n, err)
 		}
 	}
 	pace := newPacer(f)
-	ierr := f.messages(func(payload []byte) bool {
+	ierr := f.messages(ctx, func(payload []byte) bool {
 		if failed = pace.wait(ctx); failed != nil {
 			return false
 		}
@@ -324,10 +382,10 @@ func publishAllInput(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions,
 		failed = err
 	}
 	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w after %d messages", errInterrupted, n)
 	case ierr != nil:
 		return ierr
-	case ctx.Err() != nil:
-		return fmt.Errorf("interrupted after %d messages", n)
 	case refused > 0:
 		return fmt.Errorf("%d of %d messages not published", refused, n)
 	}

@@ -300,19 +300,7 @@ func TestPubSubEmbeddedBroker(t *testing.T) {
 // status says which kind: 2 usage, 1 runtime.
 func TestCLIBadInput(t *testing.T) {
 	url := startMosquitto(t)
-	// Mosquitto running as root drops to its own user before it reads the password file.
-	pwdir, err := os.MkdirTemp("", "tern-pw-*")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(pwdir) })
-	os.Chmod(pwdir, 0o755)
-	pwfile := filepath.Join(pwdir, "passwd")
-	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pwfile, "u", "right").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
-	}
-	os.Chmod(pwfile, 0o644)
-	noAuth := startMosquitto(t, "password_file "+pwfile)
+	noAuth := startPasswordMosquitto(t, "u", "right")
 	dir := t.TempDir()
 	badCA := filepath.Join(dir, "ca.pem")
 	os.WriteFile(badCA, []byte("not a certificate"), 0o600)
@@ -393,4 +381,23 @@ func TestSubResumesPersistentSession(t *testing.T) {
 	if st != 0 || out != want.String() {
 		t.Fatalf("resumed: status %d, %d of 300 lines, stderr %q", st, strings.Count(out, "\n"), stderr)
 	}
+}
+
+// startPasswordMosquitto starts a Mosquitto that admits only user with password (a
+// password_file made by mosquitto_passwd) and returns its URL.
+func startPasswordMosquitto(t *testing.T, user, password string) string {
+	t.Helper()
+	// Mosquitto running as root drops to its own user before it reads the password file.
+	pwdir, err := os.MkdirTemp("", "tern-pw-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(pwdir) })
+	os.Chmod(pwdir, 0o755)
+	pwfile := filepath.Join(pwdir, "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-c", "-b", pwfile, user, password).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v: %s", err, out)
+	}
+	os.Chmod(pwfile, 0o644)
+	return startMosquitto(t, "allow_anonymous false", "password_file "+pwfile)
 }

@@ -17,7 +17,7 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/cmd/tern/internal/broker"
-	"github.com/ternmq/tern/cmd/tern/internal/proxy"
+	"github.com/ternmq/tern/internal/faultproxy"
 	"github.com/ternmq/tern/packet"
 )
 
@@ -46,7 +46,7 @@ type runner struct {
 
 	mu      sync.Mutex
 	emb     *broker.Broker // the embedded broker, started on first use
-	proxies map[string]*proxy.Proxy
+	proxies map[string]*faultproxy.Proxy
 	clients map[string]*liveClient
 	subs    map[string]*collector
 }
@@ -72,7 +72,7 @@ func newRunner(sc *scenario, brokerFlag string, ev *eventLog) *runner {
 	var b [4]byte
 	rand.Read(b[:])
 	return &runner{sc: sc, broker: brokerFlag, ev: ev, runID: hex.EncodeToString(b[:]),
-		proxies: map[string]*proxy.Proxy{}, clients: map[string]*liveClient{}, subs: map[string]*collector{}}
+		proxies: map[string]*faultproxy.Proxy{}, clients: map[string]*liveClient{}, subs: map[string]*collector{}}
 }
 
 // usesEmbedded reports whether client n connects to the embedded broker.
@@ -319,7 +319,7 @@ func (r *runner) brokerURL(n string, tlsOn bool) (string, error) {
 	px := r.proxies[n]
 	if px == nil {
 		var err error
-		if px, err = proxy.Start("127.0.0.1:0", r.emb.Addr()); err != nil {
+		if px, err = faultproxy.Start("127.0.0.1:0", r.emb.Addr()); err != nil {
 			return "", failf("proxy for %s: %v", n, err)
 		}
 		r.proxies[n] = px

@@ -43,18 +43,7 @@ func writeCert(t *testing.T, dir, name string, tmpl *x509.Certificate, parent *x
 // TLS with a client certificate against a Mosquitto that requires one; a client without
 // a certificate fails the handshake.
 func TestRunTLS(t *testing.T) {
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755) // Mosquitto may drop to its own user: let it read the files
-	os.Chmod(filepath.Dir(dir), 0o755)
-	ca, caKey := writeCert(t, dir, "ca", &x509.Certificate{Subject: pkix.Name{CommonName: "tern test CA"},
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, nil)
-	writeCert(t, dir, "server", &x509.Certificate{Subject: pkix.Name{CommonName: "127.0.0.1"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, caKey)
-	writeCert(t, dir, "client", &x509.Certificate{Subject: pkix.Name{CommonName: "tern-client"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca, caKey)
-	url := startMosquitto(t, "cafile "+filepath.Join(dir, "ca.pem"), "certfile "+filepath.Join(dir, "server.pem"),
-		"keyfile "+filepath.Join(dir, "server.key"), "require_certificate true")
-	url = strings.Replace(url, "mqtt://", "mqtts://", 1)
+	url, dir := startTLSMosquitto(t)
 
 	ok := filepath.Join(dir, "tls.yml")
 	os.WriteFile(ok, []byte(`name: tls with a client certificate
@@ -77,4 +66,24 @@ steps:
 	if st != 1 || !strings.Contains(out, nocert+":4:12: connect: connect c: ") {
 		t.Fatalf("status %d, want 1 and a connect failure\n%s%s", st, out, errs)
 	}
+}
+
+// startTLSMosquitto writes a CA, a server certificate for 127.0.0.1 and a client
+// certificate (ca, server and client .pem/.key in dir), and starts a Mosquitto with a TLS
+// listener that requires a client certificate signed by the CA. It returns the listener's
+// mqtts:// URL and dir.
+func startTLSMosquitto(t *testing.T) (url, dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	os.Chmod(dir, 0o755) // Mosquitto may drop to its own user: let it read the files
+	os.Chmod(filepath.Dir(dir), 0o755)
+	ca, caKey := writeCert(t, dir, "ca", &x509.Certificate{Subject: pkix.Name{CommonName: "tern test CA"},
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}, nil, nil)
+	writeCert(t, dir, "server", &x509.Certificate{Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, ca, caKey)
+	writeCert(t, dir, "client", &x509.Certificate{Subject: pkix.Name{CommonName: "tern-client"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, ca, caKey)
+	url = startMosquitto(t, "cafile "+filepath.Join(dir, "ca.pem"), "certfile "+filepath.Join(dir, "server.pem"),
+		"keyfile "+filepath.Join(dir, "server.key"), "require_certificate true")
+	return strings.Replace(url, "mqtt://", "mqtts://", 1), dir
 }

@@ -5,12 +5,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync/atomic"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/filequeue"
 )
+
+// exitInterrupted is the exit status of a run the user interrupted (128 + SIGINT), as
+// shells report it.
+const exitInterrupted = 130
+
+// errInterrupted ends a run the user interrupted before its input was all accepted.
+var errInterrupted = errors.New("interrupted")
 
 // runSpool is tern pub --queue DIR: store and forward. Each input message is stored in the
 // durable queue in DIR (fsynced) before it counts as accepted; a tern.QueuePublisher sends
@@ -19,6 +27,10 @@ import (
 // passes or the user interrupts, then reports how many messages were delivered and how many
 // wait in DIR for the next run. A crash (kill -9) at any point loses nothing that was
 // accepted: the next run sends it (possibly again: at least once).
+//
+// A refusal by the broker never deletes a message: the drain pauses (backoff) and the
+// message stays in DIR; with --max-attempts N, a message refused N times is set aside in
+// DIR/dead (filequeue's dead-letter store), where it stays until the user removes it.
 func runSpool(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions, stdout, stderr io.Writer) error {
 	extra := []tern.Option{tern.WithBackgroundConnect()} // storing never waits for the broker
 	if f.topicAlias {
@@ -28,28 +40,35 @@ func runSpool(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions, stdout
 	if err != nil {
 		return err
 	}
+	if f.maxAttempts < 0 {
+		return usagef("--max-attempts %d: want 0 (never give up) or more", f.maxAttempts)
+	}
 	q, err := filequeue.Open(f.queue)
 	if err != nil {
 		return fmt.Errorf("--queue: %w", err)
 	}
 	defer q.Close()
 	waitingBefore := q.Stats().Depth
+	deadBefore, err := deadSeqs(q)
+	if err != nil {
+		return err
+	}
 	cl, err := connect(ctx, opts)
 	if err != nil {
 		return err
 	}
 	defer disconnect(cl)
-	var gaveUp atomic.Int64
-	qp, err := tern.NewQueuePublisher(cl, q, tern.WithDeadLetter(func(e tern.QueueEntry, err error) {
-		// The queue publisher removes a message it gives up on; say so, with the message.
-		gaveUp.Add(1)
-		fmt.Fprintf(stderr, "tern pub: gave up on queued message %d (topic %q, %d bytes): %v\n", e.Seq, e.Message.Topic, len(e.Message.Payload), err)
-	}))
+	pauses := &pauseReporter{w: stderr, dir: f.queue}
+	// No dead-letter callback: what is given up goes to the queue's own store in DIR/dead,
+	// durably, before it leaves the queue.
+	qp, err := tern.NewQueuePublisher(cl, q, tern.WithQueueOnPause(pauses.report),
+		tern.WithQueueMaxAttempts(f.maxAttempts))
 	if err != nil {
 		return err
 	}
 
 	accepted, ierr := spoolInput(ctx, f, tmpl, qp, stdout)
+	inputDone := ierr == nil
 	if ierr == nil {
 		ierr = drainQueue(ctx, qp, f.drainTimeout)
 	}
@@ -58,18 +77,91 @@ func runSpool(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions, stdout
 	cancel()
 	st := qp.Stats()
 	waiting := q.Stats().Depth
-	fmt.Fprintf(stderr, "tern pub: accepted %d, delivered %d, waiting %d in %s (%d were waiting at the start)\n",
-		accepted, st.Delivered, waiting, f.queue, waitingBefore)
-	if waiting > 0 && st.LastError != nil {
+	state := ""
+	if ctx.Err() != nil {
+		state = "interrupted: "
+	}
+	fmt.Fprintf(stderr, "tern pub: %saccepted %d, delivered %d, waiting %d in %s (%d were waiting at the start)\n",
+		state, accepted, st.Delivered, waiting, f.queue, waitingBefore)
+	newDead, err := reportDead(q, deadBefore, stderr, f.queue)
+	if err != nil {
+		return err
+	}
+	if waiting > 0 && st.LastError != nil && st.Pauses == 0 {
 		fmt.Fprintf(stderr, "tern pub: last error: %v\n", st.LastError)
 	}
 	switch {
+	case ctx.Err() != nil && !inputDone:
+		return errInterrupted // what was accepted is stored; the rest of the input was not read
 	case ierr != nil && !errors.Is(ierr, context.Canceled):
 		return ierr
-	case gaveUp.Load() > 0:
-		return fmt.Errorf("%d queued messages given up", gaveUp.Load())
+	case newDead > 0:
+		return fmt.Errorf("%d queued messages set aside in %s after %d refusals each",
+			newDead, filepath.Join(f.queue, "dead"), f.maxAttempts)
+	case waiting > 0 && st.Pauses > 0:
+		return fmt.Errorf("the broker refused queued messages %d times (last: %v); they wait in %s",
+			st.Pauses, st.LastError, f.queue)
 	}
-	return nil // interrupted or drained: what was accepted is stored
+	return nil // drained, or interrupted while draining: what was accepted is stored
+}
+
+// pauseReporter prints one line when the drain pauses on a refusal, and again only when
+// the refused message or the reason changes, so a backoff that repeats is not a flood.
+type pauseReporter struct {
+	w   io.Writer
+	dir string
+
+	mu   sync.Mutex
+	last string
+}
+
+func (p *pauseReporter) report(e tern.QueueEntry, err error) {
+	key := fmt.Sprintf("%d %v", e.Seq, err)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if key == p.last {
+		return
+	}
+	p.last = key
+	fmt.Fprintf(p.w, "tern pub: paused: the broker refuses queued message %d (topic %q, %d bytes): %v; it stays in %s and is tried again\n",
+		e.Seq, e.Message.Topic, len(e.Message.Payload), err, p.dir)
+}
+
+// deadSeqs returns the sequence numbers of the dead letters DIR/dead holds.
+func deadSeqs(q *filequeue.Queue) (map[uint64]bool, error) {
+	dls, err := q.DeadLetters()
+	if err != nil {
+		return nil, fmt.Errorf("--queue: %w", err)
+	}
+	seqs := make(map[uint64]bool, len(dls))
+	for _, dl := range dls {
+		seqs[dl.Entry.Seq] = true
+	}
+	return seqs, nil
+}
+
+// reportDead prints the dead letters set aside during this run, one line each, and how
+// many earlier ones wait in DIR/dead; it returns the number set aside now.
+func reportDead(q *filequeue.Queue, before map[uint64]bool, w io.Writer, dir string) (int, error) {
+	dls, err := q.DeadLetters()
+	if err != nil {
+		return 0, fmt.Errorf("--queue: %w", err)
+	}
+	dead, earlier := filepath.Join(dir, "dead"), 0
+	n := 0
+	for _, dl := range dls {
+		if before[dl.Entry.Seq] {
+			earlier++
+			continue
+		}
+		n++
+		fmt.Fprintf(w, "tern pub: set aside message %d (topic %q, %d bytes) in %s: %s\n",
+			dl.Entry.Seq, dl.Entry.Message.Topic, len(dl.Entry.Message.Payload), dead, dl.Reason)
+	}
+	if earlier > 0 {
+		fmt.Fprintf(w, "tern pub: %d messages set aside by earlier runs wait in %s\n", earlier, dead)
+	}
+	return n, nil
 }
 
 // spoolInput stores every input message in the queue; with --print-stored each stored
@@ -79,7 +171,7 @@ func spoolInput(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions, qp *
 	n := 0
 	var failed error
 	pace := newPacer(f)
-	err := f.messages(func(payload []byte) bool {
+	err := f.messages(ctx, func(payload []byte) bool {
 		if failed = pace.wait(ctx); failed != nil {
 			return false
 		}

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -33,6 +35,7 @@ type subFlags struct {
 	format         string
 	json           bool
 	debug          bool
+	maxPacketSize  int64
 }
 
 func newSubFlags(stderr io.Writer) (*cliFlags, *subFlags) {
@@ -56,6 +59,9 @@ error, 27 the -W timeout expired.`, stderr)
 	c.String(&f.format, "F,format", "FORMAT", "", "print with FORMAT: %t topic, %p payload, %q QoS, ... (see the README)")
 	c.Bool(&f.json, "json", "print one JSON object per message (NDJSON) with every property")
 	c.Bool(&f.debug, "d,debug", "report the connection and the subscription on stderr")
+	c.fs.Int64Var(&f.maxPacketSize, "max-packet-size", tern.DefaultMaximumPacketSize, "")
+	c.add("max-packet-size", "BYTES", strconv.Itoa(tern.DefaultMaximumPacketSize),
+		"largest packet accepted, announced to the broker, which drops larger messages for this client (0: the protocol's 256 MiB)")
 	addConnFlags(c, &f.conn)
 	return c, f
 }
@@ -73,7 +79,10 @@ func runSubCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return exitStatus(stderr, "sub", err)
 	}
-	broker, opts, err := f.conn.options()
+	if f.maxPacketSize < 0 || f.maxPacketSize > math.MaxUint32 || (f.maxPacketSize > 0 && f.maxPacketSize < 16) {
+		return exitStatus(stderr, "sub", usagef("--max-packet-size %d: want 0 (no limit of its own) or bytes in [16, 4294967295]", f.maxPacketSize))
+	}
+	broker, opts, err := f.conn.options(tern.WithMaximumPacketSize(uint32(f.maxPacketSize)))
 	if err != nil {
 		return exitStatus(stderr, "sub", err)
 	}

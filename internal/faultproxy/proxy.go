@@ -1,9 +1,12 @@
-// Package faultproxy is a TCP proxy for tests that breaks connections on demand: it cuts
-// them, cuts them after a number of bytes, stalls them, swallows them like a dead peer or
-// refuses them. It can also record every byte it forwards (Record), so a test can show what
-// the two ends said to each other around a fault. It listens on loopback only and owns every
-// goroutine it starts: Close (run by the test's cleanup) returns only when all of them have
-// finished.
+// Package faultproxy is a TCP proxy that breaks connections on demand: it cuts them, cuts
+// them after a number of bytes, stalls them, holds back what clients send, swallows them
+// like a dead peer or refuses them. It can also record every byte it forwards (Record), so a
+// test can show what the two ends said to each other around a fault. It listens on loopback
+// only and owns every goroutine it starts: Close returns only when all of them have finished.
+//
+// It is the one proxy of the repository: the client's tests (New), the tern command's demo
+// and scenarios and the benchmarks (Start) all use it. It imports no testing package, so a
+// command can link it.
 //
 // Each connection has two directions. Up is client to server: bytes the proxied client
 // writes, forwarded to the target. Down is server to client.
@@ -12,11 +15,11 @@ package faultproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 )
 
@@ -26,6 +29,9 @@ const (
 
 	// bufSize is the most one pump holds in memory while stalled.
 	bufSize = 32 << 10
+	// holdLimit bounds the bytes Hold keeps back per connection; past it the proxy stops
+	// reading that connection, as Stall does, until Hold(false), a cut or Close.
+	holdLimit = 64 << 20
 	// dialTimeout bounds the connection to the target; Close cancels it sooner.
 	dialTimeout = 10 * time.Second
 )
@@ -78,19 +84,47 @@ type link struct {
 	black  bool          // accepted as a dead peer: never dialled, never forwarded
 	done   chan struct{} // closed by close
 
-	mu     sync.Mutex
-	server net.Conn // nil until dialled, and for ever for a black-holed connection
-	left   [2]int64 // per direction: bytes still to forward before the cut; -1 no limit
-	closed bool
+	mu      sync.Mutex
+	server  net.Conn      // nil until dialled, and for ever for a black-holed connection
+	left    [2]int64      // per direction: bytes still to forward before the cut; -1 no limit
+	held    []byte        // up bytes kept back by Hold, never forwarded
+	holding chan struct{} // non-nil while Hold keeps this link's up bytes; closed by Hold(false)
+	closed  bool
+}
+
+// TB is the part of testing.TB that New uses; *testing.T and *testing.B satisfy it.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Cleanup(func())
 }
 
 // New starts a proxy on 127.0.0.1 with a free port that forwards each accepted connection to
 // target. t.Cleanup closes it; a failure to listen fails t.
-func New(t testing.TB, target string) *Proxy {
+func New(t TB, target string) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := Start("127.0.0.1:0", target)
 	if err != nil {
-		t.Fatalf("faultproxy: listen: %v", err)
+		t.Fatalf("faultproxy: %v", err)
+	}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Start starts a proxy listening on listen, a loopback host:port (port 0 picks a free one),
+// that forwards each accepted connection to target. The caller must Close it. Use it where
+// there is no test to clean up after: a command, a benchmark.
+func Start(listen, target string) (*Proxy, error) {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", listen, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return nil, fmt.Errorf("listen address %q: loopback only", listen)
+	}
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
@@ -104,8 +138,7 @@ func New(t testing.TB, target string) *Proxy {
 	}
 	p.wg.Add(1)
 	go p.acceptLoop()
-	t.Cleanup(p.Close)
-	return p
+	return p, nil
 }
 
 // Addr returns the proxy's listening address, "127.0.0.1:port".
@@ -121,15 +154,82 @@ func (p *Proxy) SetTarget(addr string) {
 	p.target = addr
 }
 
-// Cut closes every current connection, both the client's side and the server's, at once.
-// New connections are forwarded as usual.
-func (p *Proxy) Cut() {
+// Cut closes every current connection, both the client's side and the server's, at once,
+// and returns how many there were. Bytes Hold kept back go with them. New connections are
+// forwarded as usual.
+func (p *Proxy) Cut() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	n := len(p.links)
 	for l := range p.links {
 		p.dropLocked(l)
 	}
+	return n
 }
+
+// Hold, with on, makes the current connections keep back everything their clients send
+// from now on: read and kept in memory, never forwarded, so a client's messages stay in
+// flight, written but never seen by the server. Past 64 MiB a connection is no longer read.
+// Connections accepted later are not held. Hold(false) stops holding and throws away what
+// was held. Cut drops held bytes with their connections.
+func (p *Proxy) Hold(on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for l := range p.links {
+		l.mu.Lock()
+		switch {
+		case on && l.holding == nil:
+			l.holding = make(chan struct{})
+		case !on && l.holding != nil:
+			close(l.holding)
+			l.holding, l.held = nil, nil
+		}
+		l.mu.Unlock()
+	}
+}
+
+// HeldPublishes counts the complete MQTT PUBLISH packets Hold keeps back on the current
+// connections. Holding must have begun between two packets.
+func (p *Proxy) HeldPublishes() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for l := range p.links {
+		l.mu.Lock()
+		n += countPublishes(l.held)
+		l.mu.Unlock()
+	}
+	return n
+}
+
+// countPublishes walks the MQTT fixed headers in b and counts whole PUBLISH packets.
+func countPublishes(b []byte) int {
+	n := 0
+	for len(b) >= 2 {
+		rl, shift, i := 0, 0, 1
+		for ; i < len(b) && i <= 4; i++ {
+			rl |= int(b[i]&0x7F) << shift
+			shift += 7
+			if b[i] < 0x80 {
+				break
+			}
+		}
+		if i >= len(b) || i > 4 {
+			return n
+		}
+		end := i + 1 + rl
+		if end > len(b) {
+			return n
+		}
+		if b[0]>>4 == 3 {
+			n++
+		}
+		b = b[end:]
+	}
+	return n
+}
+
+
 
 // CutAfter closes each connection, both sides, as soon as n more bytes have been forwarded
 // up (client to server): for current connections counting from now, for future ones from
@@ -353,7 +453,14 @@ func (p *Proxy) pump(l *link, dir int) {
 			return
 		}
 		n, err := src.Read(buf)
-		if n > 0 {
+		held := false
+		if n > 0 && dir == up {
+			var ok bool
+			if held, ok = l.keep(buf[:n]); !ok {
+				return
+			}
+		}
+		if n > 0 && !held {
 			// Hold what was read while stalled: Stall may have come during the Read.
 			if !p.waitGate(l) {
 				return
@@ -464,6 +571,27 @@ func (l *link) take(dir, n int) (allowed int, cut bool) {
 	}
 	l.left[dir] = left - int64(n)
 	return n, false
+}
+
+// keep keeps b back if Hold holds l, and then waits while l holds holdLimit bytes. It
+// reports whether b was kept, and false for ok if l was closed meanwhile.
+func (l *link) keep(b []byte) (held, ok bool) {
+	l.mu.Lock()
+	if l.holding == nil {
+		l.mu.Unlock()
+		return false, true
+	}
+	l.held = append(l.held, b...)
+	full, ch := len(l.held) >= holdLimit, l.holding
+	l.mu.Unlock()
+	if full {
+		select {
+		case <-ch:
+		case <-l.done:
+			return true, false
+		}
+	}
+	return true, true
 }
 
 // setServer attaches the dialled server side, or reports false if l was closed meanwhile.

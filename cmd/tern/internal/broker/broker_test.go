@@ -9,7 +9,7 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/cmd/tern/internal/leakcheck"
-	"github.com/ternmq/tern/cmd/tern/internal/proxy"
+	"github.com/ternmq/tern/internal/faultproxy"
 	"github.com/ternmq/tern/packet"
 )
 
@@ -75,7 +75,7 @@ func receive(t *testing.T, ctx context.Context, msgs <-chan *tern.Message, n int
 // client keeps the subscription and keeps trying to reconnect, so messages queue in its
 // session at the broker and are routed when it comes back.
 type offline struct {
-	px      *proxy.Proxy
+	px      *faultproxy.Proxy
 	addr    string
 	msgs    <-chan *tern.Message
 	present chan bool // SessionPresent of each connection
@@ -96,7 +96,7 @@ func newOffline(t *testing.T, ctx context.Context, target string) *offline {
 
 func (o *offline) online(t *testing.T, listen, target string) {
 	t.Helper()
-	px, err := proxy.Start(listen, target)
+	px, err := faultproxy.Start(listen, target)
 	if err != nil {
 		t.Fatal(err)
 	}

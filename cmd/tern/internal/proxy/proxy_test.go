@@ -11,7 +11,7 @@ import (
 	"github.com/ternmq/tern/cmd/tern/internal/leakcheck"
 )
 
-func TestMain(m *testing.M) { leakcheck.Main(m, "cmd/tern/internal/proxy") }
+func TestMain(m *testing.M) { leakcheck.Main(m, "cmd/tern/internal/proxy", "internal/faultproxy") }
 
 // echoServer answers every line with the same line until the peer closes.
 func echoServer(t *testing.T) string {

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/packet"
+)
+
+// print writes the report: counts, faults, where duplicates came from, and the verdict.
+func (r *demoReport) print(w io.Writer) {
+	rate := 0.0
+	if r.Elapsed > 0 {
+		rate = float64(r.Received) / r.Elapsed.Seconds()
+	}
+	fmt.Fprintf(w, "tern demo report\n")
+	fmt.Fprintf(w, "  broker      %s\n", r.Broker)
+	fmt.Fprintf(w, "  publisher   %s\n", r.Publisher)
+	fmt.Fprintf(w, "  faults      %d cuts (%d connections closed), %d broker restarts\n", r.Cuts, r.CutConns, r.Restarts)
+	if r.RxFirst {
+		fmt.Fprintf(w, "              after a restart the publisher waits for the receiver to resume its session\n")
+		fmt.Fprintf(w, "              (mochi loses messages routed during a session takeover; --race-mochi shows it)\n")
+	}
+	fmt.Fprintf(w, "  accepted    %d of %d\n", r.Sent, r.Wanted)
+	fmt.Fprintf(w, "  acked       %d\n", r.Acked)
+	fmt.Fprintf(w, "  received    %d unique\n", r.Received)
+	switch {
+	case r.Interrupted:
+		// Not lost: still on their way when the user stopped the run.
+		fmt.Fprintf(w, "  not yet     %d (accepted, not received before the interruption)\n", r.Lost)
+	case len(r.LostSeqs) > 0:
+		more := ""
+		if r.Lost > len(r.LostSeqs) {
+			more = ", ..."
+		}
+		fmt.Fprintf(w, "  lost        %d (accepted, never received: seq %s%s)\n", r.Lost, joinInts(r.LostSeqs), more)
+	default:
+		fmt.Fprintf(w, "  lost        %d\n", r.Lost)
+	}
+	r.printDuplicates(w)
+	if r.Unexpected > 0 {
+		fmt.Fprintf(w, "  unexpected  %d (received, but their Publish did not report success)\n", r.Unexpected)
+	}
+	if r.Waiting > 0 {
+		where := "still in the durable queue"
+		if r.Dir != "" {
+			where = "kept in " + r.Dir + " for the next run"
+		}
+		fmt.Fprintf(w, "  waiting     %d (%s)\n", r.Waiting, where)
+	}
+	if r.Foreign > 0 {
+		fmt.Fprintf(w, "  foreign     %d (from an earlier run, ignored)\n", r.Foreign)
+	}
+	fmt.Fprintf(w, "  elapsed     %v\n", r.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "  rate        %.0f msg/s\n", rate)
+	fmt.Fprintf(w, "  connections publisher %d (session lost %d times), receiver %d (session lost %d times)\n",
+		r.PubUps, r.TxSessionLost, r.RxUps, r.RxSessionLost)
+	if r.RestartError != nil {
+		fmt.Fprintf(w, "  restart     failed: %v\n", r.RestartError)
+	}
+	if r.StuckCloses > 0 {
+		fmt.Fprintf(w, "  broker      %d closes stuck in mochi and forced\n", r.StuckCloses)
+	}
+	if r.Stalled != "" && !r.Interrupted {
+		fmt.Fprintf(w, "  stopped     %s\n", r.Stalled)
+	}
+	why := r.failures()
+	r.printLastError(w, len(why) == 0)
+	switch {
+	case r.Interrupted:
+		fmt.Fprintf(w, "INTERRUPTED: %d of %d messages accepted (stored), %d acknowledged, %d received\n",
+			r.Sent, r.Wanted, r.Acked, r.Received)
+	case len(why) == 0:
+		fmt.Fprintf(w, "PASS: all %d messages arrived\n", r.Sent)
+	default:
+		fmt.Fprintf(w, "FAIL: %s\n", strings.Join(why, "; "))
+	}
+}
+
+// printDuplicates prints the duplicate count and where the duplicates came from. The
+// receiver cannot see why a message came twice, but the QoS it came at narrows it down:
+// QoS 2 is exactly once within a session, so a QoS 2 duplicate means the publisher sent
+// the message again as a new one (after a refusal or a lost session); a QoS 1 duplicate
+// may also be the resend after a cut that QoS 1 (at least once) allows.
+func (r *demoReport) printDuplicates(w io.Writer) {
+	if r.Duplicates == 0 {
+		fmt.Fprintf(w, "  duplicates  0\n")
+		return
+	}
+	fmt.Fprintf(w, "  duplicates  %d: %d at QoS 1, %d at QoS 2\n", r.Duplicates, r.DupQoS1, r.DupQoS2)
+	if r.DupQoS2 > 0 {
+		fmt.Fprintf(w, "              QoS 2 is exactly once within a session; these were sent again as new messages:\n")
+		fmt.Fprintf(w, "              %d refusals the queue absorbed by resending (e.g. mochi's 0x91 for a message it had\n", r.Retries)
+		fmt.Fprintf(w, "              already taken before a cut), %d publisher sessions the broker lost (the queue then\n", r.TxSessionLost)
+		fmt.Fprintf(w, "              republishes everything unacknowledged)\n")
+	}
+	if r.DupQoS1 > 0 {
+		fmt.Fprintf(w, "              QoS 1 duplicates: resent after a cut before the acknowledgement came back, as\n")
+		fmt.Fprintf(w, "              QoS 1 (at least once) allows, or sent again for the reasons above\n")
+	}
+}
+
+// printLastError prints the publisher's last error: in full when the run failed or -v
+// asks, otherwise as a plain-words account of the broker quirk the run absorbed.
+func (r *demoReport) printLastError(w io.Writer, passed bool) {
+	if r.LastError == nil {
+		return
+	}
+	if !passed || r.Verbose {
+		fmt.Fprintf(w, "  last error  %v\n", r.LastError)
+		return
+	}
+	var rc *tern.ReasonCodeError
+	if errors.As(r.LastError, &rc) && rc.Code == packet.PacketIdentifierInUse {
+		fmt.Fprintf(w, "  absorbed    after a cut the broker refused %d resent messages as \"packet identifier in\n", r.Retries)
+		fmt.Fprintf(w, "              use\" (0x91): mochi still held them from the old connection. The queue kept them\n")
+		fmt.Fprintf(w, "              and sent them again; nothing was lost (-v shows the raw error)\n")
+		return
+	}
+	fmt.Fprintf(w, "  absorbed    %d refusals, each kept and sent again; nothing was lost (-v shows the last)\n", r.Retries)
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, " ")
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/packet"
+)
+
+// A passing run explains the broker quirk it absorbed in plain words and keeps the raw
+// error for -v; a failing run shows the raw error.
+func TestDemoReportExplainsAbsorbedRefusals(t *testing.T) {
+	quirk := &tern.ReasonCodeError{Op: "publish", Code: packet.PacketIdentifierInUse}
+	rep := &demoReport{Wanted: 10, Sent: 10, Retries: 3, LastError: quirk, seqCount: seqCount{Received: 10}}
+	var out bytes.Buffer
+	rep.print(&out)
+	if s := out.String(); strings.Contains(s, "last error") || !strings.Contains(s, "refused 3 resent messages") ||
+		!strings.Contains(s, `"packet identifier in`) || !strings.Contains(s, "nothing was lost") || !strings.Contains(s, "PASS") {
+		t.Fatalf("PASS report:\n%s", s)
+	}
+	rep.Verbose = true
+	out.Reset()
+	rep.print(&out)
+	if !strings.Contains(out.String(), "last error  "+quirk.Error()) {
+		t.Fatalf("-v report:\n%s", out.String())
+	}
+	rep.Verbose, rep.Lost, rep.LostSeqs = false, 1, []int{4}
+	out.Reset()
+	rep.print(&out)
+	if !strings.Contains(out.String(), "last error  "+quirk.Error()) || !strings.Contains(out.String(), "FAIL") {
+		t.Fatalf("FAIL report:\n%s", out.String())
+	}
+}
+
+// Duplicates are split by the QoS they arrived at, and the report says where each kind
+// comes from: QoS 2 ones were sent again as new messages (absorbed refusals, lost
+// publisher sessions), QoS 1 ones may be the resend after a cut.
+func TestDemoReportSplitsDuplicates(t *testing.T) {
+	tl := newTally(9, 6)
+	for seq := 1; seq <= 6; seq++ {
+		tl.accept(seq)
+	}
+	for _, d := range []struct {
+		seq uint64
+		qos byte
+	}{{1, 1}, {1, 1}, {2, 2}, {2, 2}, {2, 2}, {3, 1}, {4, 2}, {5, 1}, {6, 2}} {
+		payload := make([]byte, 16)
+		binary.BigEndian.PutUint64(payload, d.seq)
+		binary.BigEndian.PutUint64(payload[8:], 9)
+		tl.add(&tern.Message{Payload: payload, QoS: d.qos})
+	}
+	rep := &demoReport{Wanted: 6, Sent: 6, Retries: 2, TxSessionLost: 1, seqCount: tl.compare()}
+	if rep.Duplicates != 3 || rep.DupQoS1 != 1 || rep.DupQoS2 != 2 {
+		t.Fatalf("duplicates %d (QoS 1 %d, QoS 2 %d); want 3 (1, 2)", rep.Duplicates, rep.DupQoS1, rep.DupQoS2)
+	}
+	var out bytes.Buffer
+	rep.print(&out)
+	s := out.String()
+	if !strings.Contains(s, "duplicates  3: 1 at QoS 1, 2 at QoS 2") || !strings.Contains(s, "2 refusals the queue absorbed") ||
+		!strings.Contains(s, "1 publisher sessions the broker lost") || !strings.Contains(s, "QoS 1 duplicates: resent after a cut") ||
+		!strings.Contains(s, "publisher 0 (session lost 1 times)") {
+		t.Fatalf("report:\n%s", s)
+	}
+}
+
+// --broker takes host:port, as every other command does.
+func TestDemoBrokerHostPort(t *testing.T) {
+	url := startEmbedded(t)
+	st, out := runDemoWithHook(t, nil, time.Minute, "--broker", strings.TrimPrefix(url, "mqtt://"),
+		"--messages", "300", "--cuts", "1", "--restart=false", "--wait", "20s")
+	if st != 0 || !strings.Contains(out, "PASS: all 300 messages arrived") {
+		t.Fatalf("status %d; want 0 and PASS:\n%s", st, out)
+	}
+	for _, bad := range []string{"nohostport", "mqtts://127.0.0.1:1", "http://x"} {
+		st, out = runDemoWithHook(t, nil, time.Minute, "--broker", bad)
+		if st != 2 || strings.Count(out, "\n") != 1 || !strings.Contains(out, "--broker") {
+			t.Errorf("--broker %s: status %d, output %q; want 2 and one line", bad, st, out)
+		}
+	}
+}
+
+// Ctrl-C during the demo: the report says INTERRUPTED (not FAIL, nothing counted lost),
+// counts what was stored, acknowledged and received, the exit status is 130, and the
+// queue directory the user gave is kept.
+func TestDemoInterrupted(t *testing.T) {
+	dir := t.TempDir() + "/queue"
+	c := startChild(t, nil, "demo", "--messages", "5000000", "--cuts", "0", "--restart=false", "--dir", dir)
+	c.stderr.waitFor(t, "tern demo: acked", 30*time.Second)
+	c.cmd.Process.Signal(os.Interrupt)
+	if st := c.status(t, 30*time.Second); st != exitInterrupted {
+		t.Fatalf("status %d; want 130\n%s%s", st, c.stdout.String(), c.stderr.String())
+	}
+	out := c.stdout.String()
+	t.Log("\n" + out)
+	if !strings.Contains(out, "INTERRUPTED: ") || !strings.Contains(out, "of 5000000 messages accepted (stored)") ||
+		strings.Contains(out, "FAIL") || strings.Contains(out, "lost        ") {
+		t.Fatalf("report does not say interrupted")
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("--dir removed: %v", err)
+	}
+}
