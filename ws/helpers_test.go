@@ -29,7 +29,7 @@ import (
 // TestMain starts the broker the examples use and fails the run if a goroutine of the client
 // or of this package outlives the tests.
 func TestMain(m *testing.M) {
-	srv, addr, err := startMochi(nil)
+	srv, addr, _, err := startMochi(nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mochi WebSocket listener:", err)
 		os.Exit(1)
@@ -83,13 +83,14 @@ func freeAddr() (string, error) {
 }
 
 // startMochi starts a mochi broker with a WebSocket listener (wss with tlsConfig) on a free
-// loopback port and waits until the port accepts. The caller closes the server.
-func startMochi(tlsConfig *tls.Config) (*mqtt.Server, string, error) {
+// loopback port, and a TCP listener, and waits until the ports accept. The caller closes the
+// server.
+func startMochi(tlsConfig *tls.Config) (srv *mqtt.Server, wsAddr, tcpAddr string, err error) {
 	var lastErr error
 	for range 5 { // the chosen port may be taken before mochi binds it
 		addr, err := freeAddr()
 		if err != nil {
-			return nil, "", err
+			return nil, "", "", err
 		}
 		caps := mqtt.NewDefaultServerCapabilities()
 		caps.MaximumMessageExpiryInterval = 0
@@ -102,21 +103,25 @@ func startMochi(tlsConfig *tls.Config) (*mqtt.Server, string, error) {
 			Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
 		if err := srv.AddHook(new(auth.AllowHook), nil); err != nil {
-			return nil, "", err
+			return nil, "", "", err
 		}
 		ln := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: addr, TLSConfig: tlsConfig})
 		if err := srv.AddListener(ln); err != nil {
-			return nil, "", err
+			return nil, "", "", err
+		}
+		tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: "127.0.0.1:0"})
+		if err := srv.AddListener(tcp); err != nil {
+			return nil, "", "", err
 		}
 		if err := srv.Serve(); err != nil {
-			return nil, "", err
+			return nil, "", "", err
 		}
 		if lastErr = waitListening(addr); lastErr == nil {
-			return srv, addr, nil
+			return srv, addr, tcp.Address(), nil
 		}
 		srv.Close()
 	}
-	return nil, "", lastErr
+	return nil, "", "", lastErr
 }
 
 // waitListening polls until addr accepts a TCP connection, for up to 5 s.
@@ -135,24 +140,30 @@ func waitListening(addr string) error {
 	}
 }
 
-func mochi(t *testing.T, tlsConfig *tls.Config) string {
+func mochi(t testing.TB, tlsConfig *tls.Config) string {
+	ws, _ := mochiBoth(t, tlsConfig)
+	return ws
+}
+
+// mochiBoth starts a broker for the test and returns its WebSocket and TCP addresses.
+func mochiBoth(t testing.TB, tlsConfig *tls.Config) (wsAddr, tcpAddr string) {
 	t.Helper()
-	srv, addr, err := startMochi(tlsConfig)
+	srv, addr, tcpAddr, err := startMochi(tlsConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Close() })
-	return addr
+	return addr, tcpAddr
 }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
 }
 
 // client returns a connected client, disconnected when the test ends.
-func client(t *testing.T, broker string, opts ...tern.Option) *tern.Client {
+func client(t testing.TB, broker string, opts ...tern.Option) *tern.Client {
 	t.Helper()
 	c, err := tern.New(append([]tern.Option{tern.WithBroker(broker)}, opts...)...)
 	if err != nil {
