@@ -2,14 +2,17 @@ package tern
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/ternmq/tern/internal/brokertest"
+	"github.com/ternmq/tern/packet"
 )
 
 // A ws:// or wss:// broker without a WebSocket transport is refused by New and SetBrokers,
@@ -74,5 +77,41 @@ func TestTransportServesScheme(t *testing.T) {
 	}
 	if envs[1].TLSConfig == nil || envs[1].TLSConfig.ServerName != "127.0.0.1" || envs[1].Redirected {
 		t.Fatalf("wss dial env %+v: want a TLS config for host 127.0.0.1", envs[1])
+	}
+}
+
+// A server redirect (CONNACK 0x9C) to a wss:// URL reaches the transport marked as a
+// redirect, with the TLS server name of the target's host, not the configured one: the
+// certificate must name the server the client was sent to.
+func TestTransportRedirectServerName(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	p := newPeer(t)
+	var mu sync.Mutex
+	var envs []DialEnv
+	_, peerPort, _ := net.SplitHostPort(p.ln.Addr().String())
+	c, err := New(append([]Option{WithBroker("wss://127.0.0.1:" + peerPort + "/mqtt"),
+		WithTransport(tcpAsWS{mu: &mu, envs: &envs}),
+		WithTLSConfig(&tls.Config{ServerName: "configured.example"})}, fastOpts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	connected := make(chan error, 1)
+	go func() { connected <- c.Connect(testCtx(t)) }()
+	defer c.Disconnect(context.Background())
+	p.handshake(&packet.Connack{ReasonCode: packet.UseAnotherServer,
+		ServerReference: "wss://localhost:" + strconv.Itoa(b.Port) + "/mqtt"})
+	if err := <-connected; err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(envs) != 2 {
+		t.Fatalf("%d dials, want 2", len(envs))
+	}
+	if e := envs[0]; e.Redirected || e.TLSConfig.ServerName != "configured.example" {
+		t.Fatalf("first dial: redirected=%v server name %q", e.Redirected, e.TLSConfig.ServerName)
+	}
+	if e := envs[1]; !e.Redirected || e.TLSConfig.ServerName != "localhost" {
+		t.Fatalf("redirected dial: redirected=%v server name %q", e.Redirected, e.TLSConfig.ServerName)
 	}
 }
