@@ -17,8 +17,8 @@ import (
 type Option func(*config) error
 
 // DialFunc opens the byte stream to a broker. It is given the broker URL as parsed by New and
-// must honour ctx. Use it for transports Tern does not ship (WebSocket lives in its own
-// module) or to wrap connections.
+// must honour ctx. Use it to wrap connections or for a transport of your own; WebSocket is
+// better served by WithTransport(ws.New()), which keeps the TLS and redirect rules.
 type DialFunc func(ctx context.Context, broker *url.URL) (net.Conn, error)
 
 // config is everything New accepts. Defaults live in defaultConfig, cross-checks in validate.
@@ -35,6 +35,7 @@ type config struct {
 	tlsConfig      *tls.Config
 	dialer         *net.Dialer
 	dial           DialFunc
+	transports     map[string]Transport // WithTransport, by scheme
 	will           *packet.Will
 	receiveMax     uint16
 	maxPacketSize  uint32
@@ -117,6 +118,11 @@ func (c *config) validate() error {
 	if len(c.brokers) == 0 {
 		return fmt.Errorf("%w: no broker: use WithBroker", ErrInvalidOption)
 	}
+	for _, u := range c.brokers {
+		if err := c.checkTransport(u); err != nil {
+			return err
+		}
+	}
 	if err := packet.ValidString(c.clientID); err != nil {
 		return fmt.Errorf("%w: client id: %w", ErrInvalidOption, err)
 	}
@@ -156,7 +162,7 @@ func parseBroker(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("%w: broker %q: %w", ErrInvalidOption, raw, err)
 	}
 	switch u.Scheme {
-	case "mqtt", "tcp", "mqtts", "tls", "ssl":
+	case "mqtt", "tcp", "mqtts", "tls", "ssl", "ws", "wss":
 		if u.Hostname() == "" {
 			return nil, fmt.Errorf("%w: broker %q: no host", ErrInvalidOption, raw)
 		}
@@ -164,8 +170,6 @@ func parseBroker(raw string) (*url.URL, error) {
 		if u.Path == "" && u.Opaque == "" {
 			return nil, fmt.Errorf("%w: broker %q: no socket path", ErrInvalidOption, raw)
 		}
-	case "ws", "wss":
-		// Served by a DialFunc, such as the one in the ws module.
 	default:
 		return nil, fmt.Errorf("%w: broker %q: unknown scheme %q (want mqtt, tcp, mqtts, tls, ws, wss or unix)", ErrInvalidOption, raw, u.Scheme)
 	}
@@ -173,8 +177,10 @@ func parseBroker(raw string) (*url.URL, error) {
 }
 
 // WithBroker sets the broker to connect to, as a URL: mqtt:// or tcp:// (port 1883 by
-// default), mqtts:// or tls:// (8883), unix:///path/to/socket, or ws:// and wss:// together
-// with a DialFunc that speaks WebSocket. It replaces any broker set before.
+// default), mqtts:// or tls:// (8883), unix:///path/to/socket, or ws:// and wss:// (80, 443;
+// the path is the broker's WebSocket endpoint, often /mqtt) with the WebSocket transport:
+// WithTransport(ws.New()) from the github.com/ternmq/tern/ws module. It replaces any broker
+// set before.
 func WithBroker(rawURL string) Option {
 	return WithBrokers(rawURL)
 }

@@ -171,6 +171,9 @@ func (c *Client) SetBrokers(rawURLs ...string) error {
 		if err != nil {
 			return err
 		}
+		if err := c.cfg.checkTransport(u); err != nil {
+			return err
+		}
 		list = append(list, u)
 	}
 	c.mu.Lock()
