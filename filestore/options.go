@@ -2,7 +2,6 @@ package filestore
 
 import (
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/ternmq/tern/internal/seglog"
@@ -40,16 +39,7 @@ func SyncInterval(d time.Duration) SyncPolicy {
 	return SyncPolicy{seglog.SyncPolicy{Mode: seglog.SyncPeriodic, Interval: d}}
 }
 
-func (p SyncPolicy) String() string {
-	switch p.p.Mode {
-	case seglog.SyncEvery:
-		return "every-write"
-	case seglog.SyncPeriodic:
-		return fmt.Sprintf("interval(%v)", p.p.Interval)
-	default:
-		return "none"
-	}
-}
+func (p SyncPolicy) String() string { return p.p.String() }
 
 // Option configures Open.
 type Option func(*config)
@@ -82,14 +72,8 @@ func defaultConfig() config {
 }
 
 func (c *config) validate() error {
-	if c.sync.p.Mode == seglog.SyncPeriodic && c.sync.p.Interval <= 0 {
-		return errors.New("filestore: sync interval must be positive")
-	}
-	if c.segmentSize < 1<<10 {
-		return errors.New("filestore: segment size below 1 KiB")
-	}
-	if c.fs == nil {
-		return errors.New("filestore: nil FS")
+	if err := seglog.CheckOptions("filestore", c.sync.p, c.segmentSize, c.fs); err != nil {
+		return err
 	}
 	if c.ttl < 0 {
 		return errors.New("filestore: negative TTL")

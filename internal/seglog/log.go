@@ -49,6 +49,31 @@ type SyncPolicy struct {
 	Interval time.Duration // for SyncPeriodic
 }
 
+func (p SyncPolicy) String() string {
+	switch p.Mode {
+	case SyncEvery:
+		return "every-write"
+	case SyncPeriodic:
+		return fmt.Sprintf("interval(%v)", p.Interval)
+	default:
+		return "none"
+	}
+}
+
+// CheckOptions checks the options the durable packages share; pkg prefixes the error.
+func CheckOptions(pkg string, sync SyncPolicy, segmentSize int64, fs FS) error {
+	if sync.Mode == SyncPeriodic && sync.Interval <= 0 {
+		return fmt.Errorf("%s: sync interval must be positive", pkg)
+	}
+	if segmentSize < 1<<10 {
+		return fmt.Errorf("%s: segment size below 1 KiB", pkg)
+	}
+	if fs == nil {
+		return fmt.Errorf("%s: nil FS", pkg)
+	}
+	return nil
+}
+
 // Options configure Open.
 type Options struct {
 	FS          FS    // default OSFS()
