@@ -229,8 +229,6 @@ func countPublishes(b []byte) int {
 	return n
 }
 
-
-
 // CutAfter closes each connection, both sides, as soon as n more bytes have been forwarded
 // up (client to server): for current connections counting from now, for future ones from
 // their start. The nth byte is delivered; nothing after it is. n == 0 cuts current
