@@ -90,7 +90,7 @@ type conn struct {
 	w      *writer
 	r      *packet.Reader
 	info   *ConnackInfo
-	ver    byte // protocol level: packet.Version5 or packet.Version311
+	ver    byte   // protocol level: packet.Version5 or packet.Version311
 	gen    uint64 // connection number within the client's life
 	reads  atomic.Uint64
 
