@@ -24,6 +24,8 @@ type Client struct {
 	log  *slog.Logger
 	st   *stats // nil unless WithStats
 	info atomic.Pointer[ConnackInfo]
+	v311 atomic.Bool // speaks MQTT 3.1.1: configured, or fallen back (see WithProtocol)
+	v5ok atomic.Bool // a level-5 connection has succeeded: a close is no reason to fall back
 
 	// mu is the session lock: everything below it up to subMu.
 	mu       sync.Mutex
@@ -135,6 +137,7 @@ func newClient(cfg *config) *Client {
 	if cfg.stats {
 		c.st = new(stats)
 	}
+	c.v311.Store(cfg.protocol == MQTT311)
 	return c
 }
 
@@ -280,7 +283,9 @@ func (c *Client) Disconnect(ctx context.Context) error {
 
 // DisconnectWith is Disconnect with a chosen reason code, session expiry and properties.
 // Reason code 0x04 asks the broker to publish the will message. A code outside the
-// DISCONNECT table (MQTT 5 §3.14.2.1) is refused with ErrInvalidOption.
+// DISCONNECT table (MQTT 5 §3.14.2.1) is refused with ErrInvalidOption. A client that speaks
+// MQTT 3.1.1 has only the plain form: any option fails with ErrNotInV311 and the client stays
+// connected.
 func (c *Client) DisconnectWith(ctx context.Context, o DisconnectOptions) error {
 	d := &packet.Disconnect{ReasonCode: o.ReasonCode, ReasonString: o.ReasonString, UserProperties: o.UserProperties}
 	if o.SessionExpiry != nil {
@@ -291,6 +296,13 @@ func (c *Client) DisconnectWith(ctx context.Context, o DisconnectOptions) error 
 	}
 	if err := d.Validate(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalidOption, err)
+	}
+	if c.speaks311() {
+		// 3.1.1's DISCONNECT has no body: refuse what it would lose, before anything else.
+		d.Version = packet.Version311
+		if err := d.Validate(); err != nil {
+			return fmt.Errorf("%w: %w", ErrNotInV311, err)
+		}
 	}
 	c.mu.Lock()
 	if c.closed {

@@ -17,6 +17,7 @@ import (
 // ConnackInfo is what the broker granted in CONNACK, with absent properties replaced by the
 // values the specification gives them.
 type ConnackInfo struct {
+	Version           byte   // protocol level in force: 5, or 4 for MQTT 3.1.1 (see WithProtocol)
 	Broker            string // URL of the broker, without credentials
 	SessionPresent    bool
 	ClientID          string // the identifier in use: assigned by the broker or our own
@@ -39,6 +40,7 @@ type ConnackInfo struct {
 
 func newConnackInfo(ca *packet.Connack, cfg *config, broker *url.URL) *ConnackInfo {
 	info := &ConnackInfo{
+		Version:           packet.Version5,
 		Broker:            redact(broker),
 		SessionPresent:    ca.SessionPresent,
 		ClientID:          cfg.clientID,
@@ -67,6 +69,14 @@ func newConnackInfo(ca *packet.Connack, cfg *config, broker *url.URL) *ConnackIn
 	if ca.SessionExpiry != nil {
 		info.SessionExpiry = time.Duration(*ca.SessionExpiry) * time.Second
 	}
+	if ca.Version == packet.Version311 {
+		// 3.1.1 grants nothing in CONNACK: the window is ours to choose, subscription
+		// identifiers do not exist, and the rest has the values MQTT 5 gives absent
+		// properties (the broker refuses what it does not take in SUBACK or by closing).
+		info.Version = packet.Version311
+		info.ReceiveMaximum = cfg.window311
+		info.SubscriptionIDs = false
+	}
 	return info
 }
 
@@ -80,6 +90,7 @@ type conn struct {
 	w      *writer
 	r      *packet.Reader
 	info   *ConnackInfo
+	ver    byte   // protocol level: packet.Version5 or packet.Version311
 	gen    uint64 // connection number within the client's life
 	reads  atomic.Uint64
 
@@ -100,9 +111,23 @@ type conn struct {
 	inAlias []string    // inbound topic aliases, index = alias
 }
 
-// buildConnect assembles the CONNECT for one attempt.
-func (c *Client) buildConnect(clean bool) *packet.Connect {
+// buildConnect assembles the CONNECT for one attempt at protocol level v.
+func (c *Client) buildConnect(clean bool, v byte) *packet.Connect {
 	cfg := c.cfg
+	if v == packet.Version311 {
+		// Session expiry maps to Clean Session (see WithProtocol); the MQTT 5 properties
+		// are the client's own settings, which 3.1.1 cannot send. Features a user asked
+		// for were refused by New or by the fallback.
+		return &packet.Connect{
+			Version:    packet.Version311,
+			ClientID:   c.clientIDForConnect(),
+			CleanStart: sessionExpirySeconds(cfg.sessionExpiry) == 0,
+			KeepAlive:  uint16(cfg.keepAlive / time.Second),
+			Username:   cfg.username,
+			Password:   cfg.password,
+			Will:       cfg.will,
+		}
+	}
 	cp := &packet.Connect{
 		ClientID:            c.clientIDForConnect(),
 		CleanStart:          clean,
@@ -133,12 +158,12 @@ func sessionExpirySeconds(d time.Duration) uint32 {
 	return uint32(s)
 }
 
-// dialConn opens a connection to broker and performs the CONNECT/CONNACK exchange, bounded
-// by the connect timeout and ctx. The returned conn is not yet running. When ctx or the
+// dialConnAt opens a connection to broker and performs the CONNECT/CONNACK exchange at
+// protocol level v, bounded by the connect timeout and ctx. The returned conn is not yet running. When ctx or the
 // connect timeout ends the attempt, the error wraps context.Canceled or
 // context.DeadlineExceeded rather than the network error the ended deadline caused.
 // redirected marks broker as a server's reference (see dialBroker).
-func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean, redirected bool) (*conn, error) {
+func (c *Client) dialConnAt(ctx context.Context, broker *url.URL, clean, redirected bool, v byte) (*conn, error) {
 	parent := ctx
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.connectTimeout, errConnectTimeout)
 	defer cancel()
@@ -152,11 +177,11 @@ func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean, redirecte
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
-	ca, r, err := c.handshake(ctx, nc, clean)
+	ca, r, err := c.handshake(ctx, nc, clean, v)
 	if err != nil {
 		err = attemptErr(parent, ctx, err)
 		var perr *packet.Error
-		if errors.As(err, &perr) && ctx.Err() == nil {
+		if errors.As(err, &perr) && ctx.Err() == nil && v != packet.Version311 {
 			// The broker broke the protocol before CONNACK: say why before closing
 			// (best effort, bounded by the deadline already set).
 			nc.Write((&packet.Disconnect{ReasonCode: perr.Code}).AppendTo(nil))
@@ -177,6 +202,7 @@ func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean, redirecte
 		w:       newWriter(nc, c.cfg.writeBufMax),
 		r:       r,
 		info:    info,
+		ver:     v,
 		closing: make(chan struct{}),
 	}
 	if c.cfg.outAliases && info.TopicAliasMaximum > 0 {
@@ -216,9 +242,9 @@ func attemptErr(parent, ctx context.Context, err error) error {
 }
 
 // handshake sends CONNECT and reads CONNACK.
-func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool) (*packet.Connack, *packet.Reader, error) {
-	cp := c.buildConnect(clean)
-	if a := c.cfg.auth; a != nil {
+func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool, v byte) (*packet.Connack, *packet.Reader, error) {
+	cp := c.buildConnect(clean, v)
+	if a := c.cfg.auth; a != nil && v != packet.Version311 {
 		data, err := a.Start(ctx)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: %w", ErrAuthFailed, err)
@@ -231,6 +257,10 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool) (*packe
 		}
 	}
 	if err := cp.Validate(); err != nil {
+		if errors.Is(err, packet.ErrNotInV311) {
+			// Set by the CONNECT builder hook: refused, not dropped.
+			err = fmt.Errorf("%w: %w", ErrNotInV311, err)
+		}
 		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidOption, err)
 	}
 	if _, err := nc.Write(cp.AppendTo(nil)); err != nil {
@@ -246,11 +276,14 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool) (*packe
 			if err == io.EOF {
 				err = io.ErrUnexpectedEOF
 			}
+			if _, ok := err.(*packet.Error); !ok {
+				err = fmt.Errorf("%w: %w", errNoConnack, err)
+			}
 			return nil, nil, fmt.Errorf("read CONNACK: %w", err)
 		}
 		switch f.Type() {
 		case packet.CONNACK:
-			var ca packet.Connack
+			ca := packet.Connack{Version: v}
 			err := ca.Decode(f.Flags(), f.Body)
 			f.Release()
 			if err != nil {
@@ -270,7 +303,7 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool) (*packe
 			}
 			return &ca, r, nil
 		case packet.AUTH:
-			if c.cfg.auth == nil {
+			if c.cfg.auth == nil || v == packet.Version311 {
 				// [MQTT-4.12.0-6] no AUTH unless CONNECT carried an Authentication Method.
 				f.Release()
 				return nil, nil, fmt.Errorf("read CONNACK: %w", errAuthUnasked)
@@ -320,6 +353,12 @@ func (cn *conn) close(err error) {
 
 // closeWith sends DISCONNECT with code (best effort, bounded) and closes.
 func (cn *conn) closeWith(code packet.ReasonCode, err error) {
+	if cn.ver == packet.Version311 {
+		// 3.1.1 closes on a protocol violation without DISCONNECT, which there means a
+		// normal end and would discard the will.
+		cn.close(err)
+		return
+	}
 	d := &packet.Disconnect{ReasonCode: code}
 	if perr := (*packet.Error)(nil); errors.As(err, &perr) && perr.Detail != "" {
 		d.ReasonString = perr.Detail
@@ -338,6 +377,7 @@ func (cn *conn) sendDisconnect(ctx context.Context, d *packet.Disconnect, err er
 	cn.w.fail(ErrConnectionLost)
 	select {
 	case <-cn.w.stopped:
+		d.Version = cn.ver
 		cn.nc.Write(d.AppendTo(nil))
 	case <-ctx.Done():
 		// The writer is stuck in a write the deadline has not ended yet: give up on

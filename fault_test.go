@@ -26,7 +26,7 @@ func TestFaultCutsQoS1(t *testing.T) { testFaultCuts(t, 1) }
 // The same with QoS 2, which must also deliver nothing twice.
 func TestFaultCutsQoS2(t *testing.T) { testFaultCuts(t, 2) }
 
-func testFaultCuts(t *testing.T, qos byte) {
+func testFaultCuts(t *testing.T, qos byte, extra ...Option) {
 	const (
 		total    = 10000
 		workers  = 8
@@ -42,8 +42,8 @@ func testFaultCuts(t *testing.T, qos byte) {
 	// session outlives a connection all the same: Mosquitto 2.0.11 sends more QoS 2 messages
 	// than the Receive Maximum allows once a subscriber lags, and the client answers that
 	// with DISCONNECT 0x93 (see TestFaultQoS2SmallReceiveMaximum).
-	sub := newTestClient(t, b.URL, WithClientID(fmt.Sprintf("fault-cuts-sub-q%d", qos)),
-		WithSessionExpiry(time.Hour), fastReconnect(), failureLog(t, "subscriber"))
+	sub := newTestClient(t, b.URL, append([]Option{WithClientID(fmt.Sprintf("fault-cuts-sub-q%d", qos)),
+		WithSessionExpiry(time.Hour), fastReconnect(), failureLog(t, "subscriber")}, extra...)...)
 	ch, _, err := sub.Subscribe(ctx, []TopicFilter{{Topic: topic, QoS: 2}}, SubAutoAck())
 	if err != nil {
 		t.Fatal(err)
@@ -51,8 +51,8 @@ func testFaultCuts(t *testing.T, qos byte) {
 	sink := newSeqSink(total, 1)
 	go sink.drain(0, ch)
 
-	pub := newTestClient(t, proxy.URL(), WithClientID(fmt.Sprintf("fault-cuts-pub-q%d", qos)),
-		WithSessionExpiry(time.Hour), fastReconnect(), failureLog(t, "publisher"))
+	pub := newTestClient(t, proxy.URL(), append([]Option{WithClientID(fmt.Sprintf("fault-cuts-pub-q%d", qos)),
+		WithSessionExpiry(time.Hour), fastReconnect(), failureLog(t, "publisher")}, extra...)...)
 	defer func() {
 		if t.Failed() {
 			t.Logf("publisher stats %+v", pub.Stats())

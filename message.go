@@ -287,7 +287,8 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 		c.inCount++
 		// A resend (DUP) is part of the broker's in-flight set from an earlier connection:
 		// refusing it can only make the broker resend it on the next one, for ever.
-		if c.inCount > int(c.cfg.receiveMax) && !p.Dup {
+		// A 3.1.1 broker was never told a Receive Maximum: no overrun to speak of.
+		if c.inCount > int(c.cfg.receiveMax) && !p.Dup && cn.ver != packet.Version311 {
 			if c.cfg.strictReceiveMax {
 				c.mu.Unlock()
 				return errInboundQuota
@@ -471,7 +472,7 @@ func (c *Client) handlePubrel(cn *conn, a *packet.Ack) error {
 		}
 	}
 	c.mu.Unlock()
-	comp := packet.Ack{Kind: packet.PUBCOMP, PacketID: a.PacketID, ReasonCode: code}
+	comp := packet.Ack{Version: cn.ver, Kind: packet.PUBCOMP, PacketID: a.PacketID, ReasonCode: code}
 	var b [8]byte
 	return cn.w.sendUrgent(comp.AppendTo(b[:0]))
 }

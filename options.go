@@ -73,6 +73,9 @@ type config struct {
 	poolRouting      PoolRouting
 	poolClientID     func(parent string, i int) string
 	groupMember      string // set by NewClientGroup: the member's name, see Message.Member
+
+	protocol  Protocol // WithProtocol
+	window311 uint16   // WithMQTT311Window
 }
 
 // Defaults. A test checks that the documentation of each option states these values.
@@ -111,6 +114,7 @@ func defaultConfig() *config {
 		backoff:        ExponentialBackoff{Min: 100 * time.Millisecond, Max: 30 * time.Second, Jitter: 0.2},
 		logger:         slog.New(slog.DiscardHandler),
 		redirectPolicy: FollowRedirects,
+		window311:      DefaultMQTT311Window,
 	}
 }
 
@@ -134,6 +138,11 @@ func (c *config) validate() error {
 	if c.will != nil {
 		if err := (&packet.Connect{Will: c.will}).Validate(); err != nil {
 			return fmt.Errorf("%w: will: %w", ErrInvalidOption, err)
+		}
+	}
+	if c.protocol == MQTT311 {
+		if err := c.connectFeatures311(); err != nil {
+			return fmt.Errorf("%w: %w", ErrInvalidOption, err)
 		}
 	}
 	if c.keepAlive > 0 && c.pingTimeout <= 0 {

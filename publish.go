@@ -215,9 +215,21 @@ func (c *Client) publish0(ctx context.Context, m *PublishOptions) error {
 	if err := validatePublish(&p); err != nil {
 		return err
 	}
+	if c.speaks311() {
+		if err := check311Publish(&p); err != nil {
+			return err
+		}
+	}
 	cn, err := c.waitConn(ctx)
 	if err != nil {
 		return err
+	}
+	if cn.ver == packet.Version311 {
+		// Checked again: under fallback the version is known only now.
+		if err := check311Publish(&p); err != nil {
+			return err
+		}
+		p.Version = packet.Version311
 	}
 	// Checked against the connection that carries it: it may be the first, or another
 	// broker than the last CONNACK's.
@@ -277,6 +289,11 @@ func (c *Client) checkPublish(p *packet.Publish) error {
 	if err := validatePublish(p); err != nil {
 		return err
 	}
+	if c.speaks311() {
+		if err := check311Publish(p); err != nil {
+			return err
+		}
+	}
 	if info := c.info.Load(); info != nil {
 		return brokerLimits(info, p.QoS, p.Retain, p.Len())
 	}
@@ -332,8 +349,14 @@ func useAlias(cn *conn, size int) bool {
 }
 
 // requestFits reports whether a SUBSCRIBE or UNSUBSCRIBE fits the Maximum Packet Size of
-// the broker that sent info.
+// the broker that sent info. For a 3.1.1 broker it makes p a level-4 packet first, and
+// refuses with ErrNotInV311 what that would lose (fitRequest311).
 func requestFits(info *ConnackInfo, p packet.Packet) error {
+	if info.Version == packet.Version311 {
+		if err := fitRequest311(p); err != nil {
+			return err
+		}
+	}
 	if max := info.MaximumPacketSize; max > 0 {
 		if n := p.Len(); uint64(n) > uint64(max) {
 			return fmt.Errorf("%w: %s of %d bytes, broker maximum %d", ErrPacketTooLarge, p.Type(), n, max)
@@ -362,6 +385,9 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) error {
 	b := om.buf.B
 	if err := brokerLimits(cn.info, om.qos, b[0]&0x01 != 0, len(b)); err != nil {
 		return err
+	}
+	if cn.ver == packet.Version311 {
+		return c.writeOut311Locked(cn, om, dup)
 	}
 	alias := useAlias(cn, len(b))
 	cn.w.mu.Lock()
@@ -601,7 +627,7 @@ func (c *Client) handleAck(cn *conn, a *packet.Ack) error {
 	if om == nil {
 		if a.Kind == packet.PUBREC {
 			// Tell the broker it can forget the exchange (§4.3.3).
-			rel := packet.Ack{Kind: packet.PUBREL, PacketID: a.PacketID, ReasonCode: packet.PacketIdentifierNotFound}
+			rel := packet.Ack{Version: cn.ver, Kind: packet.PUBREL, PacketID: a.PacketID, ReasonCode: packet.PacketIdentifierNotFound}
 			cn.w.sendUrgent(rel.AppendTo(nil))
 		}
 		c.log.Debug("tern: acknowledgement for an unknown packet identifier", "type", a.Kind.String(), "id", a.PacketID)

@@ -13,7 +13,7 @@ import (
 // protocol closes the connection with DISCONNECT and the reason code the specification names;
 // nothing from the network can make it panic.
 func (cn *conn) readLoop() {
-	var pub packet.Publish // reused: decoding into it does not allocate
+	pub := packet.Publish{Version: cn.ver} // reused: decoding into it does not allocate
 	for {
 		f, err := cn.r.ReadFrame()
 		if err != nil {
@@ -58,7 +58,10 @@ func (cn *conn) readFailed(err error) {
 	cn.close(fmt.Errorf("%w: %w", ErrConnectionLost, err))
 }
 
-var errUnexpectedPacket = &packet.Error{Code: packet.ProtocolError, Detail: "packet a server must not send"}
+var (
+	errUnexpectedPacket = &packet.Error{Code: packet.ProtocolError, Detail: "packet a server must not send"}
+	errAuth311          = &packet.Error{Code: packet.MalformedPacket, Detail: "reserved packet type 15 (MQTT 3.1.1)"}
+)
 
 // dispatch handles one frame. It takes ownership of the frame on success.
 func (cn *conn) dispatch(f *packet.Frame, pub *packet.Publish) error {
@@ -70,7 +73,7 @@ func (cn *conn) dispatch(f *packet.Frame, pub *packet.Publish) error {
 		}
 		return c.handlePublish(cn, f, pub)
 	case packet.PUBACK, packet.PUBREC, packet.PUBCOMP, packet.PUBREL:
-		var a packet.Ack
+		a := packet.Ack{Version: cn.ver}
 		err := a.Decode(t, f.Flags(), f.Body)
 		f.Release()
 		if err != nil {
@@ -81,7 +84,7 @@ func (cn *conn) dispatch(f *packet.Frame, pub *packet.Publish) error {
 		}
 		return c.handleAck(cn, &a)
 	case packet.SUBACK:
-		var s packet.Suback
+		s := packet.Suback{Version: cn.ver}
 		err := s.Decode(f.Flags(), f.Body)
 		f.Release()
 		if err != nil {
@@ -89,7 +92,7 @@ func (cn *conn) dispatch(f *packet.Frame, pub *packet.Publish) error {
 		}
 		return c.handleSuback(&s)
 	case packet.UNSUBACK:
-		var u packet.Unsuback
+		u := packet.Unsuback{Version: cn.ver}
 		err := u.Decode(f.Flags(), f.Body)
 		f.Release()
 		if err != nil {
@@ -104,7 +107,7 @@ func (cn *conn) dispatch(f *packet.Frame, pub *packet.Publish) error {
 		cn.pingSent.Store(0)
 		return nil
 	case packet.DISCONNECT:
-		var d packet.Disconnect
+		d := packet.Disconnect{Version: cn.ver}
 		err := d.Decode(f.Flags(), f.Body)
 		f.Release()
 		if err != nil {
@@ -113,6 +116,10 @@ func (cn *conn) dispatch(f *packet.Frame, pub *packet.Publish) error {
 		c.handleServerDisconnect(cn, &d)
 		return nil
 	case packet.AUTH:
+		if cn.ver == packet.Version311 {
+			f.Release()
+			return errAuth311
+		}
 		var a packet.Auth
 		err := a.Decode(f.Flags(), f.Body)
 		f.Release()

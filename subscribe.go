@@ -329,6 +329,11 @@ func checkFilters(s *Subscription, info *ConnackInfo) error {
 	if info == nil {
 		return nil
 	}
+	if info.Version == packet.Version311 {
+		if err := check311Sub(s); err != nil {
+			return err
+		}
+	}
 	for _, f := range s.filters {
 		_, _, shared := packet.SplitShared(f.Topic)
 		if shared && !info.SharedSubs {
@@ -364,7 +369,11 @@ func (e *SubscribeError) Error() string {
 // leaves the SUBSCRIBE to the first connection and returns at once. It returns nil when the
 // subscription did not survive.
 func (c *Client) subscribe(ctx context.Context, s *Subscription) (*Subscription, error) {
-	if err := checkFilters(s, c.info.Load()); err != nil {
+	err := checkFilters(s, c.info.Load())
+	if err == nil && c.speaks311() {
+		err = check311Sub(s)
+	}
+	if err != nil {
 		s.close()
 		s.settle(nil, err)
 		return nil, err

@@ -5,6 +5,7 @@ import "slices"
 // Ack is a PUBACK, PUBREC, PUBREL or PUBCOMP packet (MQTT 5 §3.4 to §3.7); Kind says which.
 // The four share one layout: a packet identifier, a reason code and a property block.
 type Ack struct {
+	Version        byte // 0 or Version5: MQTT 5; Version311: MQTT 3.1.1, identifier only
 	Kind           Type
 	PacketID       uint16
 	ReasonCode     ReasonCode
@@ -16,6 +17,9 @@ type Ack struct {
 func (a *Ack) Type() Type { return a.Kind }
 
 func (a *Ack) lengths() (pl, rl int) {
+	if a.Version == Version311 {
+		return 0, 2
+	}
 	pl = strPropLen(a.ReasonString) + userPropsLen(a.UserProperties)
 	switch {
 	case pl > 0:
@@ -60,6 +64,9 @@ func (a *Ack) Validate() error {
 	if a.PacketID == 0 {
 		return ErrMissingPacketID
 	}
+	if a.Version == Version311 {
+		return a.validate311()
+	}
 	if err := ValidString(a.ReasonString); err != nil {
 		return err
 	}
@@ -69,8 +76,8 @@ func (a *Ack) Validate() error {
 // An acknowledgement repeats the non-zero identifier of the packet it answers.
 var errAckID0 = protocolErr("MQTT-2.2.1-5", "packet identifier 0")
 
-// Decode fills a from a packet body; kind is the type from the fixed header. Strings are
-// copied.
+// Decode fills a from a packet body at the level in a.Version, which it keeps; kind is the
+// type from the fixed header. Strings are copied.
 func (a *Ack) Decode(kind Type, flags byte, body []byte) error {
 	if flags != kind.fixedFlags() {
 		return errFlags
@@ -79,6 +86,11 @@ func (a *Ack) Decode(kind Type, flags byte, body []byte) error {
 	a.ReasonCode = Success
 	a.ReasonString = ""
 	a.UserProperties = a.UserProperties[:0]
+	if a.Version == Version311 {
+		var err error
+		a.PacketID, err = decodeAck311(body)
+		return err
+	}
 	d := decoder{b: body}
 	a.PacketID = d.u16()
 	if d.err != nil {

@@ -5,6 +5,7 @@ import "slices"
 // Connack is a CONNACK packet (MQTT 5 §3.2). Optional properties whose absence means
 // something other than zero are pointers; the accessor methods return the value in force.
 type Connack struct {
+	Version        byte // 0 or Version5: MQTT 5; Version311: MQTT 3.1.1 (see DecodeVersion)
 	SessionPresent bool
 	ReasonCode     ReasonCode
 
@@ -95,12 +96,18 @@ func (c *Connack) propsLen() int {
 
 // Len returns the size of the encoded packet in bytes.
 func (c *Connack) Len() int {
+	if c.Version == Version311 {
+		return 4
+	}
 	pl := c.propsLen()
 	return wholeLen(2 + VBILen(pl) + pl)
 }
 
 // AppendTo appends the encoded packet to dst.
 func (c *Connack) AppendTo(dst []byte) []byte {
+	if c.Version == Version311 {
+		return c.append311(dst)
+	}
 	pl := c.propsLen()
 	rl := 2 + VBILen(pl) + pl
 	dst = slices.Grow(dst, wholeLen(rl))
@@ -152,12 +159,24 @@ var (
 	errAckMaxQoS  = protocolErr("", "maximum QoS neither 0 nor 1")
 )
 
-// Decode fills c from a CONNACK packet body. Strings and byte slices are copied.
+// Decode fills c from a CONNACK packet body at the level in c.Version, which it keeps. At
+// level 4 the return code (0 to 5) is read as the MQTT 5 reason code of the same meaning (see
+// v311ConnackCodes). Strings and byte slices are copied.
 func (c *Connack) Decode(flags byte, body []byte) error {
 	if flags != 0 {
 		return errFlags
 	}
-	*c = Connack{}
+	*c = Connack{Version: c.Version}
+	if c.Version == Version311 {
+		return c.decode311(body)
+	}
+	if len(body) == 2 && body[0] == 0 && body[1] == 1 {
+		// A server that knows only 3.1.1 answers a level-5 CONNECT with return code 1,
+		// unacceptable protocol version ([MQTT-3.1.2-2] of 3.1.1), in a 3.1.1 CONNACK. 0x01
+		// is no CONNACK reason code in MQTT 5, so the two bytes cannot mean anything else.
+		c.ReasonCode = UnsupportedProtocolVersion
+		return nil
+	}
 	d := decoder{b: body}
 	f := d.u8()
 	c.ReasonCode = ReasonCode(d.u8())

@@ -7,6 +7,7 @@ const ProtocolVersion = 5
 
 // Connect is a CONNECT packet (MQTT 5 §3.1).
 type Connect struct {
+	Version    byte // 0 or Version5: MQTT 5; Version311: MQTT 3.1.1 (set by Decode)
 	ClientID   string
 	CleanStart bool
 	KeepAlive  uint16 // seconds; 0 turns keepalive off
@@ -102,6 +103,9 @@ func (c *Connect) lengths() (pl, wpl, rl int) {
 
 // Len returns the size of the encoded packet in bytes.
 func (c *Connect) Len() int {
+	if c.Version == Version311 {
+		return wholeLen(c.remaining311())
+	}
 	_, _, rl := c.lengths()
 	return wholeLen(rl)
 }
@@ -128,6 +132,9 @@ func (c *Connect) connectFlags() byte {
 
 // AppendTo appends the encoded packet to dst.
 func (c *Connect) AppendTo(dst []byte) []byte {
+	if c.Version == Version311 {
+		return c.append311(dst)
+	}
 	pl, wpl, rl := c.lengths()
 	dst = slices.Grow(dst, wholeLen(rl))
 	dst = appendHeader(dst, CONNECT, 0, rl)
@@ -198,6 +205,11 @@ func (c *Connect) Validate() error {
 	if err := validateUserProps(c.UserProperties); err != nil {
 		return err
 	}
+	if c.Version == Version311 {
+		if err := c.validate311(); err != nil {
+			return err
+		}
+	}
 	if w := c.Will; w != nil {
 		if err := ValidateTopicName(w.Topic); err != nil {
 			return err
@@ -228,7 +240,7 @@ func (c *Connect) Validate() error {
 
 var (
 	errConnProto    = &Error{Code: UnsupportedProtocolVersion, Rule: "MQTT-3.1.2-1", Detail: "protocol name is not MQTT"}
-	errConnVersion  = &Error{Code: UnsupportedProtocolVersion, Rule: "MQTT-3.1.2-2", Detail: "protocol version is not 5"}
+	errConnVersion  = &Error{Code: UnsupportedProtocolVersion, Rule: "MQTT-3.1.2-2", Detail: "protocol version is neither 4 nor 5"}
 	errConnReserved = malformed("MQTT-3.1.2-3", "reserved connect flag set")
 	errConnWillQoS  = malformed("MQTT-3.1.2-12", "will QoS 3")
 	errConnWillQoS0 = malformed("MQTT-3.1.2-11", "will QoS set without a will")
@@ -237,7 +249,8 @@ var (
 	errAuthNoMethod = protocolErr("", "authentication data without a method")
 )
 
-// Decode fills c from a CONNECT packet body. Strings and byte slices are copied.
+// Decode fills c from a CONNECT packet body at level 5 or 4 (3.1.1), setting Version to
+// Version311 for the latter. Strings and byte slices are copied.
 func (c *Connect) Decode(flags byte, body []byte) error {
 	if flags != 0 {
 		return errFlags
@@ -247,8 +260,12 @@ func (c *Connect) Decode(flags byte, body []byte) error {
 	if name := d.binary(); d.err == nil && string(name) != "MQTT" {
 		return errConnProto
 	}
-	if v := d.u8(); d.err == nil && v != ProtocolVersion {
+	v := d.u8()
+	if d.err == nil && v != ProtocolVersion && v != Version311 {
 		return errConnVersion
+	}
+	if v == Version311 {
+		c.Version = Version311
 	}
 	f := d.u8()
 	c.KeepAlive = d.u16()
@@ -269,11 +286,19 @@ func (c *Connect) Decode(flags byte, body []byte) error {
 	if willQoS == 3 {
 		return errConnWillQoS
 	}
-	c.decodeProps(&d)
+	if c.Version == Version311 && f&0xC0 == 0x40 {
+		// [MQTT-3.1.2-22] (3.1.1) a password needs a user name.
+		return errConnPassword
+	}
+	if c.Version != Version311 {
+		c.decodeProps(&d)
+	}
 	c.ClientID = d.str()
 	if f&0x04 != 0 {
 		w := &Will{QoS: willQoS, Retain: f&0x20 != 0}
-		w.decodeProps(&d)
+		if c.Version != Version311 {
+			w.decodeProps(&d)
+		}
 		w.Topic = d.str()
 		w.Payload = d.bytes()
 		if w.Payload == nil {

@@ -4,6 +4,7 @@ import "slices"
 
 // Disconnect is a DISCONNECT packet (MQTT 5 §3.14).
 type Disconnect struct {
+	Version         byte // 0 or Version5: MQTT 5; Version311: MQTT 3.1.1, no body
 	ReasonCode      ReasonCode
 	SessionExpiry   *uint32 // nil: unchanged
 	ReasonString    string
@@ -15,6 +16,9 @@ type Disconnect struct {
 func (*Disconnect) Type() Type { return DISCONNECT }
 
 func (x *Disconnect) lengths() (pl, rl int) {
+	if x.Version == Version311 {
+		return 0, 0
+	}
 	pl = strPropLen(x.ReasonString) + strPropLen(x.ServerReference) + userPropsLen(x.UserProperties)
 	if x.SessionExpiry != nil {
 		pl += 5
@@ -82,6 +86,9 @@ var errDisconnectCode = malformed("MQTT-3.14.2-1", "reason code not valid in DIS
 
 // Validate checks the packet as a sender must before it goes on the wire.
 func (x *Disconnect) Validate() error {
+	if x.Version == Version311 {
+		return x.validate311()
+	}
 	if !validDisconnectCode(x.ReasonCode) {
 		return ErrInvalidProperty
 	}
@@ -91,14 +98,18 @@ func (x *Disconnect) Validate() error {
 	return validateUserProps(x.UserProperties)
 }
 
-// Decode fills x from a DISCONNECT packet body. Strings are copied.
+// Decode fills x from a DISCONNECT packet body at the level in x.Version, which it keeps.
+// Strings are copied.
 func (x *Disconnect) Decode(flags byte, body []byte) error {
 	if flags != 0 {
 		return errFlags
 	}
-	*x = Disconnect{}
+	*x = Disconnect{Version: x.Version}
 	if len(body) == 0 {
 		return nil
+	}
+	if x.Version == Version311 {
+		return errDisc311Body
 	}
 	d := decoder{b: body}
 	x.ReasonCode = ReasonCode(d.u8())

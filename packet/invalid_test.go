@@ -92,7 +92,7 @@ func invalidCases() []invalidCase {
 		// CONNECT.
 		{name: "connect/protocol-name", in: wire("10 0D 00 04", txt("MQTX"), "05 00 00 00 00 00 00"),
 			code: UnsupportedProtocolVersion, rule: "MQTT-3.1.2-1"},
-		{name: "connect/protocol-version", in: wire("10 0D 00 04", txt("MQTT"), "04 00 00 00 00 00 00"),
+		{name: "connect/protocol-version", in: wire("10 0D 00 04", txt("MQTT"), "03 00 00 00 00 00 00"),
 			code: UnsupportedProtocolVersion, rule: "MQTT-3.1.2-2"},
 		malformedCase("connect/reserved-flag", "MQTT-3.1.2-3", wire("10 0D", mqttConnect, "01 00 00 00 00 00")),
 		malformedCase("connect/will-qos-without-will", "MQTT-3.1.2-11",

@@ -12,6 +12,7 @@ import (
 // CorrelationData and the strings of UserProperties point into that frame and are valid only
 // until the frame is released or reused. Call Clone to keep one longer.
 type Publish struct {
+	Version  byte // 0 or Version5: MQTT 5; Version311: MQTT 3.1.1, no properties
 	Topic    string
 	Payload  []byte
 	QoS      byte
@@ -66,7 +67,10 @@ func (p *Publish) propsLen() int {
 
 // remaining returns the Remaining Length for a property block of pl bytes.
 func (p *Publish) remaining(pl int) int {
-	n := 2 + len(p.Topic) + VBILen(pl) + pl + len(p.Payload)
+	n := 2 + len(p.Topic) + len(p.Payload)
+	if p.Version != Version311 {
+		n += VBILen(pl) + pl
+	}
 	if p.QoS > 0 {
 		n += 2
 	}
@@ -94,6 +98,9 @@ func (p *Publish) AppendHeaderTo(dst []byte) []byte {
 	if p.QoS > 0 {
 		dst = appendU16(dst, p.PacketID)
 	}
+	if p.Version == Version311 {
+		return dst
+	}
 	dst = AppendVBI(dst, pl)
 	if pl == 0 {
 		return dst
@@ -119,6 +126,9 @@ func (p *Publish) AppendHeaderTo(dst []byte) []byte {
 // Validate checks the packet as a sender must before it goes on the wire. An empty topic is
 // allowed only with a topic alias.
 func (p *Publish) Validate() error {
+	if p.Version == Version311 && p.Topic == "" {
+		return ErrEmptyTopic
+	}
 	if p.Topic != "" || p.TopicAlias == 0 {
 		if err := ValidateTopicName(p.Topic); err != nil {
 			return err
@@ -129,6 +139,11 @@ func (p *Publish) Validate() error {
 
 // ValidateFields is Validate without the topic name, for a caller that checked it already.
 func (p *Publish) ValidateFields() error {
+	if p.Version == Version311 {
+		if err := p.validate311(); err != nil {
+			return err
+		}
+	}
 	if p.QoS > 2 {
 		return ErrInvalidQoS
 	}
@@ -172,9 +187,9 @@ var (
 	errSubID0          = protocolErr("", "subscription identifier 0")
 )
 
-// Decode fills p from the low nibble of the fixed header (flags) and the packet body. The
-// result aliases body (see Publish). Slices in p are reused, so decoding into the same Publish
-// again does not allocate.
+// Decode fills p from the low nibble of the fixed header (flags) and the packet body, at the
+// level in p.Version, which it keeps. The result aliases body (see Publish). Slices in p are
+// reused, so decoding into the same Publish again does not allocate.
 func (p *Publish) Decode(flags byte, body []byte) error {
 	d := decoder{b: body, alias: true}
 	qos := (flags >> 1) & 3
@@ -195,7 +210,15 @@ func (p *Publish) Decode(flags byte, body []byte) error {
 			return errPubID0
 		}
 	}
-	p.decodeProps(&d)
+	if p.Version == Version311 {
+		p.clearProps()
+		if d.err == nil && p.Topic == "" {
+			// [MQTT-4.7.3-1] (3.1.1) a topic name has at least one character.
+			return errPub311Topic
+		}
+	} else {
+		p.decodeProps(&d)
+	}
 	if d.err != nil {
 		return d.err
 	}
@@ -215,10 +238,14 @@ func (p *Publish) Decode(flags byte, body []byte) error {
 	return nil
 }
 
-func (p *Publish) decodeProps(d *decoder) {
+func (p *Publish) clearProps() {
 	p.PayloadFormat, p.MessageExpiry, p.TopicAlias = 0, 0, 0
 	p.ResponseTopic, p.ContentType, p.CorrelationData = "", "", nil
 	p.SubscriptionIDs, p.UserProperties = p.SubscriptionIDs[:0], p.UserProperties[:0]
+}
+
+func (p *Publish) decodeProps(d *decoder) {
+	p.clearProps()
 	pr := d.beginProps(allowedPublish)
 	pr.repeat |= 1 << propSubscriptionID
 	for id := pr.next(d); id != 0; id = pr.next(d) {

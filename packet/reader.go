@@ -254,21 +254,30 @@ func Decode(f *Frame) (Packet, error) {
 // DecodeBytes decodes one whole packet from b, which must hold exactly one packet. The result
 // may alias b (see Decode).
 func DecodeBytes(b []byte) (Packet, error) {
-	if len(b) < 2 {
-		return nil, errShort
-	}
-	if b[0]>>4 == 0 {
-		return nil, errBadType
-	}
-	rl, n, err := ReadVBI(b[1:])
+	f, err := splitFrame(b)
 	if err != nil {
 		return nil, err
 	}
+	return Decode(&f)
+}
+
+// splitFrame checks that b holds exactly one packet and returns it as a frame aliasing b.
+func splitFrame(b []byte) (Frame, error) {
+	if len(b) < 2 {
+		return Frame{}, errShort
+	}
+	if b[0]>>4 == 0 {
+		return Frame{}, errBadType
+	}
+	rl, n, err := ReadVBI(b[1:])
+	if err != nil {
+		return Frame{}, err
+	}
 	if n == 0 || len(b[1+n:]) < rl {
-		return nil, errShort
+		return Frame{}, errShort
 	}
 	if len(b[1+n:]) > rl {
-		return nil, errTrailing
+		return Frame{}, errTrailing
 	}
-	return Decode(&Frame{Header: b[0], Body: b[1+n:]})
+	return Frame{Header: b[0], Body: b[1+n:]}, nil
 }

@@ -49,6 +49,7 @@ func (s *Subscription) Validate() error {
 
 // Subscribe is a SUBSCRIBE packet (MQTT 5 §3.8).
 type Subscribe struct {
+	Version        byte // 0 or Version5: MQTT 5; Version311: MQTT 3.1.1, QoS only
 	PacketID       uint16
 	SubscriptionID uint32 // 0: none
 	UserProperties []UserProperty
@@ -72,12 +73,18 @@ func (s *Subscribe) lengths() (pl, rl int) {
 
 // Len returns the size of the encoded packet in bytes.
 func (s *Subscribe) Len() int {
+	if s.Version == Version311 {
+		return wholeLen(s.remaining311())
+	}
 	_, rl := s.lengths()
 	return wholeLen(rl)
 }
 
 // AppendTo appends the encoded packet to dst.
 func (s *Subscribe) AppendTo(dst []byte) []byte {
+	if s.Version == Version311 {
+		return s.append311(dst)
+	}
 	pl, rl := s.lengths()
 	dst = slices.Grow(dst, wholeLen(rl))
 	dst = appendHeader(dst, SUBSCRIBE, SUBSCRIBE.fixedFlags(), rl)
@@ -110,6 +117,11 @@ func (s *Subscribe) Validate() error {
 			return err
 		}
 	}
+	if s.Version == Version311 {
+		if err := s.validate311(); err != nil {
+			return err
+		}
+	}
 	return validateUserProps(s.UserProperties)
 }
 
@@ -124,15 +136,23 @@ var (
 	errListAckID0  = protocolErr("MQTT-2.2.1-6", "packet identifier 0")
 )
 
-// Decode fills s from a SUBSCRIBE packet body. Strings are copied.
+// Decode fills s from a SUBSCRIBE packet body at the level in s.Version, which it keeps.
+// Strings are copied.
 func (s *Subscribe) Decode(flags byte, body []byte) error {
 	if flags != SUBSCRIBE.fixedFlags() {
 		return errFlags
 	}
-	*s = Subscribe{}
+	*s = Subscribe{Version: s.Version}
 	d := decoder{b: body}
 	if s.PacketID = d.u16(); d.err == nil && s.PacketID == 0 {
 		return errRequestID0
+	}
+	if s.Version == Version311 {
+		s.decode311(&d)
+		if d.err == nil && len(s.Subscriptions) == 0 {
+			return errSub311Empty
+		}
+		return d.result()
 	}
 	pr := d.beginProps(allowedSubscribe)
 	for id := pr.next(&d); id != 0; id = pr.next(&d) {
@@ -172,6 +192,7 @@ func (s *Subscribe) Decode(flags byte, body []byte) error {
 
 // Suback is a SUBACK packet (MQTT 5 §3.9): one reason code per requested filter, in order.
 type Suback struct {
+	Version        byte // 0 or Version5: MQTT 5; Version311: MQTT 3.1.1, no properties
 	PacketID       uint16
 	ReasonString   string
 	UserProperties []UserProperty
@@ -182,21 +203,37 @@ type Suback struct {
 func (*Suback) Type() Type { return SUBACK }
 
 // Len returns the size of the encoded packet in bytes.
-func (s *Suback) Len() int { return listAckLen(s.ReasonString, s.UserProperties, s.ReasonCodes) }
+func (s *Suback) Len() int {
+	if s.Version == Version311 {
+		return wholeLen(2 + len(s.ReasonCodes))
+	}
+	return listAckLen(s.ReasonString, s.UserProperties, s.ReasonCodes)
+}
 
 // AppendTo appends the encoded packet to dst.
 func (s *Suback) AppendTo(dst []byte) []byte {
+	if s.Version == Version311 {
+		return appendListAck311(dst, SUBACK, s.PacketID, s.ReasonCodes)
+	}
 	return appendListAck(dst, SUBACK, s.PacketID, s.ReasonString, s.UserProperties, s.ReasonCodes)
 }
 
-// Decode fills s from a SUBACK packet body. Strings are copied.
+// Decode fills s from a SUBACK packet body at the level in s.Version, which it keeps.
+// Strings are copied.
 func (s *Suback) Decode(flags byte, body []byte) error {
-	*s = Suback{}
+	*s = Suback{Version: s.Version}
+	if s.Version == Version311 {
+		if flags != 0 {
+			return errFlags
+		}
+		return decodeSuback311(body, s)
+	}
 	return decodeListAck(flags, body, &s.PacketID, &s.ReasonString, &s.UserProperties, &s.ReasonCodes)
 }
 
 // Unsubscribe is an UNSUBSCRIBE packet (MQTT 5 §3.10).
 type Unsubscribe struct {
+	Version        byte // 0 or Version5: MQTT 5; Version311: MQTT 3.1.1, no properties
 	PacketID       uint16
 	UserProperties []UserProperty
 	Filters        []string
@@ -208,6 +245,9 @@ func (*Unsubscribe) Type() Type { return UNSUBSCRIBE }
 func (u *Unsubscribe) lengths() (pl, rl int) {
 	pl = userPropsLen(u.UserProperties)
 	rl = 2 + VBILen(pl) + pl
+	if u.Version == Version311 {
+		pl, rl = 0, 2
+	}
 	for _, f := range u.Filters {
 		rl += 2 + len(f)
 	}
@@ -226,8 +266,10 @@ func (u *Unsubscribe) AppendTo(dst []byte) []byte {
 	dst = slices.Grow(dst, wholeLen(rl))
 	dst = appendHeader(dst, UNSUBSCRIBE, UNSUBSCRIBE.fixedFlags(), rl)
 	dst = appendU16(dst, u.PacketID)
-	dst = AppendVBI(dst, pl)
-	dst = appendUserProps(dst, u.UserProperties)
+	if u.Version != Version311 {
+		dst = AppendVBI(dst, pl)
+		dst = appendUserProps(dst, u.UserProperties)
+	}
 	for _, f := range u.Filters {
 		dst = appendString(dst, f)
 	}
@@ -247,22 +289,28 @@ func (u *Unsubscribe) Validate() error {
 			return err
 		}
 	}
+	if u.Version == Version311 && len(u.UserProperties) > 0 {
+		return notInV311("user properties")
+	}
 	return validateUserProps(u.UserProperties)
 }
 
-// Decode fills u from an UNSUBSCRIBE packet body. Strings are copied.
+// Decode fills u from an UNSUBSCRIBE packet body at the level in u.Version, which it keeps.
+// Strings are copied.
 func (u *Unsubscribe) Decode(flags byte, body []byte) error {
 	if flags != UNSUBSCRIBE.fixedFlags() {
 		return errFlags
 	}
-	*u = Unsubscribe{}
+	*u = Unsubscribe{Version: u.Version}
 	d := decoder{b: body}
 	if u.PacketID = d.u16(); d.err == nil && u.PacketID == 0 {
 		return errRequestID0
 	}
-	pr := d.beginProps(allowedUnsubscribe)
-	for id := pr.next(&d); id != 0; id = pr.next(&d) {
-		u.UserProperties = d.userProp(u.UserProperties)
+	if u.Version != Version311 {
+		pr := d.beginProps(allowedUnsubscribe)
+		for id := pr.next(&d); id != 0; id = pr.next(&d) {
+			u.UserProperties = d.userProp(u.UserProperties)
+		}
 	}
 	for d.err == nil && d.remaining() > 0 {
 		u.Filters = append(u.Filters, d.str())
@@ -275,6 +323,7 @@ func (u *Unsubscribe) Decode(flags byte, body []byte) error {
 
 // Unsuback is an UNSUBACK packet (MQTT 5 §3.11): one reason code per filter, in order.
 type Unsuback struct {
+	Version        byte // 0 or Version5: MQTT 5; Version311: MQTT 3.1.1, identifier only
 	PacketID       uint16
 	ReasonString   string
 	UserProperties []UserProperty
@@ -285,16 +334,33 @@ type Unsuback struct {
 func (*Unsuback) Type() Type { return UNSUBACK }
 
 // Len returns the size of the encoded packet in bytes.
-func (u *Unsuback) Len() int { return listAckLen(u.ReasonString, u.UserProperties, u.ReasonCodes) }
+func (u *Unsuback) Len() int {
+	if u.Version == Version311 {
+		return 4
+	}
+	return listAckLen(u.ReasonString, u.UserProperties, u.ReasonCodes)
+}
 
-// AppendTo appends the encoded packet to dst.
+// AppendTo appends the encoded packet to dst. At level 4 it carries the identifier alone.
 func (u *Unsuback) AppendTo(dst []byte) []byte {
+	if u.Version == Version311 {
+		return appendListAck311(dst, UNSUBACK, u.PacketID, nil)
+	}
 	return appendListAck(dst, UNSUBACK, u.PacketID, u.ReasonString, u.UserProperties, u.ReasonCodes)
 }
 
-// Decode fills u from an UNSUBACK packet body. Strings are copied.
+// Decode fills u from an UNSUBACK packet body at the level in u.Version, which it keeps; at
+// level 4 ReasonCodes stays nil (3.1.1 reports no per-filter outcome). Strings are copied.
 func (u *Unsuback) Decode(flags byte, body []byte) error {
-	*u = Unsuback{}
+	*u = Unsuback{Version: u.Version}
+	if u.Version == Version311 {
+		if flags != 0 {
+			return errFlags
+		}
+		var err error
+		u.PacketID, err = decodeAck311(body)
+		return err
+	}
 	return decodeListAck(flags, body, &u.PacketID, &u.ReasonString, &u.UserProperties, &u.ReasonCodes)
 }
 

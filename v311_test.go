@@ -1,0 +1,217 @@
+package tern
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern/internal/brokertest"
+	"github.com/ternmq/tern/internal/faultproxy"
+	"github.com/ternmq/tern/packet"
+)
+
+// MQTT 3.1.1 against a real Mosquitto. Mosquitto logs each client's protocol ("p2" is 3.1.1),
+// which the tests check so that a silent MQTT 5 connection cannot pass for 3.1.1.
+
+func v311Opts(id string) []Option {
+	return []Option{WithProtocol(MQTT311), WithClientID(id)}
+}
+
+func requireP2(t *testing.T, b *brokertest.Mosquitto, id string) {
+	t.Helper()
+	if !strings.Contains(b.Log(), " as "+id+" (p2,") {
+		t.Errorf("Mosquitto did not log %s as a 3.1.1 (p2) client:\n%s", id, tail(b.Log(), 2000))
+	}
+}
+
+// Round trips at QoS 0, 1 and 2 and a retained message, byte-exact.
+func TestV311RoundTripMosquitto(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	ctx := testCtx(t)
+	sub := newTestClient(t, b.URL, v311Opts("v311-rt-sub")...)
+	pub := newTestClient(t, b.URL, v311Opts("v311-rt-pub")...)
+	ch, _, err := sub.Subscribe(ctx, []TopicFilter{{Topic: "v311/rt/#", QoS: 2}}, SubAutoAck())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for qos := byte(0); qos <= 2; qos++ {
+		payload := []byte{0, 1, 2, 0xFF, byte(qos), '\n'}
+		if err := pub.Publish(ctx, PublishOptions{Topic: fmt.Sprintf("v311/rt/%d", qos), QoS: qos, Payload: payload}); err != nil {
+			t.Fatal(err)
+		}
+		m := recv(t, ch)
+		if m.QoS != qos || !bytes.Equal(m.Payload, payload) || m.Topic != fmt.Sprintf("v311/rt/%d", qos) {
+			t.Fatalf("got %s QoS %d % X, want QoS %d % X", m.Topic, m.QoS, m.Payload, qos, payload)
+		}
+	}
+	if err := pub.Publish(ctx, PublishOptions{Topic: "v311/retained", QoS: 1, Retain: true, Payload: []byte("kept")}); err != nil {
+		t.Fatal(err)
+	}
+	late := newTestClient(t, b.URL, v311Opts("v311-rt-late")...)
+	rch, _, err := late.Subscribe(ctx, []TopicFilter{{Topic: "v311/retained", QoS: 1}}, SubAutoAck())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, rch); !m.Retain || string(m.Payload) != "kept" {
+		t.Fatalf("retained: %+v", m)
+	}
+	for _, c := range []*Client{sub, pub, late} {
+		if v := c.Info().Version; v != packet.Version311 {
+			t.Errorf("Info().Version = %d, want 4", v)
+		}
+	}
+	requireP2(t, b, "v311-rt-sub")
+	requireP2(t, b, "v311-rt-pub")
+}
+
+// The will of a 3.1.1 client whose connection is cut is published by the broker.
+func TestV311WillMosquitto(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	proxy := faultproxy.New(t, b.Addr)
+	ctx := testCtx(t)
+	sub := newTestClient(t, b.URL, v311Opts("v311-will-sub")...)
+	ch, _, err := sub.Subscribe(ctx, []TopicFilter{{Topic: "v311/will", QoS: 1}}, SubAutoAck())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newTestClient(t, proxy.URL(), append(v311Opts("v311-will"),
+		WithWill(&packet.Will{Topic: "v311/will", Payload: []byte("gone"), QoS: 1}))...)
+	requireP2(t, b, "v311-will")
+	proxy.Refuse(true)
+	proxy.Cut()
+	if m := recv(t, ch); string(m.Payload) != "gone" {
+		t.Fatalf("will payload %q", m.Payload)
+	}
+}
+
+// A persistent 3.1.1 session (session expiry above 0 → Clean Session 0) resumes after a cut:
+// the messages queued meanwhile arrive, none lost.
+func TestV311SessionResumeAfterCutMosquitto(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	proxy := faultproxy.New(t, b.Addr)
+	ctx := testCtx(t)
+	life := newLifecycle()
+	sub := newTestClient(t, proxy.URL(), append(append(v311Opts("v311-resume-sub"),
+		WithSessionExpiry(time.Hour), fastReconnect()), life.options()...)...)
+	life.waitUp(t, 10*time.Second, "first connect")
+	ch, _, err := sub.Subscribe(ctx, []TopicFilter{{Topic: "v311/resume", QoS: 2}}, SubAutoAck())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Refuse(true)
+	proxy.Cut()
+	life.waitDown(t, 10*time.Second, "cut")
+	pub := newTestClient(t, b.URL, v311Opts("v311-resume-pub")...)
+	const n = 100
+	for i := 0; i < n; i++ {
+		if err := pub.Publish(ctx, PublishOptions{Topic: "v311/resume", QoS: byte(1 + i%2), Payload: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	proxy.Refuse(false)
+	if info := life.waitUp(t, 20*time.Second, "resume"); !info.SessionPresent {
+		t.Fatal("session not present after the cut")
+	}
+	for i := 0; i < n; i++ {
+		if m := recv(t, ch); string(m.Payload) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %q", i, m.Payload)
+		}
+	}
+}
+
+// A persistent 3.1.1 session and its queued messages survive a broker restart with
+// persistence (the session is created with Clean Session 0, which Mosquitto 2.0.11 keeps;
+// see BROKERS.md).
+func TestV311BrokerRestartMosquitto(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{Persistence: true})
+	brokerLogOnFailure(t, b)
+	proxy := faultproxy.New(t, b.Addr)
+	ctx := faultCtx(t, time.Minute)
+	life := newLifecycle()
+	sub := newTestClient(t, proxy.URL(), append(append(v311Opts("v311-restart-sub"),
+		WithSessionExpiry(time.Hour), fastReconnect()), life.options()...)...)
+	life.waitUp(t, 10*time.Second, "first connect")
+	ch, _, err := sub.Subscribe(ctx, []TopicFilter{{Topic: "v311/restart", QoS: 2}}, SubAutoAck())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Refuse(true)
+	proxy.Cut()
+	life.waitDown(t, 10*time.Second, "cut")
+	pub := newTestClient(t, b.URL, append(v311Opts("v311-restart-pub"), WithSessionExpiry(time.Hour), fastReconnect())...)
+	const n = 100
+	for i := 0; i < n; i++ {
+		if err := pub.Publish(ctx, PublishOptions{Topic: "v311/restart", QoS: byte(1 + i%2), Payload: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Restart(t)
+	proxy.Refuse(false)
+	if info := life.waitUp(t, 30*time.Second, "after restart"); !info.SessionPresent {
+		t.Fatal("session lost at the broker restart")
+	}
+	seen := make(map[string]bool)
+	for len(seen) < n {
+		seen[string(recv(t, ch).Payload)] = true
+	}
+	for i := 0; i < n; i++ {
+		if !seen[fmt.Sprint(i)] {
+			t.Errorf("message %d lost", i)
+		}
+	}
+}
+
+// Interop with mosquitto_pub/sub -V mqttv311, byte-exact both ways.
+func TestV311MosquittoClientsInterop(t *testing.T) {
+	for _, tool := range []string{"mosquitto_pub", "mosquitto_sub"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	ctx := testCtx(t)
+	host, port := strings.Split(b.Addr, ":")[0], strings.Split(b.Addr, ":")[1]
+	payload := []byte{0x00, 0x7F, 0x80, 0xFF, 'a', '\r', '\n', 0x00}
+
+	// Tern → mosquitto_sub: a retained message, so the tool needs no timing.
+	c := newTestClient(t, b.URL, v311Opts("v311-interop")...)
+	if err := c.Publish(ctx, PublishOptions{Topic: "v311/interop/a", QoS: 1, Retain: true, Payload: payload}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.CommandContext(ctx, "mosquitto_sub", "-V", "mqttv311", "-h", host, "-p", port,
+		"-t", "v311/interop/a", "-C", "1", "-N", "-q", "1").Output()
+	if err != nil {
+		t.Fatalf("mosquitto_sub: %v", err)
+	}
+	if !bytes.Equal(out, payload) {
+		t.Errorf("mosquitto_sub got % X, want % X", out, payload)
+	}
+
+	// mosquitto_pub → Tern.
+	ch, _, err := c.Subscribe(ctx, []TopicFilter{{Topic: "v311/interop/b", QoS: 2}}, SubAutoAck())
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "payload")
+	if err := os.WriteFile(file, payload, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.CommandContext(ctx, "mosquitto_pub", "-V", "mqttv311", "-h", host, "-p", port,
+		"-t", "v311/interop/b", "-q", "2", "-f", file).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v: %s", err, out)
+	}
+	if m := recv(t, ch); !bytes.Equal(m.Payload, payload) || m.QoS != 2 {
+		t.Errorf("got QoS %d % X, want QoS 2 % X", m.QoS, m.Payload, payload)
+	}
+}
+
+// The fault suite's cut cases on 3.1.1: nothing acknowledged is lost, QoS 2 is not
+// duplicated.
+func TestFaultCutsQoS1V311(t *testing.T) { testFaultCuts(t, 1, WithProtocol(MQTT311)) }
+
+func TestFaultCutsQoS2V311(t *testing.T) { testFaultCuts(t, 2, WithProtocol(MQTT311)) }
