@@ -27,7 +27,7 @@ func commands() []command {
 		{"serve", "run the embedded MQTT broker on loopback", runServeCmd},
 		{"pub", "publish messages, like mosquitto_pub; --queue DIR stores and forwards", runPubCmd},
 		{"sub", "subscribe and print messages, like mosquitto_sub", runSubCmd},
-		{"bench", "measure publish/subscribe load (not yet implemented)", notYet("bench")},
+		{"bench", "load a broker: publish/subscribe/connection workloads, latency, loss, plots", runBenchCmd},
 		{"run", "run a YAML test scenario (not yet implemented)", notYet("run")},
 		{"version", "print the version of tern and of Go", runVersionCmd},
 	}
