@@ -71,7 +71,7 @@ func newBenchFlags(workload string, stderr io.Writer) (*cliFlags, *benchFlags) {
 	c := newCLIFlags("bench", benchSynopsis, benchDescription, stderr)
 	c.Int(&f.clients, "c,clients", "N", 1, "publishers (pub, pubsub) or connections (conn)")
 	c.Int(&f.subs, "subs", "N", 1, "subscribers (sub, pubsub)")
-	c.Int(&f.count, "n,count", "N", 1000, "messages per publisher (sub: stop after N messages per subscriber)")
+	c.Int(&f.count, "n,count", "N", 1000, "messages per publisher (sub: stop after N messages per subscriber, or per --shared group)")
 	c.Duration(&f.duration, "d,duration", "DURATION", 0, "publish for this long instead of -n messages (conn: hold the connections this long)")
 	c.fs.Float64Var(&f.rate, "rate", 0, "")
 	c.add("rate", "PER_SECOND", "", "messages a second per publisher, open loop (0: closed loop, as fast as the window allows)")

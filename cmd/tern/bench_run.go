@@ -38,8 +38,10 @@ type run struct {
 	heapPerConn, gorPerConn float64
 	connsFailed             int
 
-	// started, when set (by tests), is called once the publishers are about to start.
-	started func(*run)
+	// started, when set (by tests), is called once the publishers are about to start; it
+	// may set beforePublish, which each publisher then calls before each message.
+	started       func(*run)
+	beforePublish func(client int, seq uint64)
 }
 
 // benchHook lets tests watch a run; nil otherwise.
@@ -352,6 +354,9 @@ func (r *run) publisher(ctx context.Context, i int, c *tern.Client, begin time.T
 		if ctx.Err() != nil || (!end.IsZero() && !due.Before(end)) {
 			break
 		}
+		if r.beforePublish != nil {
+			r.beforePublish(i, seq)
+		}
 		stamp{run: r.runID, client: uint32(i), seq: seq, due: due.UnixNano()}.put(payload)
 		t := topic
 		if perSeq {
@@ -369,10 +374,14 @@ func (r *run) publisher(ctx context.Context, i int, c *tern.Client, begin time.T
 				r.pubErrs.Add(1)
 				continue
 			}
+			// Counted before the collector can see a refusal, which takes it back.
+			r.sentBy[i].Add(1)
+			r.out.Add(1)
 			select {
 			case acks <- window{tok, due}:
 			case <-ctx.Done():
 			}
+			continue
 		}
 		r.sentBy[i].Add(1)
 		r.out.Add(1)
@@ -390,6 +399,9 @@ func (r *run) collectAcks(i int, acks <-chan window, done chan<- struct{}) {
 	for w := range acks {
 		<-w.tok.Done()
 		if err := w.tok.Err(); err != nil {
+			// Refused or failed: not sent as far as the receivers' count goes.
+			r.sentBy[i].Add(^uint64(0))
+			r.out.Add(^uint64(0))
 			r.pubErrs.Add(1)
 			continue
 		}
@@ -455,10 +467,7 @@ func (r *run) receiveUntilDone(ctx context.Context, begin time.Time) {
 	}
 	want := uint64(0)
 	if r.f.countGiven {
-		want = uint64(r.f.count) * uint64(len(r.trackers))
-		if r.f.shared != "" {
-			want = uint64(r.f.count) * uint64(r.f.subs)
-		}
+		want = uint64(r.f.count) * uint64(len(r.trackers)) // per subscriber, or per shared group
 	}
 	last, since := uint64(0), time.Now()
 	for ctx.Err() == nil {

@@ -62,7 +62,8 @@ func (s *status) loop() {
 	var lastOut, lastIn uint64
 	last := s.begin
 	sample := func(now time.Time, final bool) {
-		out, in := s.r.out.Load(), s.r.in.Load()
+		// out can step back when the broker refuses a QoS 1/2 publish counted as sent.
+		out, in := max(s.r.out.Load(), lastOut), s.r.in.Load()
 		s.series = append(s.series, seriesPoint{T: now.Sub(s.begin).Seconds(), Out: out - lastOut, In: in - lastIn})
 		secs := now.Sub(last).Seconds()
 		if secs <= 0 {

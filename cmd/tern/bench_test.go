@@ -209,17 +209,20 @@ func TestBenchOpenLoopShowsStall(t *testing.T) {
 		p := faultproxy.New(t, strings.TrimPrefix(url, "mqtt://"))
 		var wg sync.WaitGroup
 		benchHook = func(r *run) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				deadline := time.Now().Add(20 * time.Second)
-				for r.out.Load() < 100 && time.Now().Before(deadline) {
-					time.Sleep(time.Millisecond) // polling a counter with a deadline
+			// The stall starts as message 100 is about to go: mid-run, whatever the
+			// scheduling.
+			r.beforePublish = func(_ int, seq uint64) {
+				if seq != 100 {
+					return
 				}
 				p.Stall()
-				time.Sleep(stall) // the fault's length, not synchronisation
-				p.Resume()
-			}()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					time.Sleep(stall) // the fault's length, not synchronisation
+					p.Resume()
+				}()
+			}
 		}
 		defer func() { benchHook = nil }()
 		code, out, errOut, rep := runBenchJSON(t, append([]string{"pubsub", "-L", p.URL(), "-q", "1", "--inflight", "1"}, args...)...)
