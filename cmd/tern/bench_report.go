@@ -119,7 +119,8 @@ type benchReport struct {
 	Conditions  conditions   `json:"conditions"`
 	Sources     []conditions `json:"sources,omitempty"` // set by merge: one per input report
 	Interrupted bool         `json:"interrupted,omitempty"`
-	Duration    float64      `json:"duration_s"` // publishing time (pub, pubsub), run time otherwise
+	Duration    float64      `json:"duration_s"`          // publishing time (pub, pubsub), run time otherwise
+	ReceiveTime float64      `json:"receive_s,omitempty"` // from the start to the last message received
 
 	Sent          uint64  `json:"sent"`
 	PublishErrors uint64  `json:"publish_errors"`
@@ -232,7 +233,7 @@ func (r *benchReport) printTable(w io.Writer) {
 		if c.QoS > 0 {
 			fmt.Fprintf(tw, "acknowledged\t%d\n", r.Acked)
 		}
-		fmt.Fprintf(tw, "received\t%d (%.0f msg/s)\n", r.Received, r.InRate)
+		fmt.Fprintf(tw, "received\t%d (%.0f msg/s over %.2f s)\n", r.Received, r.InRate, r.ReceiveTime)
 		fmt.Fprintf(tw, "lost\t%d\n", r.Lost)
 		fmt.Fprintf(tw, "duplicates\t%d\n", r.Duplicates)
 		fmt.Fprintf(tw, "reordered\t%d\n", r.Reordered)
@@ -286,6 +287,7 @@ func mergeReports(in []*benchReport) (*benchReport, error) {
 		}
 		out.Interrupted = out.Interrupted || r.Interrupted
 		out.Duration = max(out.Duration, r.Duration)
+		out.ReceiveTime = max(out.ReceiveTime, r.ReceiveTime)
 		out.Sent += r.Sent
 		out.PublishErrors += r.PublishErrors
 		out.Acked += r.Acked

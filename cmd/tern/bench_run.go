@@ -29,6 +29,7 @@ type run struct {
 	stderr io.Writer
 
 	out, in, acked, pubErrs, connErrs atomic.Uint64
+	lastIn                            atomic.Int64 // Unix ns of the latest message received
 	connsUp                           atomic.Int64
 	e2e, ack, connect                 *latency
 	trackers                          []*tracker
@@ -151,7 +152,7 @@ func (r *run) run(ctx context.Context, stop func()) (*benchReport, error) {
 		pubEnd = time.Now()
 	}
 	series := status.stop()
-	rep := r.report(pubEnd.Sub(begin), series)
+	rep := r.report(begin, pubEnd.Sub(begin), series)
 	rep.Interrupted = ctx.Err() != nil
 	return rep, nil
 }
@@ -201,6 +202,7 @@ func (r *run) handler(i int, t *tracker) func(*tern.Message) {
 			return
 		}
 		r.in.Add(1)
+		r.lastIn.Store(now.UnixNano())
 		if t.add(s) {
 			r.e2e.record(i, now.Sub(time.Unix(0, s.due)))
 		}
@@ -506,15 +508,19 @@ func (r *run) disconnectAll() {
 	r.pubs, r.subs = nil, nil
 }
 
-// report builds the report of the run; took is the publishing (or receiving) time.
-func (r *run) report(took time.Duration, series []seriesPoint) *benchReport {
+// report builds the report of the run; took is the publishing (or receiving) time. The
+// receive rate counts from begin to the last message received.
+func (r *run) report(begin time.Time, took time.Duration, series []seriesPoint) *benchReport {
 	rep := &benchReport{Workload: r.f.workload, Conditions: r.cond, Duration: took.Seconds(),
 		Sent: r.out.Load(), PublishErrors: r.pubErrs.Load(), Acked: r.acked.Load(), Received: r.in.Load(),
 		ConnsUp: int(r.connsUp.Load()), ConnsFailed: r.connsFailed, ConnErrors: r.connErrs.Load(),
 		HeapPerConn: r.heapPerConn, GoroutinesPerCon: r.gorPerConn, Series: series}
 	if s := took.Seconds(); s > 0 {
 		rep.OutRate = float64(rep.Sent) / s
-		rep.InRate = float64(rep.Received) / s
+	}
+	if last := r.lastIn.Load(); last > begin.UnixNano() {
+		rep.ReceiveTime = time.Duration(last - begin.UnixNano()).Seconds()
+		rep.InRate = float64(rep.Received) / rep.ReceiveTime
 	}
 	var local map[pubKey]uint64
 	if r.f.workload == "pubsub" {
