@@ -347,7 +347,7 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) error {
 		return err
 	}
 	alias := useAlias(cn, len(b))
-	cn.w.mu.Lock()
+	cn.w.lock()
 	if alias || (om.sent && !om.expires.IsZero()) {
 		// Rewrite: aliases belong to the connection and are assigned in write order, under
 		// w.mu; a resent message carries its remaining lifetime, not the original.
