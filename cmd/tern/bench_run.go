@@ -116,7 +116,9 @@ func (r *run) run(ctx context.Context, stop func()) (*benchReport, error) {
 		status.stop()
 		return nil, err
 	}
-	r.measureMemory(memBase)
+	if r.f.workload != "conn" {
+		r.measureMemory(memBase)
+	}
 	status.start()
 	begin := time.Now()
 	var pubEnd time.Time
@@ -150,6 +152,8 @@ func (r *run) run(ctx context.Context, stop func()) (*benchReport, error) {
 			t.Stop()
 		}
 		pubEnd = time.Now()
+		// After the hold: idle connections have given back their write buffers (1 s).
+		r.measureMemory(memBase)
 	}
 	series := status.stop()
 	rep := r.report(begin, pubEnd.Sub(begin), series)
