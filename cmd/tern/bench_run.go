@@ -165,15 +165,16 @@ func (r *run) run(ctx context.Context, stop func()) (*benchReport, error) {
 func (r *run) connectSubs(ctx context.Context) error {
 	shared := r.f.shared != ""
 	var one *tracker
+	own := r.f.workload == "pubsub" // publishers of this run start at 0
 	if shared {
-		one = newTracker()
+		one = newTracker(own)
 		r.trackers = []*tracker{one}
 	}
 	handlers := make([]func(*tern.Message), r.f.subs)
 	for i := range handlers {
 		t := one
 		if !shared {
-			t = newTracker()
+			t = newTracker(own)
 			r.trackers = append(r.trackers, t)
 		}
 		handlers[i] = r.handler(i, t)

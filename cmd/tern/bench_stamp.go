@@ -60,47 +60,94 @@ type pubKey struct {
 
 // pubTrack is what one receiving side has seen of one publisher.
 type pubTrack struct {
-	seen     []uint64 // bit per sequence number
+	base     uint64   // sequence number of bit 0 of seen, a multiple of 64
+	seen     []uint64 // bit per sequence number from base
+	low      uint64   // lowest sequence seen (0 for a publisher known to start at 0)
+	next     uint64   // highest sequence seen + 1
 	distinct uint64
 	dups     uint64
 	reorders uint64 // arrived after a higher sequence number of the same publisher
-	next     uint64 // highest sequence seen + 1
 }
 
-// maxTrackedSeq bounds the bitmap a hostile or corrupt sequence number could make us grow
-// (2^32 bits = 512 MiB would be too much): beyond it a message counts as foreign.
-const maxTrackedSeq = 1 << 30
+// Bounds on what a hostile or broken publisher can make a receiver keep: a sequence number
+// more than maxSeqJump away from those seen, and publishers beyond maxPublishers per
+// receiving side, count as foreign. A bitmap so grows by at most 128 KiB per jump.
+// All bitmaps of one receiving side together stay under maxWords (64 MiB): 2^29 messages of
+// one publisher, or 100,000 publishers of 5,000 each.
+const (
+	maxSeqJump    = 1 << 20
+	maxPublishers = 100_000
+	maxWords      = 1 << 23
+)
 
 // tracker counts, per publisher, what one receiving side got: each non-shared subscriber
 // has its own; the members of a shared subscription share one, since together they should
 // see each message once. Safe for concurrent use.
 type tracker struct {
-	mu      sync.Mutex
-	pubs    map[pubKey]*pubTrack
-	foreign uint64 // messages without a bench stamp, or of another run
+	mu       sync.Mutex
+	pubs     map[pubKey]*pubTrack
+	zeroBase bool   // publishers start at sequence 0 (this process's own, in pubsub)
+	words    int    // bitmap words of all publishers, at most maxWords
+	foreign  uint64 // messages without a bench stamp, of another run, or out of bounds
 }
 
-func newTracker() *tracker { return &tracker{pubs: make(map[pubKey]*pubTrack)} }
+// newTracker returns a tracker. Without zeroBase a publisher's count starts at the first
+// sequence number received: a sub run may join a publisher mid-way.
+func newTracker(zeroBase bool) *tracker {
+	return &tracker{pubs: make(map[pubKey]*pubTrack), zeroBase: zeroBase}
+}
 
-// add records one message; it returns false for a duplicate.
+// add records one message; it returns false for a duplicate or a foreign one.
 func (t *tracker) add(s stamp) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if s.seq >= maxTrackedSeq {
-		t.foreign++
-		return false
-	}
 	k := pubKey{s.run, s.client}
 	p := t.pubs[k]
-	if p == nil {
+	fresh := p == nil
+	if fresh {
+		if len(t.pubs) >= maxPublishers {
+			t.foreign++
+			return false
+		}
 		p = &pubTrack{}
+		if !t.zeroBase {
+			p.base, p.low, p.next = s.seq&^63, s.seq, s.seq
+		}
+	}
+	switch {
+	case s.seq >= p.next && s.seq-p.next >= maxSeqJump, s.seq < p.base && p.base-s.seq > maxSeqJump:
+		t.foreign++
+		return false
+	case s.seq < p.base:
+		// Earlier than the first one seen (members of a shared group race): grow downwards.
+		nb := s.seq &^ 63
+		grow := int((p.base - nb) / 64)
+		if t.words+grow > maxWords {
+			t.foreign++
+			return false
+		}
+		t.words += grow
+		p.seen = append(make([]uint64, grow), p.seen...)
+		p.base = nb
+	}
+	p.low = min(p.low, s.seq)
+	if fresh {
 		t.pubs[k] = p
 	}
-	w := int(s.seq / 64)
+	off := s.seq - p.base
+	w := int(off / 64)
 	if w >= len(p.seen) {
-		p.seen = append(p.seen, make([]uint64, w+1-len(p.seen)+len(p.seen)/2)...)
+		grow := w + 1 - len(p.seen) + len(p.seen)/2
+		if t.words+grow > maxWords {
+			if grow = w + 1 - len(p.seen); t.words+grow > maxWords {
+				t.foreign++
+				return false
+			}
+		}
+		t.words += grow
+		p.seen = append(p.seen, make([]uint64, grow)...)
 	}
-	bit := uint64(1) << (s.seq % 64)
+	bit := uint64(1) << (off % 64)
 	if p.seen[w]&bit != 0 {
 		p.dups++
 		return false
@@ -135,7 +182,8 @@ type pubLoss struct {
 // verdicts returns one pubLoss per publisher, sorted by run and client. local holds the
 // number each publisher of this process sent (known exactly in pubsub; nil otherwise): a
 // local publisher that reached nobody is all loss. For other publishers the expected count
-// is the highest sequence seen + 1, so only gaps count as loss, not a lost tail.
+// runs from the first sequence seen to the highest, so only gaps count as loss, not a lost
+// head or tail.
 func (t *tracker) verdicts(local map[pubKey]uint64) []pubLoss {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -152,7 +200,7 @@ func (t *tracker) verdicts(local map[pubKey]uint64) []pubLoss {
 		if p == nil {
 			p = &pubTrack{}
 		}
-		exp := p.next
+		exp := p.next - p.low
 		if n, ok := local[k]; ok {
 			exp = n
 		}

@@ -319,13 +319,13 @@ func TestBenchBadInput(t *testing.T) {
 }
 
 func TestTrackerCounts(t *testing.T) {
-	tr := newTracker()
+	tr := newTracker(true)
 	run := uint64(7)
 	for _, seq := range []uint64{0, 1, 3, 2, 3, 5, 200} {
 		tr.add(stamp{run: run, client: 1, seq: seq})
 	}
 	tr.add(stamp{run: run, client: 2, seq: 0})
-	tr.add(stamp{run: run, client: 1, seq: maxTrackedSeq}) // beyond the range: foreign
+	tr.add(stamp{run: run, client: 1, seq: 201 + maxSeqJump}) // too far ahead: foreign
 	v := tr.verdicts(map[pubKey]uint64{{run, 1}: 300, {run, 2}: 1, {run, 3}: 4})
 	want := []pubLoss{
 		{Run: run, Client: 1, Expected: 300, Received: 6, Lost: 294, Duplicates: 1, Reordered: 1},
@@ -339,6 +339,15 @@ func TestTrackerCounts(t *testing.T) {
 	if v := tr.verdicts(nil); v[0].Expected != 201 || v[0].Lost != 195 {
 		t.Fatalf("gaps: %+v", v[0])
 	}
+	// A receiver that joins mid-way counts from the first message it gets; members of a
+	// shared group may see an earlier one after it.
+	late := newTracker(false)
+	for _, seq := range []uint64{5_000_001, 5_000_003, 4_999_999} {
+		late.add(stamp{run: 1, client: 0, seq: seq})
+	}
+	if v := late.verdicts(nil); v[0].Expected != 5 || v[0].Lost != 2 || v[0].Reordered != 1 || late.foreign != 0 {
+		t.Fatalf("late join: %+v, %d foreign", v[0], late.foreign)
+	}
 	var b [stampSize]byte
 	s := stamp{run: 1<<63 + 5, client: 9, seq: 1 << 40, due: -3}
 	s.put(b[:])
@@ -347,5 +356,32 @@ func TestTrackerCounts(t *testing.T) {
 	}
 	if _, ok := parseStamp(b[:31]); ok {
 		t.Fatal("short payload parsed")
+	}
+}
+
+// A stamp from a hostile or broken publisher cannot make a receiver grow without bound: a
+// sequence far from those seen, too many publishers, or a publisher creeping up by just
+// under the jump limit count as foreign instead of growing the bitmaps or the table.
+func TestTrackerBoundsMemory(t *testing.T) {
+	tr := newTracker(true)
+	tr.add(stamp{run: 1, client: 0, seq: 0})
+	tr.add(stamp{run: 1, client: 0, seq: maxSeqJump + 1}) // would need a large bitmap
+	tr.add(stamp{run: 1, client: 1, seq: maxSeqJump + 5}) // a first message far out
+	if tr.foreign != 2 || len(tr.pubs[pubKey{1, 0}].seen) > 1 || tr.pubs[pubKey{1, 1}] != nil {
+		t.Fatalf("foreign %d, bitmap %d words", tr.foreign, len(tr.pubs[pubKey{1, 0}].seen))
+	}
+	for i := range maxPublishers + 10 {
+		tr.add(stamp{run: 2, client: uint32(i)})
+	}
+	// One place is taken by run 1's publisher: 11 of run 2's do not fit.
+	if len(tr.pubs) != maxPublishers || tr.foreign != 2+11 {
+		t.Fatalf("%d publishers tracked, %d foreign", len(tr.pubs), tr.foreign)
+	}
+	one := newTracker(true)
+	for seq := uint64(0); one.foreign == 0; seq += maxSeqJump - 1 {
+		one.add(stamp{run: 3, seq: seq})
+	}
+	if one.words > maxWords {
+		t.Fatalf("%d bitmap words, bound %d", one.words, maxWords)
 	}
 }
