@@ -385,3 +385,24 @@ func TestTrackerBoundsMemory(t *testing.T) {
 		t.Fatalf("%d bitmap words, bound %d", one.words, maxWords)
 	}
 }
+
+// Ctrl-C ends the run and the report is still printed, marked interrupted, with what was
+// measured: the messages sent before the signal arrived and were received.
+func TestBenchInterruptPrintsReport(t *testing.T) {
+	url := startBenchMosquitto(t)
+	benchHook = func(r *run) {
+		r.beforePublish = func(_ int, seq uint64) {
+			if seq == 50 {
+				syscall.Kill(os.Getpid(), syscall.SIGINT) // caught by the run's handler
+			}
+		}
+	}
+	defer func() { benchHook = nil }()
+	code, out, errOut, rep := runBenchJSON(t, "pubsub", "-L", url, "-q", "1", "--rate", "200", "-d", "1m")
+	if code != 0 || rep == nil || !rep.Interrupted {
+		t.Fatalf("exit %d\n%s\n%s", code, out, errOut)
+	}
+	if rep.Sent < 50 || rep.Received != rep.Sent || rep.Lost != 0 || !strings.Contains(out, "(interrupted)") {
+		t.Fatalf("sent %d received %d lost %d\n%s", rep.Sent, rep.Received, rep.Lost, out)
+	}
+}
