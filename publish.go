@@ -390,7 +390,7 @@ func (c *Client) writeOutLocked(cn *conn, om *outMsg, dup bool) error {
 		return c.writeOut311Locked(cn, om, dup)
 	}
 	alias := useAlias(cn, len(b))
-	cn.w.mu.Lock()
+	cn.w.lock()
 	if alias || (om.sent && !om.expires.IsZero()) {
 		// Rewrite: aliases belong to the connection and are assigned in write order, under
 		// w.mu; a resent message carries its remaining lifetime, not the original.

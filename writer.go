@@ -28,6 +28,9 @@ type writer struct {
 	space   chan struct{} // closed when buf shrinks below max after being full
 	urgent  int           // bytes sendUrgent appended to buf since the last swap
 
+	idleTimer *time.Timer // armed while the loop is idle holding buffers; see releaseIdle
+	idleGen   uint64      // w.gen when the idle timer was last armed
+
 	wake    chan struct{} // cap 1: there is something to write
 	stopped chan struct{} // closed when the loop has exited
 	writes  atomic.Uint64 // completed writes, read by the keepalive loop
@@ -38,13 +41,36 @@ type writer struct {
 // 65,535 packet identifiers, a few bytes each).
 const minUrgentBound = 1 << 20
 
+// writeBufSize is the size of the pooled write buffers. A connection takes one when bytes
+// are queued and gives both back once the writer has had nothing to write for idleRelease, so
+// an idle connection holds none after idleRelease (the per-connection target: at most 32 KiB
+// of heap) and a busy one keeps the same two buffers for as long as it stays busy.
+const writeBufSize = 64 << 10
+
+// writeBufs holds free write buffers as array pointers, so Get and Put allocate nothing.
+var writeBufs = sync.Pool{New: func() any { return new([writeBufSize]byte) }}
+
+// putWriteBuf returns b to the pool if it is one of the pool's buffers (it may have been
+// replaced by a larger one by append).
+func putWriteBuf(b []byte) {
+	if cap(b) == writeBufSize {
+		writeBufs.Put((*[writeBufSize]byte)(b[:writeBufSize]))
+	}
+}
+
+// lock takes w.mu and makes sure there is a buffer to append to.
+func (w *writer) lock() {
+	w.mu.Lock()
+	if w.buf == nil {
+		w.buf = writeBufs.Get().(*[writeBufSize]byte)[:0]
+	}
+}
+
 func newWriter(conn net.Conn, max int) *writer {
 	return &writer{
 		conn:      conn,
 		max:       max,
 		urgentMax: urgentBound(max),
-		buf:       make([]byte, 0, 64<<10),
-		spare:     make([]byte, 0, 64<<10),
 		flushed:   make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		stopped:   make(chan struct{}),
@@ -55,7 +81,7 @@ func newWriter(conn net.Conn, max int) *writer {
 // belong to. It waits, bounded by ctx, while the buffer is over its limit. On success the
 // caller holds w.mu and must call commit.
 func (w *writer) reserve(ctx context.Context) (uint64, error) {
-	w.mu.Lock()
+	w.lock()
 	for {
 		if w.err != nil {
 			err := w.err
@@ -75,7 +101,7 @@ func (w *writer) reserve(ctx context.Context) (uint64, error) {
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
-		w.mu.Lock()
+		w.lock()
 	}
 }
 
@@ -114,7 +140,7 @@ func urgentBound(limit int) int { return max(limit, minUrgentBound) }
 // the peer is not reading what it makes us owe (a hostile or dead broker), and rather than
 // grow memory without bound the connection fails with ErrWriteQueueFull. Cost: one append.
 func (w *writer) sendUrgent(b []byte) error {
-	w.mu.Lock()
+	w.lock()
 	if w.err != nil {
 		err := w.err
 		w.mu.Unlock()
@@ -141,7 +167,7 @@ func (w *writer) sendUrgent(b []byte) error {
 // session lock). Unlike sendUrgent it is not held to urgentMax: requests come from the
 // application, each bounded by a packet identifier and its caller's ctx.
 func (w *writer) sendRequest(b []byte) error {
-	w.mu.Lock()
+	w.lock()
 	if w.err != nil {
 		err := w.err
 		w.mu.Unlock()
@@ -193,6 +219,14 @@ func (w *writer) waitFlushed(ctx context.Context, gen uint64) error {
 // loop writes pending bytes until the connection fails or close is called.
 func (w *writer) loop() {
 	defer close(w.stopped)
+	defer func() {
+		w.mu.Lock()
+		if w.idleTimer != nil {
+			w.idleTimer.Stop()
+			w.idleTimer = nil
+		}
+		w.mu.Unlock()
+	}()
 	for range w.wake {
 		for {
 			w.mu.Lock()
@@ -223,7 +257,7 @@ func (w *writer) loop() {
 			w.flushed = make(chan struct{})
 			// Large one-off buffers are not kept: the steady state stays small.
 			if cap(w.spare) > 4*w.max {
-				w.spare = make([]byte, 0, 64<<10)
+				w.spare = nil
 			}
 			w.spare = w.spare[:0]
 			w.mu.Unlock()
@@ -234,10 +268,48 @@ func (w *writer) loop() {
 		}
 		w.mu.Lock()
 		stop := w.err != nil
+		if !stop {
+			w.armIdleLocked()
+		}
 		w.mu.Unlock()
 		if stop {
 			return
 		}
+	}
+}
+
+// idleRelease is how long a writer stays idle before it gives its buffers back.
+const idleRelease = time.Second
+
+// armIdleLocked arms the idle timer when the loop goes idle holding buffers. One timer per
+// idle period: a busy writer re-arms it at most once per idleRelease (releaseIdle).
+func (w *writer) armIdleLocked() {
+	if w.buf == nil && w.spare == nil {
+		return
+	}
+	w.idleGen = w.gen
+	if w.idleTimer == nil {
+		w.idleTimer = time.AfterFunc(idleRelease, w.releaseIdle)
+	}
+}
+
+// releaseIdle gives both buffers back to the pool if nothing was queued or written for
+// idleRelease; otherwise it looks again later. Never while a write is in progress: the loop
+// writes from w.spare outside the lock (w.done < w.gen then).
+func (w *writer) releaseIdle() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.err != nil:
+		w.idleTimer = nil
+	case w.gen != w.idleGen || w.done != w.gen || len(w.buf) != 0:
+		w.idleGen = w.gen
+		w.idleTimer.Reset(idleRelease)
+	default:
+		putWriteBuf(w.buf)
+		putWriteBuf(w.spare)
+		w.buf, w.spare = nil, nil
+		w.idleTimer = nil
 	}
 }
 

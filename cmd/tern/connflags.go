@@ -44,7 +44,11 @@ type connFlags struct {
 }
 
 // addConnFlags registers the shared connection flags on c.
-func addConnFlags(c *cliFlags, f *connFlags) {
+func addConnFlags(c *cliFlags, f *connFlags) { addConnFlagsFor(c, f, true) }
+
+// addConnFlagsFor registers the shared connection flags on c; without session it leaves out
+// the session flags (-c, -x), for a command whose -c means something else (bench: clients).
+func addConnFlagsFor(c *cliFlags, f *connFlags, session bool) {
 	c.String(&f.url, "L,url,broker", "URL", "", "broker: mqtt://, mqtts://, tcp://, tls://, unix:// URL or bare host:port (default $TERN_BROKER or "+defaultBroker+")")
 	c.String(&f.host, "h,host", "HOST", "", "broker host (instead of --url)")
 	c.Int(&f.port, "p,port", "PORT", 0, "broker port (default 1883, 8883 with TLS)")
@@ -53,9 +57,11 @@ func addConnFlags(c *cliFlags, f *connFlags) {
 	c.String(&f.password, "P,pw", "PASSWORD", "", "password (visible in ps: prefer --password-file or $TERN_PASSWORD)")
 	c.String(&f.passwordFile, "password-file", "FILE", "", "read the password from FILE (trailing newline removed)")
 	c.Int(&f.keepAlive, "k,keepalive", "SECONDS", 60, "keep alive interval; 0 turns it off")
-	c.Bool(&f.persistent, "c,persistent", "persistent session: Clean Start 0, session kept after disconnect (see -x)")
 	f.sessionExpiry = -2 // not given
-	c.Var(expiryValue{&f.sessionExpiry}, "x,session-expiry", "SECONDS", "session expiry interval; -1: never (default -1 with -c, else 0)")
+	if session {
+		c.Bool(&f.persistent, "c,persistent", "persistent session: Clean Start 0, session kept after disconnect (see -x)")
+		c.Var(expiryValue{&f.sessionExpiry}, "x,session-expiry", "SECONDS", "session expiry interval; -1: never (default -1 with -c, else 0)")
+	}
 	c.String(&f.cafile, "cafile", "FILE", "", "PEM file of trusted CA certificates; turns TLS on")
 	c.String(&f.cert, "cert", "FILE", "", "PEM client certificate (with --key); turns TLS on")
 	c.String(&f.key, "key", "FILE", "", "PEM private key of --cert")

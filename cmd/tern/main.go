@@ -1,7 +1,7 @@
 // Command tern is the command-line face of the Tern MQTT toolkit: publish and subscribe
 // (pub, sub, with a durable store-and-forward spool), an embedded broker (serve) and a
-// demonstration of durable publishing through faults (demo), and declarative test scenarios
-// (run). bench follows.
+// demonstration of durable publishing through faults (demo), declarative test scenarios
+// (run) and a load generator with honest latency and exactly-once checks (bench).
 package main
 
 import (
@@ -28,7 +28,7 @@ func commands() []command {
 		{"serve", "run the embedded MQTT broker on loopback", runServeCmd},
 		{"pub", "publish messages, like mosquitto_pub; --queue DIR stores and forwards", runPubCmd},
 		{"sub", "subscribe and print messages, like mosquitto_sub", runSubCmd},
-		{"bench", "measure publish/subscribe load (not yet implemented)", notYet("bench")},
+		{"bench", "load a broker: publish/subscribe/connection workloads, latency, loss, plots", runBenchCmd},
 		{"run", "run YAML test scenarios (and venom mqtt suites); exit status = failed scenarios", runRunCmd},
 		{"version", "print the version of tern and of Go", runVersionCmd},
 	}
@@ -98,13 +98,6 @@ func usage(w io.Writer) {
 	fmt.Fprintln(w, "broker), 2 usage error, 27 the -W timeout of tern sub.")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "pub and sub connect to --url, else $TERN_BROKER, else "+defaultBroker+".")
-}
-
-func notYet(name string) func([]string, io.Writer, io.Writer) int {
-	return func(_ []string, _, stderr io.Writer) int {
-		fmt.Fprintf(stderr, "tern %s: not yet implemented\n", name)
-		return 2
-	}
 }
 
 // newFlagSet returns a flag set for a subcommand; -h prints the description and the flags
