@@ -248,4 +248,6 @@ func TestDecodeRecordingV311(t *testing.T) {
 
 // The fault suite's broker-restart case on 3.1.1: nothing acknowledged is lost across two
 // restarts, and no QoS 2 message is delivered twice while the client holds its receipt.
-func TestFaultBrokerRestartV311(t *testing.T) { testFaultBrokerRestart(t, packet.Version311, WithProtocol(MQTT311)) }
+func TestFaultBrokerRestartV311(t *testing.T) {
+	testFaultBrokerRestart(t, packet.Version311, WithProtocol(MQTT311))
+}
