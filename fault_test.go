@@ -12,6 +12,7 @@ import (
 
 	"github.com/ternmq/tern/internal/brokertest"
 	"github.com/ternmq/tern/internal/faultproxy"
+	"github.com/ternmq/tern/packet"
 )
 
 // Fault acceptance tests of the supervisor against a real Mosquitto: connections cut under
@@ -159,7 +160,11 @@ func testFaultCuts(t *testing.T, qos byte, extra ...Option) {
 // which may not reach the wire before the connection closes). A second delivery is allowed
 // only for a copy the broker sent after its own PUBREL once the client had handled that
 // PUBREL; any other duplicate fails the test and shows its bytes.
-func TestFaultBrokerRestart(t *testing.T) {
+func TestFaultBrokerRestart(t *testing.T) { testFaultBrokerRestart(t, packet.Version5) }
+
+// testFaultBrokerRestart runs TestFaultBrokerRestart with clients on protocol level (given
+// the options that choose it in extra).
+func testFaultBrokerRestart(t *testing.T, level byte, extra ...Option) {
 	const (
 		total   = 10000
 		workers = 8
@@ -177,7 +182,7 @@ func TestFaultBrokerRestart(t *testing.T) {
 
 	// Mosquitto 2.0.11 drops at restart a session first created with Clean Start 1, even
 	// with an expiry (BROKERS.md): both sessions start with Clean Start 0.
-	persistent := []Option{WithCleanStart(false), WithSessionExpiry(time.Hour), fastReconnect()}
+	persistent := append([]Option{WithCleanStart(false), WithSessionExpiry(time.Hour), fastReconnect()}, extra...)
 	subLife := newLifecycle()
 	receipts := newReceiptLog()
 	sub := newTestClient(t, subProxy.URL(), append(append([]Option{WithClientID("fault-restart-sub"), WithStore(receipts)},
@@ -193,6 +198,11 @@ func TestFaultBrokerRestart(t *testing.T) {
 	pub := newTestClient(t, b.URL, append(append([]Option{WithClientID("fault-restart-pub")}, persistent...), pubLife.options()...)...)
 	pubLife.waitUp(t, 10*time.Second, "publisher connect")
 
+	for _, c := range []*Client{sub, pub} {
+		if v := c.Info().Version; v != level {
+			t.Fatalf("protocol level %d, want %d", v, level)
+		}
+	}
 	restartAt := map[int64]bool{total / 3: true, 2 * total / 3: true}
 	restartReq := make(chan int64, len(restartAt))
 	resc := make(chan *pubResult, 1)

@@ -57,6 +57,16 @@ func disconnect(t *testing.T, c *tern.Client) {
 // messages again, and each arrives exactly once.
 // Promise: an acknowledged-for-storage message is never lost by a graceful stop.
 func TestDisconnectKeepsSessionForNextProcess(t *testing.T) {
+	testKeepSessionForNextProcess(t, tern.MQTT5)
+}
+
+// The same on MQTT 3.1.1 (Clean Session 0), where the QoS 2 exchanges resume from the
+// filestore just the same.
+func TestDisconnectKeepsSessionForNextProcessV311(t *testing.T) {
+	testKeepSessionForNextProcess(t, tern.MQTT311)
+}
+
+func testKeepSessionForNextProcess(t *testing.T, proto tern.Protocol) {
 	broker := brokertest.StartMosquitto(t, brokertest.Config{})
 	sub := mustConnect(t, tern.WithBroker(broker.URL))
 	t.Cleanup(func() { disconnect(t, sub) })
@@ -77,7 +87,15 @@ func TestDisconnectKeepsSessionForNextProcess(t *testing.T) {
 	store := &stallOnRelease{Store: fs1, stall: func() { px.Stall(); close(released) }}
 	session := []tern.Option{tern.WithClientID("keeper"), tern.WithCleanStart(false),
 		tern.WithSessionExpiry(time.Hour)}
+	session = append(session, tern.WithProtocol(proto))
+	wantLevel := byte(5)
+	if proto == tern.MQTT311 {
+		wantLevel = 4
+	}
 	c1 := mustConnect(t, append(session, tern.WithBroker(px.URL()), tern.WithStore(store))...)
+	if v := c1.Info().Version; v != wantLevel {
+		t.Fatalf("protocol level %d, want %d", v, wantLevel)
+	}
 	var want []string
 	publish := func(topic string) {
 		if _, err := c1.PublishAsync(ctx, tern.PublishOptions{Topic: topic, QoS: 2, Payload: []byte(topic)}); err != nil {

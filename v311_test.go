@@ -215,3 +215,39 @@ func TestV311MosquittoClientsInterop(t *testing.T) {
 func TestFaultCutsQoS1V311(t *testing.T) { testFaultCuts(t, 1, WithProtocol(MQTT311)) }
 
 func TestFaultCutsQoS2V311(t *testing.T) { testFaultCuts(t, 2, WithProtocol(MQTT311)) }
+
+// The fault suite decodes what its proxy recorded at the level the connection's CONNECT
+// names: a 3.1.1 PUBLISH read as MQTT 5 would take its payload's first byte for a property
+// length, and the QoS 2 replay check would see no message at all.
+func TestDecodeRecordingV311(t *testing.T) {
+	t0 := time.Now()
+	seg := func(dir int, p interface{ AppendTo([]byte) []byte }, i int) faultproxy.Segment {
+		return faultproxy.Segment{Conn: 1, Dir: dir, At: t0.Add(time.Duration(i) * time.Millisecond), Data: p.AppendTo(nil)}
+	}
+	v := packet.Version311
+	pkts := decodeRecording([]faultproxy.Segment{
+		seg(faultproxy.Up, &packet.Connect{Version: v, ClientID: "c", KeepAlive: 30}, 0),
+		seg(faultproxy.Down, &packet.Connack{Version: v}, 1),
+		seg(faultproxy.Down, &packet.Publish{Version: v, Topic: "t", QoS: 2, PacketID: 7, Payload: []byte("123")}, 2),
+		seg(faultproxy.Up, &packet.Ack{Version: v, Kind: packet.PUBREC, PacketID: 7}, 3),
+		seg(faultproxy.Down, &packet.Ack{Version: v, Kind: packet.PUBREL, PacketID: 7}, 4),
+		seg(faultproxy.Down, &packet.Publish{Version: v, Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("123")}, 5),
+	})
+	if len(pkts) != 6 {
+		t.Fatalf("%d packets decoded, want 6: %v", len(pkts), pkts)
+	}
+	if p := pkts[2]; p.Kind != packet.PUBLISH || p.ID != 7 || p.QoS != 2 || p.Payload != "123" {
+		t.Errorf("PUBLISH decoded as %v", p)
+	}
+	// The resend after PUBREL counts as a replay once the client handled the PUBREL.
+	replayed, _ := qos2Replays(pkts, []receiptRelease{{id: 7, at: t0.Add(4500 * time.Microsecond)}})
+	if replayed["123"] != 1 {
+		t.Errorf("replays %v, want 123 once", replayed)
+	}
+}
+
+// The fault suite's broker-restart case on 3.1.1: nothing acknowledged is lost across two
+// restarts, and no QoS 2 message is delivered twice while the client holds its receipt.
+func TestFaultBrokerRestartV311(t *testing.T) {
+	testFaultBrokerRestart(t, packet.Version311, WithProtocol(MQTT311))
+}

@@ -61,7 +61,8 @@ func (w wirePacket) String() string {
 
 // decodeRecording splits each recorded connection and direction into packets, ordered by
 // the time each was read (by connection, direction and position where times are equal). A
-// stream that ends inside a packet (a cut) ends at its last whole packet.
+// stream that ends inside a packet (a cut) ends at its last whole packet. Both directions of
+// a connection are decoded at the protocol level its CONNECT names (MQTT 5 without one).
 func decodeRecording(segs []faultproxy.Segment) []wirePacket {
 	type key struct{ conn, dir int }
 	type stream struct {
@@ -83,6 +84,12 @@ func decodeRecording(segs []faultproxy.Segment) []wirePacket {
 		s.ends = append(s.ends, len(s.data))
 		s.times = append(s.times, sg.At)
 	}
+	levels := make(map[int]byte)
+	for _, k := range keys {
+		if k.dir == faultproxy.Up {
+			levels[k.conn] = connectLevel(streams[k].data)
+		}
+	}
 	var out []wirePacket
 	for _, k := range keys {
 		s := streams[k]
@@ -97,13 +104,35 @@ func decodeRecording(segs []faultproxy.Segment) []wirePacket {
 			w := wirePacket{Conn: k.conn, Dir: k.dir, Kind: f.Type(), Raw: s.data[off : off+n]}
 			off += n
 			w.At = s.times[min(segmentOf(s.ends, off), len(s.times)-1)]
-			describe(&w, &f)
+			describe(&w, &f, levels[k.conn])
 			f.Release()
 			out = append(out, w)
 		}
 	}
 	slices.SortStableFunc(out, func(a, b wirePacket) int { return a.At.Compare(b.At) })
 	return out
+}
+
+// connectLevel returns the protocol level named by the CONNECT a client stream starts with,
+// or packet.Version5 when it does not start with a whole one.
+func connectLevel(stream []byte) byte {
+	f, err := packet.NewReader(bytes.NewReader(stream), 1<<28).ReadFrame()
+	if err != nil {
+		return packet.Version5
+	}
+	defer f.Release()
+	if c, ok := must(packet.Decode(&f)).(*packet.Connect); ok && c.Version == packet.Version311 {
+		return packet.Version311
+	}
+	return packet.Version5
+}
+
+// must returns p, or nil when err is set.
+func must(p packet.Packet, err error) packet.Packet {
+	if err != nil {
+		return nil
+	}
+	return p
 }
 
 // segmentOf returns the index of the first segment end at or past off.
@@ -113,8 +142,8 @@ func segmentOf(ends []int, off int) int {
 }
 
 // describe fills w's decoded fields from f; a packet that does not decode keeps its kind.
-func describe(w *wirePacket, f *packet.Frame) {
-	p, err := packet.Decode(f)
+func describe(w *wirePacket, f *packet.Frame, level byte) {
+	p, err := packet.DecodeVersion(f, level)
 	if err != nil {
 		return
 	}

@@ -157,7 +157,26 @@ var (
 	errAckFlags   = malformed("MQTT-3.2.2-1", "reserved connect acknowledge flags set")
 	errAckPresent = protocolErr("MQTT-3.2.2-6", "session present set with a failure reason code")
 	errAckMaxQoS  = protocolErr("", "maximum QoS neither 0 nor 1")
+	// [MQTT-3.2.2-8] The server must use one of the CONNACK reason codes. Any other byte
+	// (0x01-0x7F in particular, which IsError would take for success) cannot be read.
+	errAckCode = malformed("MQTT-3.2.2-8", "reason code not valid in CONNACK")
 )
+
+// connackCodes marks the reason codes of the CONNACK table (MQTT 5 §3.2.2.2), one bit per
+// code.
+var connackCodes = func() (set [4]uint64) {
+	for _, c := range []ReasonCode{Success, UnspecifiedError, MalformedPacket, ProtocolError,
+		ImplementationSpecificError, UnsupportedProtocolVersion, ClientIdentifierNotValid,
+		BadUserNameOrPassword, NotAuthorized, ServerUnavailable, ServerBusy, Banned,
+		BadAuthenticationMethod, TopicNameInvalid, PacketTooLarge, QuotaExceeded,
+		PayloadFormatInvalid, RetainNotSupported, QoSNotSupported, UseAnotherServer,
+		ServerMoved, ConnectionRateExceeded} {
+		set[c>>6] |= 1 << (c & 63)
+	}
+	return set
+}()
+
+func validConnackCode(c ReasonCode) bool { return connackCodes[c>>6]&(1<<(c&63)) != 0 }
 
 // Decode fills c from a CONNACK packet body at the level in c.Version, which it keeps. At
 // level 4 the return code (0 to 5) is read as the MQTT 5 reason code of the same meaning (see
@@ -185,6 +204,9 @@ func (c *Connack) Decode(flags byte, body []byte) error {
 	}
 	if f&0xFE != 0 {
 		return errAckFlags
+	}
+	if !validConnackCode(c.ReasonCode) {
+		return errAckCode
 	}
 	c.SessionPresent = f&1 != 0
 	if c.SessionPresent && c.ReasonCode.IsError() {

@@ -122,6 +122,13 @@ func invalidCases() []invalidCase {
 		malformedCase("connack/reserved-flags", "MQTT-3.2.2-1", wire("20 03 02 00 00")),
 		malformedCase("connack/reserved-flag-7", "MQTT-3.2.2-1", wire("20 03 80 00 00")),
 		protocolCase("connack/session-present-with-error", "MQTT-3.2.2-6", wire("20 03 01 80 00")),
+		// [MQTT-3.2.2-8] Only the CONNACK table's codes: a code below 0x80 other than 0x00
+		// must not pass for success, nor one of another packet's table for a refusal.
+		malformedCase("connack/code-01-with-properties", "MQTT-3.2.2-8", wire("20 03 00 01 00")),
+		malformedCase("connack/code-10", "MQTT-3.2.2-8", wire("20 03 00 10 00")),
+		malformedCase("connack/code-7f", "MQTT-3.2.2-8", wire("20 03 00 7F 00")),
+		malformedCase("connack/code-8b-server-shutting-down", "MQTT-3.2.2-8", wire("20 03 00 8B 00")),
+		malformedCase("connack/code-a0", "MQTT-3.2.2-8", wire("20 02 00 A0")),
 		protocolCase("connack/maximum-qos-2", "", wire("20 05 00 00 02 24 02")),
 		protocolCase("connack/receive-maximum-0", "", wire("20 06 00 00 03 21 00 00")),
 		protocolCase("connack/maximum-packet-size-0", "", wire("20 08 00 00 05 27 00 00 00 00")),

@@ -34,6 +34,10 @@ type Config struct {
 	// Pool is the size of tern's publisher pool (WithPublisherPool); 0: none. Other
 	// libraries have no pool and ignore it.
 	Pool int
+	// V311 makes tern speak MQTT 3.1.1 (the tern-v3 rows, beside paho3 on its own
+	// protocol); its outbound window is then the client's 3.1.1 default, 20, like paho3's.
+	// Other libraries ignore it.
+	V311 bool
 }
 
 // ErrUnavailable reports a library feature that does not exist (yet): the row is skipped,

@@ -43,6 +43,9 @@ func (a *Tern) Connect(ctx context.Context) error {
 	if a.cfg.Session {
 		opts = append(opts, tern.WithSessionExpiry(time.Hour), tern.WithReconnectBackoff(immediateFirst{}))
 	}
+	if a.cfg.V311 {
+		opts = append(opts, tern.WithProtocol(tern.MQTT311))
+	}
 	if a.cfg.Pool > 1 {
 		opts = append(opts, tern.WithPublisherPool(a.cfg.Pool))
 	}

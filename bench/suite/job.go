@@ -47,6 +47,7 @@ type Job struct {
 	Profile  string        `json:"profile,omitempty"`
 	Heap     bool          `json:"heap,omitempty"` // sample the heap for its peak
 	Pool     int           `json:"pool,omitempty"` // tern's publisher pool size
+	V311     bool          `json:"v311,omitempty"` // tern on MQTT 3.1.1
 }
 
 // Event is one line a child writes to its standard output.

@@ -201,7 +201,7 @@ func WriteMarkdown(w io.Writer, rows []Row, conditions string) {
 	fmt.Fprintln(w, "| scenario | msg/s ÷autopaho | msg/s ÷paho3 | msg/s ÷raw | CPU ÷autopaho | CPU ÷paho3 | CPU ÷raw |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	for _, sc := range Scenarios() {
-		pairs := [][2]string{{rowTern, ""}}
+		pairs := [][2]string{{rowTern, ""}, {rowTernV3, ""}}
 		if sc.Kind == KindQueue {
 			pairs = [][2]string{{"tern-memq", "memq"}, {"tern-fileq", "fileq"}}
 		}
@@ -211,6 +211,9 @@ func WriteMarkdown(w io.Writer, rows []Row, conditions string) {
 				continue
 			}
 			name := sc.Name
+			if pr[0] == rowTernV3 {
+				name += " (tern-v3, MQTT 3.1.1)"
+			}
 			cols := make([]string, 0, 6)
 			peers := []string{rowAutopaho, rowPaho3, rowRaw}
 			if pr[1] != "" {
@@ -306,6 +309,16 @@ func targets() []target {
 		{"receive QoS 1 zero-copy: allocs/msg", "0", zeroAllocs("recv-q1-callback-64B", rowTern)},
 		{"durable queue: file queue throughput vs autopaho's file queue, 10,000 backlog", "≥ 100×", ratioTarget("backlog10k-q1-64B", "tern-fileq", "autopaho-fileq", thr, 100, false)},
 		{"durable queue: file queue vs in-memory queue throughput", "≥ 0.90×", ratioTarget("queue-q1-64B", "tern-fileq", "tern-memq", thr, 0.9, false)},
+		{"3.1.1 publish QoS 0 64 B: tern-v3 throughput vs paho3", "≥ 1×", ratioTarget("pub-q0-64B", rowTernV3, rowPaho3, thr, 1, false)},
+		{"3.1.1 publish QoS 0 64 B: tern-v3 CPU/msg vs paho3", "≤ 0.30×", ratioTarget("pub-q0-64B", rowTernV3, rowPaho3, cpu, 0.3, true)},
+		{"3.1.1 publish QoS 1 64 B: tern-v3 throughput vs paho3", "≥ 1×", ratioTarget("pub-q1-64B", rowTernV3, rowPaho3, thr, 1, false)},
+		{"3.1.1 publish QoS 1 64 B: tern-v3 CPU/msg vs paho3", "≤ 0.30×", ratioTarget("pub-q1-64B", rowTernV3, rowPaho3, cpu, 0.3, true)},
+		{"3.1.1 publish QoS 1 pipelined: tern-v3 throughput vs paho3", "≥ 1×", ratioTarget("pipe-q1-64B", rowTernV3, rowPaho3, thr, 1, false)},
+		{"3.1.1 publish QoS 1 pipelined: tern-v3 CPU/msg vs paho3", "≤ 0.30×", ratioTarget("pipe-q1-64B", rowTernV3, rowPaho3, cpu, 0.3, true)},
+		{"3.1.1 receive QoS 0 (callback): tern-v3 throughput vs paho3", "≥ 1×", ratioTarget("recv-q0-callback-64B", rowTernV3, rowPaho3, thr, 1, false)},
+		{"3.1.1 receive QoS 0 (callback): tern-v3 CPU/msg vs paho3", "≤ 0.30×", ratioTarget("recv-q0-callback-64B", rowTernV3, rowPaho3, cpu, 0.3, true)},
+		{"3.1.1 receive QoS 1 (callback): tern-v3 throughput vs paho3", "≥ 1×", ratioTarget("recv-q1-callback-64B", rowTernV3, rowPaho3, thr, 1, false)},
+		{"3.1.1 receive QoS 1 (callback): tern-v3 CPU/msg vs paho3", "≤ 0.30×", ratioTarget("recv-q1-callback-64B", rowTernV3, rowPaho3, cpu, 0.3, true)},
 		{"reconnect: redelivery time vs autopaho", "≤ 1×", ratioTarget("reconnect-q1-64B", rowTern, rowAutopaho,
 			func(r *Row) float64 { return r.ReconnectMs }, 1, true)},
 	}

@@ -28,7 +28,8 @@ type Lib struct {
 	Queue    string // memory or file
 	N        int    // overrides the scenario's N (a slow queue gets a smaller backlog)
 	QuickN   int
-	Pool     int // tern's publisher pool size (WithPublisherPool); 0: none
+	Pool     int  // tern's publisher pool size (WithPublisherPool); 0: none
+	V311     bool // tern on MQTT 3.1.1
 }
 
 // Row names. The ratio columns compare "tern" with the other three.
@@ -37,6 +38,8 @@ const (
 	rowAutopaho = "autopaho"
 	rowPaho3    = "paho3"
 	rowRaw      = "raw"
+	// rowTernV3 is tern on MQTT 3.1.1, compared with paho3 on the protocol paho3 speaks.
+	rowTernV3 = "tern-v3"
 
 	// The publisher pool scenario compares tern with a pool of 4 against tern alone.
 	poolScenario = "pool4-pipe-q1-64B"
@@ -50,6 +53,8 @@ var (
 	libAutopaho = Lib{Name: rowAutopaho, Adapter: "autopaho"}
 	libPaho3    = Lib{Name: rowPaho3, Adapter: "paho3"}
 	libRaw      = Lib{Name: rowRaw, Adapter: "raw"}
+	libTernV3   = Lib{Name: rowTernV3, Adapter: "tern", V311: true}
+	libTernV3ZC = Lib{Name: rowTernV3, Adapter: "tern", V311: true, ZeroCopy: true}
 )
 
 var sizes = []struct {
@@ -70,9 +75,13 @@ func Scenarios() []Scenario {
 	for _, qos := range []byte{0, 1, 2} {
 		for i, sz := range sizes {
 			n := pubN[qos][i]
+			libs := []Lib{libTern, libAutopaho, libPaho3, libRaw}
+			if qos < 2 {
+				libs = []Lib{libTern, libTernV3, libAutopaho, libPaho3, libRaw}
+			}
 			s = append(s, Scenario{
 				Name: fmt.Sprintf("pub-q%d-%s", qos, sz.name), Kind: KindPublish, QoS: qos, Size: sz.bytes,
-				N: n[0], QuickN: n[1], Libs: []Lib{libTern, libAutopaho, libPaho3, libRaw},
+				N: n[0], QuickN: n[1], Libs: libs,
 				Note: "one goroutine, synchronous publish; raw pipelines (the ceiling)",
 			})
 		}
@@ -86,7 +95,7 @@ func Scenarios() []Scenario {
 	}
 	s = append(s, Scenario{
 		Name: "pipe-q1-64B", Kind: KindPipe, QoS: 1, Size: 64, N: 100000, QuickN: 1000,
-		Libs: []Lib{libTern, libAutopaho, libPaho3, libRaw},
+		Libs: []Lib{libTern, libTernV3, libAutopaho, libPaho3, libRaw},
 		Note: "one goroutine: tern PublishAsync, paho3 tokens (20 outstanding); autopaho has no async form: 20 goroutines",
 	})
 	s = append(s, Scenario{
@@ -100,9 +109,9 @@ func Scenarios() []Scenario {
 			n, qn = 100000, 1000
 		}
 		for _, mode := range []adapters.Mode{adapters.Callback, adapters.Channel} {
-			libs := []Lib{libTernZC, libAutopaho, libPaho3, libRaw}
+			libs := []Lib{libTernZC, libTernV3ZC, libAutopaho, libPaho3, libRaw}
 			if mode == adapters.Channel {
-				libs = []Lib{libTernZC, libTernCopy, libAutopaho, libPaho3, libRaw}
+				libs = []Lib{libTernZC, libTernCopy, libTernV3ZC, libAutopaho, libPaho3, libRaw}
 			}
 			s = append(s, Scenario{
 				Name: fmt.Sprintf("recv-q%d-%s-64B", qos, mode), Kind: KindReceive, QoS: qos, Size: 64,

@@ -70,7 +70,7 @@ func addConnFlagsFor(c *cliFlags, f *connFlags, session bool) {
 	c.String(&f.willPayload, "will-payload", "MSG", "", "will message payload")
 	c.Int(&f.willQoS, "will-qos", "QOS", 0, "will message QoS")
 	c.Bool(&f.willRetain, "will-retain", "retain the will message")
-	c.String(&f.version, "V,protocol-version", "VERSION", "5", "MQTT version: 5 (mqttv5); 3.1.1 is not supported yet")
+	c.String(&f.version, "V,protocol-version", "VERSION", "5", "MQTT version: 5 (mqttv5) or 311 (3.1.1, mqttv311)")
 	c.Duration(&f.connectTimeout, "connect-timeout", "DURATION", 10*time.Second, "give up connecting after this long")
 	c.Bool(&f.retry, "retry", "keep retrying the first connection (with backoff) instead of failing")
 }
@@ -184,12 +184,9 @@ func parseBrokerArg(raw string) (*url.URL, error) {
 
 // options turns the flags into client options. extra come last.
 func (f *connFlags) options(extra ...tern.Option) (broker string, opts []tern.Option, err error) {
-	switch f.version {
-	case "5", "mqttv5":
-	case "311", "3.1.1", "mqttv311", "31", "mqttv31":
-		return "", nil, usagef("-V %s: MQTT 3.1.1 is not supported by the Tern client yet; use -V 5", f.version)
-	default:
-		return "", nil, usagef("-V %q: want 5", f.version)
+	proto, err := parseProtocol(f.version)
+	if err != nil {
+		return "", nil, usagef("-V %s", err)
 	}
 	tlsCfg, err := f.tlsConfig()
 	if err != nil {
@@ -253,7 +250,39 @@ func (f *connFlags) options(extra ...tern.Option) (broker string, opts []tern.Op
 	if f.retry {
 		opts = append(opts, tern.WithBackgroundConnect())
 	}
+	if proto != tern.MQTT5 {
+		opts = append(opts, tern.WithProtocol(proto))
+	}
 	return broker, append(opts, extra...), nil
+}
+
+// parseProtocol reads a protocol version as mosquitto_pub -V, scenario files (protocol) and
+// venom (protocolVersion, a protocol level) spell it. Empty means MQTT 5.
+func parseProtocol(s string) (tern.Protocol, error) {
+	switch s {
+	case "", "5", "5.0", "mqttv5":
+		return tern.MQTT5, nil
+	case "311", "3.1.1", "mqttv311", "4":
+		return tern.MQTT311, nil
+	case "31", "3.1", "mqttv31", "3":
+		return 0, fmt.Errorf("%q: MQTT 3.1 (protocol level 3) is not supported; want 5 or 311", s)
+	}
+	return 0, fmt.Errorf("%q: want 5 (mqttv5) or 311 (3.1.1, mqttv311)", s)
+}
+
+// v5Only returns a usage error naming the first of flags (each a comma-separated list of one
+// option's names, as registered) given on c when -V asks for MQTT 3.1.1, which cannot carry
+// what they set. The client would refuse it too, but only once connected.
+func (f *connFlags) v5Only(c *cliFlags, flags ...string) error {
+	if p, err := parseProtocol(f.version); err != nil || p != tern.MQTT311 {
+		return nil // a bad -V is reported by options
+	}
+	for _, names := range flags {
+		if c.set(names) {
+			return usagef("--%s is MQTT 5 only: not available with -V %s", strings.Split(names, ",")[0], f.version)
+		}
+	}
+	return nil
 }
 
 // passwordValue returns the password from -P, --password-file or TERN_PASSWORD, in that

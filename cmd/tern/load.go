@@ -15,6 +15,7 @@ import (
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
 
+	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packet"
 )
 
@@ -256,12 +257,10 @@ func (v *validator) client(n string, c *clientSpec) {
 		v.errs = append(v.errs, errAt(pos{1, 1}, "client %q: empty definition", n))
 		return
 	}
-	switch c.Protocol.s {
-	case "", "5", "5.0", "mqttv5":
-	case "3.1.1", "311", "mqttv311", "3.1", "31":
-		v.errf(c.Protocol.at, "client %q: protocol %s: the Tern client speaks MQTT 5 only (3.1.1 is not supported yet)", n, c.Protocol.s)
-	default:
-		v.errf(c.Protocol.at, "client %q: protocol %q: want 5", n, c.Protocol.s)
+	if p, err := parseProtocol(c.Protocol.s); err != nil {
+		v.errf(c.Protocol.at, "client %q: protocol %v", n, err)
+	} else if p == tern.MQTT311 {
+		v.v5Only(n, c)
 	}
 	if c.Broker != "" && !strings.Contains(c.Broker, "{{") {
 		if _, err := parseBrokerArg(c.Broker); err != nil {
@@ -286,6 +285,24 @@ func (v *validator) client(n string, c *clientSpec) {
 		v.message(c.Will, nil)
 		if c.Will.Topic == "" {
 			v.errf(c.Will.at, "client %q: will needs a topic", n)
+		}
+	}
+}
+
+// v5Only reports the settings of a 3.1.1 client that only MQTT 5 can carry.
+func (v *validator) v5Only(n string, c *clientSpec) {
+	for _, f := range []struct {
+		set bool
+		key string
+	}{
+		{c.ReceiveMaximum > 0, "receive_maximum"},
+		{c.MaxPacketSize > 0, "maximum_packet_size"},
+		{len(c.UserProperties.kv) > 0, "user_properties"},
+		{c.RequestProblem != nil, "request_problem_info"},
+		{c.RequestResponse, "request_response_info"},
+	} {
+		if f.set {
+			v.errf(c.at, "client %q: %s is MQTT 5 only (protocol %s)", n, f.key, c.Protocol.s)
 		}
 	}
 }

@@ -100,6 +100,10 @@ func runPubCmd(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		err = f.checkInput(c)
 	}
+	if err == nil {
+		err = f.conn.v5Only(c, "content-type", "response-topic", "correlation-data", "expiry",
+			"payload-format", "user-property", "topic-alias")
+	}
 	if err != nil {
 		return exitStatus(stderr, "pub", err)
 	}

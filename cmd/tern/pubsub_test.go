@@ -322,7 +322,7 @@ func TestCLIBadInput(t *testing.T) {
 		{[]string{"pub", "-t", "a", "-m", "x", "--cafile", badCA}, 1, "--cafile " + badCA + ": no PEM certificate"},
 		{[]string{"pub", "-t", "a", "-m", "x", "-L", "http://x:1"}, 2, `unknown scheme "http"`},
 		{[]string{"pub", "-t", "a", "-m", "x", "-L", "nohostport"}, 2, "want a URL"},
-		{[]string{"pub", "-t", "a", "-m", "x", "-V", "311"}, 2, "3.1.1 is not supported"},
+		{[]string{"pub", "-t", "a", "-m", "x", "-V", "31"}, 2, "MQTT 3.1 (protocol level 3) is not supported"},
 		{[]string{"pub", "-t", "a", "-m", "x", "-c"}, 2, "-c needs a client identifier"},
 		{[]string{"pub", "-t", "a", "-m", "x", "-L", noAuth, "-u", "u", "-P", "wrong"}, 1, "connect refused: not authorized (0x87)"},
 		{[]string{"sub"}, 2, "-t FILTER is required"},

@@ -92,11 +92,15 @@ func TestRunInvalid(t *testing.T) {
 		{"unknown_key.yml", []string{`unknown_key.yml:5:36: unknown field "qoss"`}},
 		{"wrong_type.yml", []string{`wrong_type.yml:4:41: wrong type: want an integer, got a string`}},
 		{"undefined.yml", []string{
-			`undefined.yml:2:17: client "c": protocol 3.1.1: the Tern client speaks MQTT 5 only (3.1.1 is not supported yet)`,
+			`undefined.yml:2:17: client "c": protocol "3.1": MQTT 3.1 (protocol level 3) is not supported; want 5 or 311`,
 			`undefined.yml:4:14: connect: undefined client "d"`,
 			`undefined.yml:5:36: undefined var "room" (define it under vars or with --var room=...)`,
 			`undefined.yml:5:54: file missing.bin: no such file or directory`,
 			`undefined.yml:6:18: expect: no subscription named "nothing" before this step`,
+		}},
+		{"v311.yml", []string{
+			`v311.yml:2:6: client "c": receive_maximum is MQTT 5 only (protocol 3.1.1)`,
+			`v311.yml:3:17: client "d": protocol "7": want 5 (mqttv5) or 311 (3.1.1, mqttv311)`,
 		}},
 		{"absent.yml", []string{`absent.yml: no such file or directory`}},
 	} {

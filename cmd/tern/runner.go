@@ -385,6 +385,11 @@ func (r *runner) clientOptions(lc *liveClient, persistent bool, expiryOverride *
 	if exp > 0 {
 		opts = append(opts, tern.WithSessionExpiry(exp))
 	}
+	if p, err := parseProtocol(spec.Protocol.s); err != nil {
+		return nil, err // the validator reported it
+	} else if p != tern.MQTT5 {
+		opts = append(opts, tern.WithProtocol(p))
+	}
 	if spec.ReceiveMaximum > 0 {
 		opts = append(opts, tern.WithReceiveMaximum(uint16(spec.ReceiveMaximum)))
 	}

@@ -72,6 +72,9 @@ func runSubCmd(args []string, stdout, stderr io.Writer) int {
 		return st
 	}
 	filters, err := f.filters()
+	if err == nil {
+		err = f.conn.v5Only(c, "no-local", "retain-as-published", "retain-handling", "max-packet-size")
+	}
 	if err != nil {
 		return exitStatus(stderr, "sub", err)
 	}

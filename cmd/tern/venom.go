@@ -102,8 +102,12 @@ func decodeVenom(body ast.Node) (*scenario, error) {
 			if vst.ConnectTimeout > 0 {
 				ct = time.Duration(vst.ConnectTimeout) * time.Millisecond
 			}
-			sc.clients[vst.client] = &clientSpec{Broker: vst.Addrs, ClientID: vst.ClientID,
+			cs := &clientSpec{Broker: vst.Addrs, ClientID: vst.ClientID,
 				ConnectTimeout: duration{ct, true}, at: vst.at}
+			if vst.ProtocolVersion != nil {
+				cs.Protocol = *vst.ProtocolVersion // 4 is 3.1.1, as venom's (Paho's) level
+			}
+			sc.clients[vst.client] = cs
 			label := tc.Name
 			if vst.Name != "" {
 				label += ": " + vst.Name
@@ -132,8 +136,10 @@ func (v *validator) venom(s *step) {
 	default:
 		v.errf(vs.ClientType.at, "clientType %q: want publisher, subscriber or persistent_queue", vs.ClientType.s)
 	}
-	if p := vs.ProtocolVersion; p != nil && p.s != "5" {
-		v.errf(p.at, "protocolVersion %s: the Tern client speaks MQTT 5 only (3.1.1 is not supported yet)", p.s)
+	if p := vs.ProtocolVersion; p != nil {
+		if _, err := parseProtocol(p.s); err != nil {
+			v.errf(p.at, "protocolVersion %v", err)
+		}
 	}
 	if vs.ClientType.s != "publisher" && len(vs.Topics) == 0 {
 		v.errf(vs.at, "%s: topics missing", vs.ClientType.s)
