@@ -306,6 +306,7 @@ func targets() []target {
 		{"receive QoS 1 zero-copy: allocs/msg", "0", zeroAllocs("recv-q1-callback-64B", rowTern)},
 		{"durable queue: file queue throughput vs autopaho's file queue, 10,000 backlog", "≥ 100×", ratioTarget("backlog10k-q1-64B", "tern-fileq", "autopaho-fileq", thr, 100, false)},
 		{"durable queue: file queue vs in-memory queue throughput", "≥ 0.90×", ratioTarget("queue-q1-64B", "tern-fileq", "tern-memq", thr, 0.9, false)},
+		{"durable queue: file queue with PublishAsync vs in-memory queue throughput", "≥ 0.90×", ratioTarget("queue-q1-64B", "tern-fileq-async", "tern-memq", thr, 0.9, false)},
 		{"reconnect: redelivery time vs autopaho", "≤ 1×", ratioTarget("reconnect-q1-64B", rowTern, rowAutopaho,
 			func(r *Row) float64 { return r.ReconnectMs }, 1, true)},
 	}
