@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ternmq/tern/bench/rawmqtt"
@@ -153,7 +154,7 @@ func (s *Suite) runJob(sc Scenario, lib Lib, run int) Result {
 		Topic: "bench/" + id, ClientID: "bench-" + lib.Name + "-" + id, Run: rand.Uint32(),
 		Heap: sc.Kind == KindSlow || sc.Kind == KindQueue, Pool: lib.Pool,
 	}
-	if lib.Queue == "file" {
+	if strings.HasPrefix(lib.Queue, "file") {
 		job.QueueDir = filepath.Join(s.tmp, "queue-"+id)
 		defer os.RemoveAll(job.QueueDir)
 	}
