@@ -27,8 +27,9 @@
 //   - Stats().Depth counts entries whose Enqueue succeeded and that are not acknowledged;
 //     an Enqueue that failed (a failed write or fsync) is not counted.
 //   - Ack (and AckBatch, many at the cost of one write) writes an acknowledgement record
-//     before returning (it survives a crash of the process) and is synced with the next fsync; an acknowledgement lost to a power
-//     failure means the entry is delivered again: at least once.
+//     before returning (it survives a crash of the process) and is synced with the next
+//     fsync; an acknowledgement lost to a power failure means the entry is delivered
+//     again: at least once.
 //   - Acknowledgements may come in any order. Memory holds a summary per segment file and
 //     the acknowledgements above the oldest unacknowledged entry, never the entries: it
 //     stays flat as the backlog grows. Read streams from disk through a cursor that stays
