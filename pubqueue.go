@@ -43,6 +43,26 @@ type PublisherQueue interface {
 	Close() error
 }
 
+// AsyncQueue is implemented by a PublisherQueue that can store an entry without making its
+// caller wait for it to become durable, so that one goroutine can have many entries share
+// one sync. QueuePublisher.PublishAsync uses it; filequeue.Queue implements it.
+type AsyncQueue interface {
+	// EnqueueAsync assigns e.Seq and e.Time and stores e as Enqueue does, but may return
+	// before e is durable. done is then called exactly once, from the queue's own goroutine,
+	// with nil once e is as durable as Enqueue would have made it, or with the error that
+	// stopped it; done must not block. When EnqueueAsync returns an error, done is not
+	// called. It blocks, bounded by ctx, only while the queue holds as many entries waiting
+	// for their sync as it allows.
+	EnqueueAsync(ctx context.Context, e *QueueEntry, done func(error)) error
+}
+
+// BatchAcker is implemented by a PublisherQueue that can acknowledge many entries at about
+// the cost of one. The QueuePublisher uses it when several outcomes are known at once.
+type BatchAcker interface {
+	// AckBatch acknowledges every entry in seqs as Ack would; seqs is not kept.
+	AckBatch(seqs []uint64) error
+}
+
 // ErrQueueClosed is returned by a queue or QueuePublisher used after Close.
 var ErrQueueClosed = errors.New("tern: queue closed")
 

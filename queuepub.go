@@ -245,12 +245,92 @@ func NewQueuePublisher(c *Client, q PublisherQueue, opts ...QueueOption) (*Queue
 // Publish stores m and returns once the queue holds it (durably, for a durable queue). The
 // drain sends it later. QoS 0 is refused with ErrQueueQoS0; an invalid message is refused
 // here, not later. Safe for concurrent use: concurrent calls store concurrently (a file
-// queue syncs them together), and WithQueueMaxSize holds however many call at once.
+// queue syncs them together), and WithQueueMaxSize holds however many call at once. With a
+// queue that syncs every write, a loop calling Publish one message at a time waits for one
+// fsync per message: use PublishAsync, or several goroutines, for throughput.
 func (p *QueuePublisher) Publish(ctx context.Context, m PublishOptions) error {
+	if err := p.admit(&m); err != nil {
+		return err
+	}
+	defer p.unreserve()
+	return p.q.Enqueue(ctx, &QueueEntry{Message: m})
+}
+
+// QueueToken reports when a message given to QueuePublisher.PublishAsync is stored.
+type QueueToken struct {
+	done chan struct{}
+	err  error
+}
+
+// Done returns a channel closed once the message is stored, or failed to be.
+func (t *QueueToken) Done() <-chan struct{} { return t.done }
+
+// Err returns nil once the message is stored (durably, for a durable queue), or the error
+// that stopped it; before Done is closed it returns nil. After an error the message may
+// still be stored, as after a failed Publish.
+func (t *QueueToken) Err() error {
+	select {
+	case <-t.done:
+		return t.err
+	default:
+		return nil
+	}
+}
+
+// Wait blocks until the outcome is known or ctx ends, and returns it. A ctx error says
+// nothing about the message.
+func (t *QueueToken) Wait(ctx context.Context) error {
+	select {
+	case <-t.done:
+		return t.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// PublishAsync stores m like Publish but returns as soon as the queue has taken it, with a
+// token resolved once m is stored as durably as Publish would have waited for. Messages
+// given to it by one goroutine keep their order in the queue and share fsyncs, so a single
+// goroutine reaches the throughput of many calling Publish. With a queue that is not an
+// AsyncQueue (NewMemoryQueue) it stores m before it returns and the token is resolved.
+// It checks m and WithQueueMaxSize as Publish does; it blocks, bounded by ctx, only while
+// the queue holds as many messages waiting for their sync as it allows
+// (filequeue.WithMaxPending). Cost: one token (a small allocation) per message. Safe for
+// concurrent use.
+func (p *QueuePublisher) PublishAsync(ctx context.Context, m PublishOptions) (*QueueToken, error) {
+	if err := p.admit(&m); err != nil {
+		return nil, err
+	}
+	aq, ok := p.q.(AsyncQueue)
+	if !ok {
+		defer p.unreserve()
+		if err := p.q.Enqueue(ctx, &QueueEntry{Message: m}); err != nil {
+			return nil, err
+		}
+		return &QueueToken{done: closedChan}, nil
+	}
+	tok := &QueueToken{done: make(chan struct{})}
+	err := aq.EnqueueAsync(ctx, &QueueEntry{Message: m}, func(err error) {
+		tok.err = err
+		close(tok.done)
+		p.unreserve()
+	})
+	if err != nil {
+		p.unreserve()
+		return nil, err
+	}
+	return tok, nil
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// admit checks m for the queue and, under WithQueueMaxSize, takes a place that unreserve
+// gives back once the queue's Enqueue has returned.
+func (p *QueuePublisher) admit(m *PublishOptions) error {
 	if m.QoS == 0 {
 		return ErrQueueQoS0
 	}
-	pkt := toPacket(&m)
+	pkt := toPacket(m)
 	if err := p.c.checkPublish(&pkt); err != nil {
 		return err
 	}
@@ -261,16 +341,18 @@ func (p *QueuePublisher) Publish(ctx context.Context, m PublishOptions) error {
 		return ErrQueueClosed
 	}
 	if p.cfg.maxSize > 0 {
-		if err := p.reserve(); err != nil {
-			return err
-		}
-		defer func() {
-			p.sizeMu.Lock()
-			p.reserved--
-			p.sizeMu.Unlock()
-		}()
+		return p.reserve()
 	}
-	return p.q.Enqueue(ctx, &QueueEntry{Message: m})
+	return nil
+}
+
+// unreserve gives back the place admit took.
+func (p *QueuePublisher) unreserve() {
+	if p.cfg.maxSize > 0 {
+		p.sizeMu.Lock()
+		p.reserved--
+		p.sizeMu.Unlock()
+	}
 }
 
 // reserve takes a place under WithQueueMaxSize, making room first under DropOldest. The
@@ -433,25 +515,73 @@ func (p *QueuePublisher) send(e QueueEntry) bool {
 	}
 }
 
+// ackBatchMax bounds how many deliveries the completer records with one AckBatch.
+const ackBatchMax = 256
+
 // complete waits for each message's outcome, in send order, and records it in the queue.
+// Deliveries are acknowledged in batches: the completer collects those already known and
+// records them (one AckBatch, one write for a file queue) before it would wait.
 func (p *QueuePublisher) complete() {
+	var acks []uint64
 	for it := range p.flight {
+		if !tokenDone(it.tok) {
+			acks = p.ackDelivered(acks) // nothing more is known yet: record what is
+		}
 		err := p.await(it.tok)
 		p.inFlight.Add(-1)
 		signal(p.settled)
 		if err == nil {
-			p.delivered.Add(1)
-			p.release(it.e.Seq, true)
-			if aerr := p.q.Ack(it.e.Seq); aerr != nil {
-				p.setErr(aerr)
+			acks = append(acks, it.e.Seq)
+			if len(acks) >= ackBatchMax || len(p.flight) == 0 {
+				acks = p.ackDelivered(acks)
 			}
 			continue
 		}
+		acks = p.ackDelivered(acks)
 		if p.ctx.Err() != nil && errors.Is(err, context.Canceled) {
 			continue // closing: the entry stays queued for the next run
 		}
 		p.refused(it.e, err, it.round)
 	}
+	p.ackDelivered(acks)
+}
+
+func tokenDone(t *PublishToken) bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// ackDelivered acknowledges delivered entries in the queue, then releases them: until then
+// they stay busy, so DropOldest never takes a delivered entry. It returns seqs emptied.
+func (p *QueuePublisher) ackDelivered(seqs []uint64) []uint64 {
+	if len(seqs) == 0 {
+		return seqs
+	}
+	var err error
+	if b, ok := p.q.(BatchAcker); ok {
+		err = b.AckBatch(seqs)
+	} else {
+		for _, seq := range seqs {
+			if aerr := p.q.Ack(seq); aerr != nil && err == nil {
+				err = aerr
+			}
+		}
+	}
+	if err != nil {
+		p.setErr(err)
+	}
+	p.mu.Lock()
+	for _, seq := range seqs {
+		delete(p.busy, seq)
+	}
+	p.hold.step = 0
+	p.mu.Unlock()
+	p.delivered.Add(int64(len(seqs)))
+	return seqs[:0]
 }
 
 // await waits for one outcome, bounded by the publish timeout; on timeout it keeps waiting

@@ -12,7 +12,8 @@
 //   - With SyncEveryWrite (the default), Enqueue returns only once an fsync covering the
 //     entry has succeeded. Many goroutines enqueueing at once share one write and one fsync
 //     (group commit), so throughput grows with concurrency instead of being one fsync per
-//     message.
+//     message. EnqueueAsync (tern.QueuePublisher.PublishAsync) returns before the sync and
+//     reports it later, so a single goroutine's entries share fsyncs as well.
 //   - Sequence numbers are assigned by Enqueue, stored in the entry, and strictly increase
 //     across restarts, even after a torn, cut or deleted tail: a reservation kept in the
 //     manifest (a high-water mark, renewed every 2^19 numbers) says how far numbers may have
@@ -25,9 +26,10 @@
 //     succeeds: what survives is delivered.
 //   - Stats().Depth counts entries whose Enqueue succeeded and that are not acknowledged;
 //     an Enqueue that failed (a failed write or fsync) is not counted.
-//   - Ack writes an acknowledgement record before returning (it survives a crash of the
-//     process) and is synced with the next fsync; an acknowledgement lost to a power
-//     failure means the entry is delivered again: at least once.
+//   - Ack (and AckBatch, many at the cost of one write) writes an acknowledgement record
+//     before returning (it survives a crash of the process) and is synced with the next
+//     fsync; an acknowledgement lost to a power failure means the entry is delivered
+//     again: at least once.
 //   - Acknowledgements may come in any order. Memory holds a summary per segment file and
 //     the acknowledgements above the oldest unacknowledged entry, never the entries: it
 //     stays flat as the backlog grows. Read streams from disk through a cursor that stays

@@ -1,6 +1,7 @@
 package filequeue
 
 import (
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -48,6 +49,7 @@ type config struct {
 	segmentSize  int64
 	fs           FS
 	onCorruption func(Corruption)
+	maxPending   int
 }
 
 // Documented defaults; a test checks them against defaultConfig.
@@ -57,7 +59,7 @@ const (
 
 func defaultConfig() config {
 	return config{sync: SyncEveryWrite, segmentSize: DefaultSegmentSize, fs: seglog.OSFS(),
-		onCorruption: logCorruption}
+		onCorruption: logCorruption, maxPending: DefaultMaxPending}
 }
 
 func (c *config) validate() error {
@@ -66,6 +68,9 @@ func (c *config) validate() error {
 	}
 	if c.onCorruption == nil {
 		c.onCorruption = logCorruption
+	}
+	if c.maxPending < 1 {
+		return fmt.Errorf("filequeue: max pending must be at least 1")
 	}
 	return nil
 }
@@ -77,6 +82,11 @@ func WithSync(p SyncPolicy) Option { return func(c *config) { c.sync = p } }
 // Fully acknowledged segments are deleted whole, so smaller segments give disk space back
 // sooner at the cost of more files. Default DefaultSegmentSize (16 MiB); at least 1 KiB.
 func WithSegmentSize(n int64) Option { return func(c *config) { c.segmentSize = n } }
+
+// WithMaxPending bounds how many EnqueueAsync entries may wait for their sync at once;
+// EnqueueAsync blocks (bounded by its ctx) while that many wait. Each holds its encoded
+// record in memory until written. Default: DefaultMaxPending (8192).
+func WithMaxPending(n int) Option { return func(c *config) { c.maxPending = n } }
 
 // WithFS makes the queue use fs for every file operation. Default OSFS(). Tests use it to
 // inject faults.

@@ -62,6 +62,7 @@ type Queue struct {
 	// and Close, so that each writes what the last one wrote, updated.
 	metaTok chan struct{}
 	dead    deadStore // dead letters, in DIR/dead (deadletter.go)
+	async   committer // EnqueueAsync's entries waiting for their sync (async.go)
 }
 
 type seqRange struct{ lo, hi uint64 }
@@ -183,6 +184,7 @@ func Open(dir string, opts ...Option) (*Queue, error) {
 		log.Close()
 		return nil, err
 	}
+	q.startCommitter()
 	return q, nil
 }
 
@@ -362,41 +364,15 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // returns once the entry is as durable as the sync policy says. Many goroutines may call it
 // at once; under SyncEveryWrite they share fsyncs. A ctx error or an I/O error says nothing
 // about the entry: it may still be stored. After an I/O error the queue refuses everything
-// until it is closed and opened again.
+// until it is closed and opened again. EnqueueAsync lets one goroutine share fsyncs too.
 func (q *Queue) Enqueue(ctx context.Context, e *tern.QueueEntry) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	bp := bufPool.Get().(*[]byte)
-	buf := encodeEntry((*bp)[:0], &e.Message)
-	defer func() {
-		if cap(buf) <= 64<<10 {
-			*bp = buf[:0]
-			bufPool.Put(bp)
-		}
-	}()
-	now := time.Now()
-	q.mu.Lock()
-	if q.closed {
-		q.mu.Unlock()
-		return tern.ErrQueueClosed
-	}
-	seq := q.last + 1
-	patchEntry(buf, seq, now)
-	t, err := q.log.Add(typeEntry, buf)
+	seq, now, t, extend, err := q.add(e, nil)
 	if err != nil {
-		q.mu.Unlock()
-		if errors.Is(err, seglog.ErrTooLarge) {
-			return ErrTooLarge
-		}
-		return fmt.Errorf("filequeue: enqueue: %w", err)
+		return err
 	}
-	q.addEntryLocked(seq, t.Pos, t.Size)
-	q.lastAdded = t
-	q.recent.push(seq, now.UnixNano())
-	extend := seq+reserveAhead/2 > q.reserved
-	q.mu.Unlock()
-
 	// Until both are done the entry is neither read nor counted (durable is below it).
 	if err := q.log.Wait(ctx, t, true); err != nil {
 		return fmt.Errorf("filequeue: enqueue: %w", err)
@@ -406,48 +382,106 @@ func (q *Queue) Enqueue(ctx context.Context, e *tern.QueueEntry) error {
 			return fmt.Errorf("filequeue: enqueue: %w", err)
 		}
 	}
+	q.markDurable(seq)
+	e.Seq, e.Time = seq, now
+	return nil
+}
+
+// add encodes e and appends its record to the log's pending batch, under mu so that
+// sequence numbers and log order agree. With done set, the entry joins the committer's
+// list (async.go) in the same step, so that list stays in sequence order. extend says the
+// reservation must be renewed before the entry counts as durable.
+func (q *Queue) add(e *tern.QueueEntry, done func(error)) (seq uint64, now time.Time, t seglog.Ticket,
+	extend bool, err error) {
+	bp := bufPool.Get().(*[]byte)
+	buf := encodeEntry((*bp)[:0], &e.Message)
+	defer func() {
+		if cap(buf) <= 64<<10 {
+			*bp = buf[:0]
+			bufPool.Put(bp)
+		}
+	}()
+	now = time.Now()
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return 0, now, t, false, tern.ErrQueueClosed
+	}
+	seq = q.last + 1
+	patchEntry(buf, seq, now)
+	t, err = q.log.Add(typeEntry, buf)
+	if err != nil {
+		if errors.Is(err, seglog.ErrTooLarge) {
+			return 0, now, t, false, ErrTooLarge
+		}
+		return 0, now, t, false, fmt.Errorf("filequeue: enqueue: %w", err)
+	}
+	q.addEntryLocked(seq, t.Pos, t.Size)
+	q.lastAdded = t
+	q.recent.push(seq, now.UnixNano())
+	if done != nil {
+		e.Seq, e.Time = seq, now // before done can run, so it may read them
+		q.async.list = append(q.async.list, pendingEntry{seq: seq, t: t, done: done})
+	}
+	return seq, now, t, seq+reserveAhead/2 > q.reserved, nil
+}
+
+// markDurable lets Read and Stats see every entry up to seq, and tells the drain.
+func (q *Queue) markDurable(seq uint64) {
 	q.mu.Lock()
 	q.durable = max(q.durable, seq)
 	q.mu.Unlock()
-	e.Seq, e.Time = seq, now
 	select {
 	case q.notify <- struct{}{}:
 	default:
 	}
-	return nil
 }
 
 // Ack implements tern.PublisherQueue. The acknowledgement is written to the operating
 // system before Ack returns, so it survives a crash of the process; it reaches the disk
 // with the next fsync. Acknowledging an unknown or acknowledged entry is harmless. A
 // segment file is deleted once it and every older one hold no unacknowledged entry.
+// AckBatch does the same for many entries at the cost of one.
 func (q *Queue) Ack(seq uint64) error {
+	return q.AckBatch([]uint64{seq})
+}
+
+// AckBatch implements tern.BatchAcker: it acknowledges every entry in seqs as Ack does, with
+// one write of all their records (and at most one segment removal) instead of one each.
+func (q *Queue) AckBatch(seqs []uint64) error {
 	var payload [ackPayload]byte
-	binary.LittleEndian.PutUint64(payload[:], seq)
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
 		return tern.ErrQueueClosed
 	}
 	q.refreshDurableLocked()
-	if seq > q.durable || !q.pendingLocked(seq) {
-		q.mu.Unlock()
-		return nil // unknown: not stored, or its Enqueue has not returned
+	var last seglog.Ticket
+	for _, seq := range seqs {
+		if seq > q.durable || !q.pendingLocked(seq) {
+			continue // unknown: not stored, or its Enqueue has not returned
+		}
+		binary.LittleEndian.PutUint64(payload[:], seq)
+		t, err := q.log.Add(typeAck, payload[:])
+		if err != nil {
+			q.mu.Unlock()
+			return fmt.Errorf("filequeue: ack: %w", err)
+		}
+		s := q.summaryLocked(t.Pos.Seg)
+		s.maxSeq = max(s.maxSeq, seq)
+		q.ackLocked(seq)
+		last = t
 	}
-	t, err := q.log.Add(typeAck, payload[:])
-	if err != nil {
+	if last.Size == 0 {
 		q.mu.Unlock()
-		return fmt.Errorf("filequeue: ack: %w", err)
+		return nil
 	}
-	s := q.summaryLocked(t.Pos.Seg)
-	s.maxSeq = max(s.maxSeq, seq)
-	q.ackLocked(seq)
 	through, floor := q.deletableLocked(), q.floor
 	if through <= q.removed {
 		through = 0
 	}
 	q.mu.Unlock()
-	if err := q.log.Wait(context.Background(), t, false); err != nil {
+	if err := q.log.Wait(context.Background(), last, false); err != nil {
 		return fmt.Errorf("filequeue: ack: %w", err)
 	}
 	if through > 0 {
@@ -683,6 +717,7 @@ func (q *Queue) Close() error {
 	}
 	q.closed = true
 	q.mu.Unlock()
+	q.stopCommitter() // settles what EnqueueAsync added before closed was set
 	for _, c := range q.cursors {
 		if c != nil {
 			c.r.Close()

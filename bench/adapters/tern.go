@@ -18,6 +18,12 @@ type Tern struct {
 	q   tern.PublisherQueue
 	qp  *tern.QueuePublisher
 	wg  sync.WaitGroup // channel consumers
+
+	// With Queue "file-async", Enqueue uses PublishAsync; a goroutine waits for the tokens
+	// and keeps the first error for Disconnect.
+	toks   chan *tern.QueueToken
+	tokErr error
+	tokWG  sync.WaitGroup
 }
 
 // immediateFirst retries at once, then every 100 ms: the reconnect policy given to every
@@ -62,10 +68,22 @@ func (a *Tern) Connect(ctx context.Context) error {
 		return nil
 	case "memory":
 		a.q = tern.NewMemoryQueue()
-	case "file":
+	case "file", "file-async":
 		// Default options: group commit, the queue's documented default sync policy.
 		if a.q, err = filequeue.Open(a.cfg.QueueDir); err != nil {
 			return err
+		}
+		if a.cfg.Queue == "file-async" {
+			a.toks = make(chan *tern.QueueToken, 1<<16)
+			a.tokWG.Add(1)
+			go func() {
+				defer a.tokWG.Done()
+				for tok := range a.toks {
+					if err := tok.Wait(context.Background()); err != nil && a.tokErr == nil {
+						a.tokErr = err
+					}
+				}
+			}()
 		}
 	default:
 		return fmt.Errorf("tern: unknown queue %q", a.cfg.Queue)
@@ -141,13 +159,33 @@ func (a *Tern) Subscribe(ctx context.Context, qos byte, mode Mode, h func([]byte
 }
 
 // Enqueue implements Enqueuer.
+// With Queue "file-async" it returns once the queue has taken the message (PublishAsync),
+// before it is synced; storage errors are reported by Disconnect.
 func (a *Tern) Enqueue(ctx context.Context, payload []byte) error {
-	return a.qp.Publish(ctx, tern.PublishOptions{Topic: a.cfg.Topic, Payload: payload, QoS: 1})
+	m := tern.PublishOptions{Topic: a.cfg.Topic, Payload: payload, QoS: 1}
+	if a.toks == nil {
+		return a.qp.Publish(ctx, m)
+	}
+	tok, err := a.qp.PublishAsync(ctx, m)
+	if err != nil {
+		return err
+	}
+	select {
+	case a.toks <- tok:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Disconnect implements Client.
 func (a *Tern) Disconnect(ctx context.Context) error {
 	var errs []error
+	if a.toks != nil {
+		close(a.toks)
+		a.tokWG.Wait()
+		errs = append(errs, a.tokErr)
+	}
 	if a.qp != nil {
 		errs = append(errs, a.qp.Close(ctx), a.q.Close())
 	}

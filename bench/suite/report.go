@@ -309,6 +309,7 @@ func targets() []target {
 		{"receive QoS 1 zero-copy: allocs/msg", "0", zeroAllocs("recv-q1-callback-64B", rowTern)},
 		{"durable queue: file queue throughput vs autopaho's file queue, 10,000 backlog", "≥ 100×", ratioTarget("backlog10k-q1-64B", "tern-fileq", "autopaho-fileq", thr, 100, false)},
 		{"durable queue: file queue vs in-memory queue throughput", "≥ 0.90×", ratioTarget("queue-q1-64B", "tern-fileq", "tern-memq", thr, 0.9, false)},
+		{"durable queue: file queue with PublishAsync vs in-memory queue throughput", "≥ 0.90×", ratioTarget("queue-q1-64B", "tern-fileq-async", "tern-memq", thr, 0.9, false)},
 		{"3.1.1 publish QoS 0 64 B: tern-v3 throughput vs paho3", "≥ 1×", ratioTarget("pub-q0-64B", rowTernV3, rowPaho3, thr, 1, false)},
 		{"3.1.1 publish QoS 0 64 B: tern-v3 CPU/msg vs paho3", "≤ 0.30×", ratioTarget("pub-q0-64B", rowTernV3, rowPaho3, cpu, 0.3, true)},
 		{"3.1.1 publish QoS 1 64 B: tern-v3 throughput vs paho3", "≥ 1×", ratioTarget("pub-q1-64B", rowTernV3, rowPaho3, thr, 1, false)},

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/ternmq/tern/bench/rawmqtt"
@@ -154,7 +155,7 @@ func (s *Suite) runJob(sc Scenario, lib Lib, run int) Result {
 		Heap: sc.Kind == KindSlow || sc.Kind == KindQueue, Pool: lib.Pool,
 		V311: lib.V311,
 	}
-	if lib.Queue == "file" {
+	if strings.HasPrefix(lib.Queue, "file") {
 		job.QueueDir = filepath.Join(s.tmp, "queue-"+id)
 		defer os.RemoveAll(job.QueueDir)
 	}

@@ -142,10 +142,11 @@ func Scenarios() []Scenario {
 		Libs: []Lib{
 			{Name: "tern-memq", Adapter: "tern", Queue: "memory"},
 			{Name: "tern-fileq", Adapter: "tern", Queue: "file"},
+			{Name: "tern-fileq-async", Adapter: "tern", Queue: "file-async"},
 			{Name: "autopaho-memq", Adapter: "autopaho", Queue: "memory", N: 50000, QuickN: 500},
 			{Name: "autopaho-fileq", Adapter: "autopaho", Queue: "file", N: 2000, QuickN: 50},
 		},
-		Note: "16 goroutines enqueue a backlog as fast as they can while the queue drains through Mosquitto; msg/s from the first enqueue to the last delivery",
+		Note: "16 goroutines enqueue a backlog as fast as they can while the queue drains through Mosquitto (tern-fileq-async: with PublishAsync, returning before the sync); msg/s from the first enqueue to the last delivery",
 	})
 	s = append(s, Scenario{
 		Name: "backlog10k-q1-64B", Kind: KindQueue, QoS: 1, Size: 64, N: 10000, QuickN: 100, Workers: 16,
