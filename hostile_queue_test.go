@@ -46,7 +46,11 @@ func refuseUntilQuiet(t *testing.T, pc *peerConn, code packet.ReasonCode) int {
 	t.Helper()
 	n := 0
 	for {
-		pkt, err := pc.tryRead(50 * time.Millisecond)
+		wait := 50 * time.Millisecond
+		if n == 0 {
+			wait = 10 * time.Second // the first PUBLISH, however slow the machine
+		}
+		pkt, err := pc.tryRead(wait)
 		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			return n
@@ -83,6 +87,8 @@ func TestHostileQueuePubackRefusalsKeepMessages(t *testing.T) {
 			}
 			closePublisher(t, qp)
 			refused := refuseUntilQuiet(t, pc, code)
+			// The last refusal may still be on its way through the client.
+			waitFor(t, func() bool { return qp.Stats().LastError != nil })
 			st := qp.Stats()
 			var rc *ReasonCodeError
 			if !errors.As(st.LastError, &rc) || rc.Code != code {
