@@ -30,7 +30,9 @@ func TestRunScenariosEmbedded(t *testing.T) {
 }
 
 // The same scenarios against Mosquitto, plus those mochi cannot pass: Retain Handling, and
-// the persistent queue of 1,000 messages (mochi 2.7.9 was seen to lose one, 1 run in 15).
+// the persistent queue of 1,000 messages (mochi 2.7.9 loses the last one when the worker
+// resumes while mochi still routes it: README.md, "mochi behaviours met" 6, and
+// TestMochiSession1000Repro).
 func TestRunScenariosMosquitto(t *testing.T) {
 	url := startMosquitto(t)
 	out, errs, st := runScenarios(t, "--broker", url, scenarios+"pass", scenarios+"mosquitto",

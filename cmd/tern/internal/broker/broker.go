@@ -41,6 +41,12 @@ type Options struct {
 	// CloseGrace bounds how long Close lets mochi say goodbye to its clients before it
 	// closes their connections itself. Default: 2 s.
 	CloseGrace time.Duration
+	// Hooks are extra mochi hooks added to every mochi server the Broker builds (Start and
+	// each Restart), after its own: observers for tests and diagnostics. A hook must be safe
+	// for concurrent use; mochi calls hooks on its client goroutines, so a hook that blocks
+	// stalls that client (tests do it on purpose to force an interleaving).
+	// Init is called once per server. Default: none.
+	Hooks []mqtt.Hook
 }
 
 // Broker is an embedded mochi broker on one address. Its methods are safe for concurrent
@@ -135,6 +141,11 @@ func (b *Broker) serve() error {
 	}
 	if err := srv.AddHook(b.store, nil); err != nil {
 		return fmt.Errorf("broker: %w", err)
+	}
+	for _, h := range b.opts.Hooks {
+		if err := srv.AddHook(h, nil); err != nil {
+			return fmt.Errorf("broker: hook %s: %w", h.ID(), err)
+		}
 	}
 	ln := newListener("t1", b.addr)
 	if err := srv.AddListener(ln); err != nil {
