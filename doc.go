@@ -1,6 +1,6 @@
-// Package tern is an MQTT 5 client that keeps what it was given: messages it accepted are
-// delivered through broker restarts, network cuts and, with a Store and a durable queue,
-// process crashes.
+// Package tern is an MQTT 5 client (3.1.1 by WithProtocol) that keeps what it was given:
+// messages it accepted are delivered through broker restarts, network cuts and, with a Store
+// and a durable queue, process crashes.
 //
 // Start with New, which checks every option, then Connect. Subscribe (a channel),
 // SubscribeQueue (a Queue) or SubscribeCallback (a function) may be called before Connect,
