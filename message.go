@@ -98,6 +98,10 @@ type inbound struct {
 	recd     bool           // guarded by c.mu: QoS 2, PUBREC sent
 	early    bool           // guarded by c.mu: QoS 2, PUBREL came before PUBREC; completed
 	restored bool           // loaded from the store at start
+	storing  bool           // guarded by c.mu: QoS 2, receipt given to PutAsync, not yet durable
+	// storeFailed, guarded by c.mu: the asynchronous receipt failed; no PUBREC until a
+	// resend stores it again.
+	storeFailed bool
 
 	handles   int32        // handles delivered for it
 	abandoned atomic.Int32 // handles given up because the connection closed first
@@ -156,7 +160,7 @@ func (q *ackQueue) reset() {
 func (c *Client) flushAcksLocked() {
 	q := &c.acks
 	cn := c.conn
-	for q.head < len(q.items) && q.items[q.head].done {
+	for q.head < len(q.items) && q.items[q.head].done && !q.items[q.head].ackHeld() {
 		in := q.items[q.head]
 		q.items[q.head] = nil
 		q.head++
@@ -273,13 +277,20 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 				a := packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}
 				return cn.w.sendUrgent(a.AppendTo(nil))
 			}
+			retry := in.storeFailed && !in.storing
 			if in.gen != cn.gen {
 				// Queued on a connection that has closed: queue it again on this one.
 				in.gen = cn.gen
 				c.acks.push(in)
 				c.flushAcksLocked()
 			}
+			if retry {
+				in.storeFailed, in.storing = false, true
+			}
 			c.mu.Unlock()
+			if retry {
+				c.putReceiptAsync(c.store.(AsyncStore), in, p.PacketID)
+			}
 			return nil
 		}
 	}
@@ -308,7 +319,8 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 		}
 	}
 	c.mu.Unlock()
-	if p.QoS == 2 && c.store != nil {
+	async, _ := c.store.(AsyncStore)
+	if p.QoS == 2 && c.store != nil && async == nil {
 		// Write-ahead: a resend after a restart must be recognised, so the receipt is stored
 		// before PUBREC can leave.
 		if err := c.store.Put(StoreRecord{Kind: RecordInbound, ID: p.PacketID, Time: time.Now()}); err != nil {
@@ -345,8 +357,14 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 			c.acks.push(in)
 			if p.QoS == 2 {
 				c.inQoS2[p.PacketID] = in
+				// With an AsyncStore, the receipt commits while the message is delivered;
+				// the acknowledgement waits for it (storeasync.go).
+				in.storing = async != nil
 			}
 			c.mu.Unlock()
+			if p.QoS == 2 && async != nil {
+				c.putReceiptAsync(async, in, p.PacketID)
+			}
 		}
 	}
 	if len(matches) == 0 {

@@ -15,6 +15,10 @@
 //     durable as the sync policy says; with SyncEveryWrite (the default) after an fsync
 //     covering it. Many goroutines calling Put at once share one write and one fsync
 //     (group commit).
+//   - PutAsync (tern.AsyncStore) adds the same record and returns at once; its done
+//     callback reports, in call order, when the record is as durable as Put would have made
+//     it. The client uses it for inbound QoS 2 receipts, so its read loop does not wait for
+//     one fsync per message; PUBREC still waits for the receipt.
 //   - A RecordReleased replacing a RecordPublish keeps the publish's Seq and Time.
 //   - Delete appends a tombstone and returns without touching the disk; the log's own
 //     goroutine writes it at once (it survives a crash of the process moments later) and

@@ -47,6 +47,8 @@ type Store struct {
 	kick chan struct{}
 	quit chan struct{}
 	done chan struct{}
+
+	async committer // PutAsync (async.go)
 }
 
 // entry is what memory holds per live record: where it is, not what it says.
@@ -108,6 +110,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	s.mu.Lock()
 	s.maybeCompactLocked()
 	s.mu.Unlock()
+	s.startCommitter()
 	go s.maintain()
 	return s, nil
 }
@@ -187,8 +190,21 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // time, so WithTTL can age the record. After an I/O error every call fails until the store
 // is closed and opened again.
 func (s *Store) Put(r tern.StoreRecord) error {
+	t, err := s.add(r, nil)
+	if err != nil {
+		return err
+	}
+	if err := s.log.Wait(context.Background(), t, true); err != nil {
+		return fmt.Errorf("filestore: put: %w", err)
+	}
+	return nil
+}
+
+// add appends r to the log and the index; added, when set, runs under mu with the record's
+// ticket, so whatever it records keeps the log's order.
+func (s *Store) add(r tern.StoreRecord, added func(seglog.Ticket)) (seglog.Ticket, error) {
 	if !validKind(r.Kind) {
-		return ErrKind
+		return seglog.Ticket{}, ErrKind
 	}
 	now := s.cfg.now()
 	bp := bufPool.Get().(*[]byte)
@@ -198,10 +214,10 @@ func (s *Store) Put(r tern.StoreRecord) error {
 		stamp = now.UnixNano()
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.closed {
-		s.mu.Unlock()
 		putBuf(bp, buf)
-		return ErrClosed
+		return seglog.Ticket{}, ErrClosed
 	}
 	if old, ok := s.out[r.ID]; ok && r.Kind == tern.RecordReleased && old.kind == tern.RecordPublish {
 		seq, stamp = old.seq, old.time
@@ -210,17 +226,15 @@ func (s *Store) Put(r tern.StoreRecord) error {
 	t, err := s.log.Add(typePut, buf)
 	putBuf(bp, buf)
 	if err != nil {
-		s.mu.Unlock()
-		return fmt.Errorf("filestore: put: %w", err)
+		return seglog.Ticket{}, fmt.Errorf("filestore: put: %w", err)
 	}
 	s.setLocked(&entry{kind: r.Kind, id: r.ID, seq: seq, time: stamp, pos: t.Pos, size: t.Size})
 	s.total += t.Size
 	s.maybeCompactLocked()
-	s.mu.Unlock()
-	if err := s.log.Wait(context.Background(), t, true); err != nil {
-		return fmt.Errorf("filestore: put: %w", err)
+	if added != nil {
+		added(t)
 	}
-	return nil
+	return t, nil
 }
 
 func putBuf(bp *[]byte, buf []byte) {
@@ -335,6 +349,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.stopCommitter()
 	close(s.quit)
 	<-s.done
 	if err := s.log.Close(); err != nil {

@@ -31,6 +31,11 @@ type Config struct {
 	// file queue.
 	Queue    string
 	QueueDir string
+	// Store gives tern a session store: "" (none), "memory" (tern.NewMemoryStore) or
+	// "file" (filestore in StoreDir, default options: syncs every write, group commit).
+	// Other libraries ignore it.
+	Store    string
+	StoreDir string
 	// Pool is the size of tern's publisher pool (WithPublisherPool); 0: none. Other
 	// libraries have no pool and ignore it.
 	Pool int

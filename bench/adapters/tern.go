@@ -9,6 +9,7 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/filequeue"
+	"github.com/ternmq/tern/filestore"
 )
 
 // Tern adapts github.com/ternmq/tern.
@@ -17,7 +18,9 @@ type Tern struct {
 	c   *tern.Client
 	q   tern.PublisherQueue
 	qp  *tern.QueuePublisher
-	wg  sync.WaitGroup // channel consumers
+	// store is the filestore of Config.Store "file", closed by Disconnect.
+	store *filestore.Store
+	wg    sync.WaitGroup // channel consumers
 
 	// With Queue "file-async", Enqueue uses PublishAsync; a goroutine waits for the tokens
 	// and keeps the first error for Disconnect.
@@ -55,11 +58,28 @@ func (a *Tern) Connect(ctx context.Context) error {
 	if a.cfg.Pool > 1 {
 		opts = append(opts, tern.WithPublisherPool(a.cfg.Pool))
 	}
-	c, err := tern.New(opts...)
-	if err != nil {
-		return err
+	switch a.cfg.Store {
+	case "":
+	case "memory":
+		opts = append(opts, tern.WithStore(tern.NewMemoryStore()))
+	case "file":
+		st, err := filestore.Open(a.cfg.StoreDir)
+		if err != nil {
+			return err
+		}
+		a.store = st
+		opts = append(opts, tern.WithStore(st))
+	default:
+		return fmt.Errorf("tern: unknown store %q", a.cfg.Store)
 	}
-	if err := c.Connect(ctx); err != nil {
+	c, err := tern.New(opts...)
+	if err == nil {
+		err = c.Connect(ctx)
+	}
+	if err != nil {
+		if a.store != nil {
+			a.store.Close()
+		}
 		return err
 	}
 	a.c = c
@@ -193,5 +213,8 @@ func (a *Tern) Disconnect(ctx context.Context) error {
 		errs = append(errs, a.c.Disconnect(ctx))
 	}
 	a.wg.Wait() // the channel closes on Disconnect
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
 	return errors.Join(errs...)
 }

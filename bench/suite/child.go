@@ -257,7 +257,7 @@ func (c *child) config(suffix string) adapters.Config {
 		Addr: c.job.Addr, ClientID: c.job.ClientID + suffix, Topic: c.job.Topic,
 		ReceiveMax: brokerWindow, ZeroCopy: c.job.ZeroCopy,
 		Session: c.job.Kind == KindReconnect, Queue: c.job.Queue, QueueDir: c.job.QueueDir,
-		Pool: c.job.Pool, V311: c.job.V311,
+		Pool: c.job.Pool, V311: c.job.V311, Store: c.job.Store, StoreDir: c.job.StoreDir,
 	}
 }
 

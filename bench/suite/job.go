@@ -40,6 +40,8 @@ type Job struct {
 	ZeroCopy bool          `json:"zero_copy,omitempty"`
 	Queue    string        `json:"queue,omitempty"` // memory or file
 	QueueDir string        `json:"queue_dir,omitempty"`
+	Store    string        `json:"store,omitempty"` // tern's session store: memory or file
+	StoreDir string        `json:"store_dir,omitempty"`
 	Addr     string        `json:"addr"`
 	Topic    string        `json:"topic"`
 	ClientID string        `json:"client_id"`

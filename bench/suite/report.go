@@ -307,6 +307,7 @@ func targets() []target {
 		{"receive QoS 1 (channel): CPU/msg vs autopaho", "≤ 0.50×", ratioTarget("recv-q1-channel-64B", rowTern, rowAutopaho, cpu, 0.5, true)},
 		{"receive QoS 0 zero-copy: allocs/msg", "0", zeroAllocs("recv-q0-callback-64B", rowTern)},
 		{"receive QoS 1 zero-copy: allocs/msg", "0", zeroAllocs("recv-q1-callback-64B", rowTern)},
+		{"receive QoS 2 with filestore vs memory store: throughput", "≥ 0.80×", ratioTarget("recv-q2-callback-64B", rowTernFileStore, rowTernMemStore, thr, 0.8, false)},
 		{"durable queue: file queue throughput vs autopaho's file queue, 10,000 backlog", "≥ 100×", ratioTarget("backlog10k-q1-64B", "tern-fileq", "autopaho-fileq", thr, 100, false)},
 		{"durable queue: file queue vs in-memory queue throughput", "≥ 0.90×", ratioTarget("queue-q1-64B", "tern-fileq", "tern-memq", thr, 0.9, false)},
 		{"durable queue: file queue with PublishAsync vs in-memory queue throughput", "≥ 0.90×", ratioTarget("queue-q1-64B", "tern-fileq-async", "tern-memq", thr, 0.9, false)},

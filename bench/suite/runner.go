@@ -155,6 +155,13 @@ func (s *Suite) runJob(sc Scenario, lib Lib, run int) Result {
 		Heap: sc.Kind == KindSlow || sc.Kind == KindQueue, Pool: lib.Pool,
 		V311: lib.V311,
 	}
+	if lib.Store != "" {
+		job.Store = lib.Store
+	}
+	if lib.Store == "file" {
+		job.StoreDir = filepath.Join(s.tmp, "store-"+id)
+		defer os.RemoveAll(job.StoreDir)
+	}
 	if strings.HasPrefix(lib.Queue, "file") {
 		job.QueueDir = filepath.Join(s.tmp, "queue-"+id)
 		defer os.RemoveAll(job.QueueDir)

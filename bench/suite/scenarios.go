@@ -26,6 +26,7 @@ type Lib struct {
 	Adapter  string // adapters.New name
 	ZeroCopy bool
 	Queue    string // memory or file
+	Store    string // tern's session store: "" (none), memory or file
 	N        int    // overrides the scenario's N (a slow queue gets a smaller backlog)
 	QuickN   int
 	Pool     int  // tern's publisher pool size (WithPublisherPool); 0: none
@@ -44,6 +45,10 @@ const (
 	// The publisher pool scenario compares tern with a pool of 4 against tern alone.
 	poolScenario = "pool4-pipe-q1-64B"
 	rowTernPool  = "tern-pool4"
+
+	// The receive QoS 2 scenario compares tern's two session stores.
+	rowTernMemStore  = "tern-memstore"
+	rowTernFileStore = "tern-filestore"
 )
 
 var (
@@ -120,6 +125,16 @@ func Scenarios() []Scenario {
 			})
 		}
 	}
+	s = append(s, Scenario{
+		Name: "recv-q2-callback-64B", Kind: KindReceive, QoS: 2, Size: 64, N: 100000, QuickN: 1000,
+		Mode: adapters.Callback,
+		Libs: []Lib{
+			{Name: rowTernMemStore, Adapter: "tern", ZeroCopy: true, Store: "memory"},
+			{Name: rowTernFileStore, Adapter: "tern", ZeroCopy: true, Store: "file"},
+			libRaw,
+		},
+		Note: "raw feeder publishes QoS 2; tern receives zero-copy with a session store (memory, or filestore syncing every write); raw handles on its read loop",
+	})
 	for _, qos := range []byte{0, 1} {
 		s = append(s, Scenario{
 			Name: fmt.Sprintf("latency-q%d-64B", qos), Kind: KindLatency, QoS: qos, Size: 64,
