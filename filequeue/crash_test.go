@@ -2,12 +2,10 @@ package filequeue
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -17,42 +15,13 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/internal/seglog/faultfs"
+	"github.com/ternmq/tern/internal/seglog/segtest"
 )
-
-func readFile(t *testing.T, path string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-type rawRecord struct {
-	Off     int64
-	Type    byte
-	Payload []byte
-}
-
-// parseRecords reads the well-formed records at the start of a segment's bytes; it is the
-// tests' own reader, independent of seglog's.
-func parseRecords(b []byte) []rawRecord {
-	var out []rawRecord
-	for off := 0; off+10 <= len(b); {
-		n := int(binary.LittleEndian.Uint32(b[off:]))
-		if n < 2 || off+8+n > len(b) {
-			break
-		}
-		out = append(out, rawRecord{Off: int64(off), Type: b[off+9], Payload: b[off+10 : off+8+n]})
-		off += 8 + n
-	}
-	return out
-}
 
 // layout maps each segment file to the entries in it, in order.
 type layout struct {
 	files   []string
-	entries [][]rawRecord
+	entries [][]segtest.Record
 	seqs    [][]uint64
 }
 
@@ -62,9 +31,9 @@ func readLayout(t *testing.T, dir string) layout {
 	l.files, _ = filepath.Glob(filepath.Join(dir, "*.seg"))
 	slices.Sort(l.files)
 	for _, f := range l.files {
-		var es []rawRecord
+		var es []segtest.Record
 		var seqs []uint64
-		for _, r := range parseRecords(readFile(t, f)) {
+		for _, r := range segtest.ParseRecords(segtest.ReadFile(t, f)) {
 			if r.Type == typeEntry {
 				seq, _, _ := entryHead(r.Payload)
 				es = append(es, r)
@@ -126,7 +95,7 @@ func TestCorruption(t *testing.T) {
 		}},
 		{"flipped bits mid-file", func(t *testing.T, l layout) []uint64 {
 			f := l.files[1]
-			b := readFile(t, f)
+			b := segtest.ReadFile(t, f)
 			e := l.entries[1][3]
 			b[e.Off+30] ^= 0x5A
 			b[e.Off+31] ^= 0x01
@@ -135,7 +104,7 @@ func TestCorruption(t *testing.T) {
 		}},
 		{"flipped length mid-file", func(t *testing.T, l layout) []uint64 {
 			f := l.files[2]
-			b := readFile(t, f)
+			b := segtest.ReadFile(t, f)
 			e := l.entries[2][1]
 			b[e.Off+2] ^= 0x40 // a length far past the end
 			os.WriteFile(f, b, 0o644)
@@ -199,12 +168,7 @@ func TestInjectedFailures(t *testing.T) {
 			q := mustOpen(t, dir, WithFS(fsys))
 			good := enqueueN(t, q, 10)
 			boom := errors.New("injected I/O error")
-			fsys.SetFault(func(o faultfs.Op, _ string) error {
-				if o == op {
-					return boom
-				}
-				return nil
-			})
+			segtest.FailOn(fsys, op, boom)
 			e := tern.QueueEntry{Message: msg(99)}
 			if err := q.Enqueue(ctx, &e); !errors.Is(err, boom) {
 				t.Fatalf("Enqueue with a failing %v: %v", op, err)
@@ -237,38 +201,11 @@ func TestSimulatedPowerLoss(t *testing.T) {
 	dir := t.TempDir()
 	fsys := faultfs.New(OSFS())
 	q := mustOpen(t, dir, WithFS(fsys), WithSegmentSize(4<<10))
-	var (
-		mu       sync.Mutex
-		returned []uint64
-		wg       sync.WaitGroup
-	)
-	crashAt := make(chan struct{})
-	for p := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				e := tern.QueueEntry{Message: msg(p*1000 + i)}
-				if err := q.Enqueue(ctx, &e); err != nil {
-					return // the crash
-				}
-				mu.Lock()
-				returned = append(returned, e.Seq)
-				if len(returned) == 300 {
-					close(crashAt)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	<-crashAt
-	mu.Lock()
-	if err := fsys.Crash(); err != nil {
-		t.Fatal(err)
-	}
-	survivorsNeeded := slices.Clone(returned)
-	mu.Unlock()
-	wg.Wait()
+	survivorsNeeded := segtest.CrashDuring(t, fsys, 16, 300, func(p, i int) (uint64, error) {
+		e := tern.QueueEntry{Message: msg(p*1000 + i)}
+		err := q.Enqueue(ctx, &e)
+		return e.Seq, err
+	})
 	q.Close()
 	q = mustOpen(t, dir)
 	defer q.Close()
@@ -283,15 +220,12 @@ func TestSimulatedPowerLoss(t *testing.T) {
 	}
 }
 
-// childEnv selects the child role of the test binary.
-const childEnv = "TERN_FILEQUEUE_CHILD_DIR"
-
 // TestHelperChild is the process the kill -9 test kills. It enqueues from four goroutines,
 // printing "e G SEQ" after each Enqueue returned; after an Enqueue that got a multiple of
 // three it acknowledges the entry before, printing "a G SEQ" after the Ack returned. It runs
 // until killed.
 func TestHelperChild(t *testing.T) {
-	dir := os.Getenv(childEnv)
+	dir := segtest.ChildDir()
 	if dir == "" {
 		t.Skip("only runs as the child of TestKill9")
 	}
@@ -407,37 +341,10 @@ func TestKill9(t *testing.T) {
 }
 
 // runAndKill starts the child, SIGKILLs it after it printed n lines, and returns every line
-// it printed.
+// it printed; a line other than "e ..." or "a ..." is the child's error.
 func runAndKill(t *testing.T, dir string, n int) []string {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() }) // a stuck child
-	defer timer.Stop()
-	sc := bufio.NewScanner(stdout)
-	var lines []string
-	for sc.Scan() {
-		ln := sc.Text()
-		if !strings.HasPrefix(ln, "e ") && !strings.HasPrefix(ln, "a ") { // an error message
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("child: %s", ln)
-		}
-		lines = append(lines, ln)
-		if len(lines) == n {
-			cmd.Process.Kill() // SIGKILL: no deferred code, no Close
-		}
-	}
-	cmd.Wait()
-	if len(lines) < n {
-		t.Fatalf("child died after %d lines, before the kill", len(lines))
-	}
-	return lines
+	return segtest.KillChild(t, dir, nil, n, func(ln string) bool {
+		return strings.HasPrefix(ln, "e ") || strings.HasPrefix(ln, "a ")
+	})
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/internal/seglog/faultfs"
+	"github.com/ternmq/tern/internal/seglog/segtest"
 )
 
 // Tests of the sequence high-water mark and of missing-segment detection: "a persisted
@@ -49,14 +50,14 @@ var cutTail = []struct {
 	}},
 	{"last records cut at a boundary", func(t *testing.T, dir string) {
 		f := lastSegment(t, dir)
-		recs := parseRecords(readFile(t, f))
+		recs := segtest.ParseRecords(segtest.ReadFile(t, f))
 		if err := os.Truncate(f, recs[len(recs)/2].Off); err != nil {
 			t.Fatal(err)
 		}
 	}},
 	{"torn tail", func(t *testing.T, dir string) {
 		f := lastSegment(t, dir)
-		recs := parseRecords(readFile(t, f))
+		recs := segtest.ParseRecords(segtest.ReadFile(t, f))
 		if err := os.Truncate(f, recs[len(recs)/2].Off+5); err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/internal/seglog/faultfs"
+	"github.com/ternmq/tern/internal/seglog/segtest"
 	"github.com/ternmq/tern/packet"
 )
 
@@ -453,12 +454,11 @@ func syncedSeqs(t *testing.T, fsys *faultfs.FS, dir string) map[uint64]bool {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
 	out := map[uint64]bool{}
 	for _, f := range files {
-		data := readFile(t, f)
-		n := fsys.SyncedSize(f)
-		if n < 0 {
-			n = int64(len(data))
+		synced, ok := segtest.SyncedPrefix(fsys, f)
+		if !ok {
+			t.Fatalf("segment %s vanished", f)
 		}
-		for _, r := range parseRecords(data[:min(n, int64(len(data)))]) {
+		for _, r := range segtest.ParseRecords(synced) {
 			if r.Type == typeEntry {
 				seq, _, _ := entryHead(r.Payload)
 				out[seq] = true

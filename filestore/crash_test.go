@@ -2,12 +2,10 @@ package filestore
 
 import (
 	"bufio"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -18,43 +16,19 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/internal/seglog/faultfs"
+	"github.com/ternmq/tern/internal/seglog/segtest"
 )
-
-type rawRecord struct {
-	Off     int64
-	Type    byte
-	Payload []byte
-}
-
-// parseRecords reads the well-formed records at the start of a segment's bytes; it is the
-// tests' own reader, independent of seglog's.
-func parseRecords(b []byte) []rawRecord {
-	var out []rawRecord
-	for off := 0; off+10 <= len(b); {
-		n := int(binary.LittleEndian.Uint32(b[off:]))
-		if n < 2 || off+8+n > len(b) {
-			break
-		}
-		out = append(out, rawRecord{Off: int64(off), Type: b[off+9], Payload: b[off+10 : off+8+n]})
-		off += 8 + n
-	}
-	return out
-}
 
 // syncedPuts returns the seqs of the put records in the synced prefix of every segment.
 func syncedPuts(t *testing.T, fsys *faultfs.FS, dir string) map[uint64]bool {
 	files, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
 	out := map[uint64]bool{}
 	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
+		synced, ok := segtest.SyncedPrefix(fsys, f)
+		if !ok {
 			continue // removed meanwhile
 		}
-		n := fsys.SyncedSize(f)
-		if n < 0 {
-			n = int64(len(data))
-		}
-		for _, r := range parseRecords(data[:min(n, int64(len(data)))]) {
+		for _, r := range segtest.ParseRecords(synced) {
 			if r.Type == typePut {
 				if p, err := decodePut(r.Payload); err == nil {
 					out[p.seq] = true
@@ -70,25 +44,25 @@ func TestCorruption(t *testing.T) {
 	tests := []struct {
 		name string
 		// damage harms the files and returns the seqs of the puts it destroyed.
-		damage func(t *testing.T, files []string, puts [][]rawRecord) []uint64
+		damage func(t *testing.T, files []string, puts [][]segtest.Record) []uint64
 	}{
-		{"truncated last record", func(t *testing.T, files []string, puts [][]rawRecord) []uint64 {
+		{"truncated last record", func(t *testing.T, files []string, puts [][]segtest.Record) []uint64 {
 			last := len(files) - 1
 			r := puts[last][len(puts[last])-1]
 			os.Truncate(files[last], r.Off+15)
 			return seqsIn(puts[last][len(puts[last])-1:])
 		}},
-		{"flipped bits mid-file", func(t *testing.T, files []string, puts [][]rawRecord) []uint64 {
+		{"flipped bits mid-file", func(t *testing.T, files []string, puts [][]segtest.Record) []uint64 {
 			b, _ := os.ReadFile(files[1])
 			b[puts[1][2].Off+20] ^= 0x81
 			os.WriteFile(files[1], b, 0o644)
 			return seqsIn(puts[1][2:3])
 		}},
-		{"zero-length segment", func(t *testing.T, files []string, puts [][]rawRecord) []uint64 {
+		{"zero-length segment", func(t *testing.T, files []string, puts [][]segtest.Record) []uint64 {
 			os.Truncate(files[2], 0)
 			return seqsIn(puts[2])
 		}},
-		{"missing segment", func(t *testing.T, files []string, puts [][]rawRecord) []uint64 {
+		{"missing segment", func(t *testing.T, files []string, puts [][]segtest.Record) []uint64 {
 			os.Remove(files[1])
 			return seqsIn(puts[1])
 		}},
@@ -105,10 +79,10 @@ func TestCorruption(t *testing.T) {
 			s.Close()
 			files, _ := filepath.Glob(filepath.Join(dir, "*.seg"))
 			slices.Sort(files)
-			var puts [][]rawRecord
+			var puts [][]segtest.Record
 			for _, f := range files {
 				b, _ := os.ReadFile(f)
-				puts = append(puts, parseRecords(b))
+				puts = append(puts, segtest.ParseRecords(b))
 			}
 			if len(files) < 4 {
 				t.Fatalf("only %d segments", len(files))
@@ -151,7 +125,7 @@ func TestCorruption(t *testing.T) {
 	}
 }
 
-func seqsIn(rs []rawRecord) []uint64 {
+func seqsIn(rs []segtest.Record) []uint64 {
 	var out []uint64
 	for _, r := range rs {
 		if p, err := decodePut(r.Payload); err == nil {
@@ -174,12 +148,7 @@ func TestInjectedFailures(t *testing.T) {
 			}
 			want := mustLoad(t, s)
 			boom := errors.New("injected I/O error")
-			fsys.SetFault(func(o faultfs.Op, _ string) error {
-				if o == op {
-					return boom
-				}
-				return nil
-			})
+			segtest.FailOn(fsys, op, boom)
 			err := s.Put(tern.StoreRecord{Kind: tern.RecordPublish, ID: 99, Seq: 99, Packet: pkt(99), Time: t0})
 			if !errors.Is(err, boom) {
 				t.Fatalf("Put with a failing %v: %v", op, err)
@@ -204,37 +173,10 @@ func TestSimulatedPowerLoss(t *testing.T) {
 	dir := t.TempDir()
 	fsys := faultfs.New(OSFS())
 	s := mustOpen(t, dir, WithFS(fsys), WithSegmentSize(2<<10))
-	var (
-		mu   sync.Mutex
-		done []uint64
-		wg   sync.WaitGroup
-	)
-	crashAt := make(chan struct{})
-	for g := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				seq := uint64(g*100_000 + i + 1)
-				err := s.Put(tern.StoreRecord{Kind: tern.RecordPublish, ID: uint16(g*1000 + i%1000), Seq: seq, Packet: pkt(seq), Time: t0})
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				done = append(done, seq)
-				if len(done) == 200 {
-					close(crashAt)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	<-crashAt
-	mu.Lock()
-	fsys.Crash()
-	need := slices.Clone(done)
-	mu.Unlock()
-	wg.Wait()
+	need := segtest.CrashDuring(t, fsys, 8, 200, func(g, i int) (uint64, error) {
+		seq := uint64(g*100_000 + i + 1)
+		return seq, s.Put(tern.StoreRecord{Kind: tern.RecordPublish, ID: uint16(g*1000 + i%1000), Seq: seq, Packet: pkt(seq), Time: t0})
+	})
 	s.Close()
 	s = mustOpen(t, dir)
 	defer s.Close()
@@ -250,9 +192,8 @@ func TestSimulatedPowerLoss(t *testing.T) {
 }
 
 const (
-	childEnv = "TERN_FILESTORE_CHILD_DIR"
-	runEnv   = "TERN_FILESTORE_CHILD_RUN"
-	ring     = 50 // packet ids per child goroutine
+	runEnv = "TERN_FILESTORE_CHILD_RUN"
+	ring   = 50 // packet ids per child goroutine
 )
 
 // childOp is step k of goroutine g of the child in a given run: in turn, publish a new
@@ -272,7 +213,7 @@ func childOp(g int, run uint64, k int) (op string, id uint16, seq uint64) {
 // printing "K G" after each step returned. Small segments and an eager compaction
 // threshold make compactions frequent, so kills land in them too.
 func TestHelperChild(t *testing.T) {
-	dir := os.Getenv(childEnv)
+	dir := segtest.ChildDir()
 	if dir == "" {
 		t.Skip("only runs as the child of TestKill9")
 	}
@@ -347,7 +288,11 @@ func TestKill9(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("out of time after %d runs", run-1)
 		}
-		lines := killChild(t, dir, run, 100+rng.IntN(900))
+		lines := segtest.KillChild(t, dir, []string{runEnv + "=" + strconv.FormatUint(run, 10)},
+			100+rng.IntN(900), func(ln string) bool {
+				_, _, ok := strings.Cut(ln, " ")
+				return ok && ln[0] >= '0' && ln[0] <= '9'
+			})
 		lastK := map[int]int{}
 		for _, ln := range lines {
 			var k, g int
@@ -412,39 +357,4 @@ func allowed(have, want state) bool {
 		return have.kind == 0 || want.seq != 0 && have == state{tern.RecordReleased, want.seq}
 	}
 	return have == want
-}
-
-// killChild starts the child, SIGKILLs it after n lines and returns every line it printed.
-func killChild(t *testing.T, dir string, run uint64, n int) []string {
-	t.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), childEnv+"="+dir, runEnv+"="+strconv.FormatUint(run, 10))
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	timer := time.AfterFunc(time.Minute, func() { cmd.Process.Kill() })
-	defer timer.Stop()
-	sc := bufio.NewScanner(stdout)
-	var lines []string
-	for sc.Scan() {
-		ln := sc.Text()
-		if _, _, ok := strings.Cut(ln, " "); !ok || ln[0] < '0' || ln[0] > '9' {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("child: %s", ln)
-		}
-		lines = append(lines, ln)
-		if len(lines) == n {
-			cmd.Process.Kill()
-		}
-	}
-	cmd.Wait()
-	if len(lines) < n {
-		t.Fatalf("child died after %d lines, before the kill", len(lines))
-	}
-	return lines
 }
