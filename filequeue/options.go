@@ -5,41 +5,9 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/ternmq/tern/durable"
 	"github.com/ternmq/tern/internal/seglog"
 )
-
-// FS is the file-system interface the queue uses; see WithFS.
-type FS = seglog.FS
-
-// File is an open file of an FS.
-type File = seglog.File
-
-// OSFS returns the operating system's file system, the default.
-func OSFS() FS { return seglog.OSFS() }
-
-// Corruption describes bytes the queue could not read and skipped, a segment file missing
-// from the numbering, or a torn tail cut off at Open.
-type Corruption = seglog.Corruption
-
-// SyncPolicy says when enqueued entries reach the disk. The zero value is SyncEveryWrite.
-type SyncPolicy struct{ p seglog.SyncPolicy }
-
-var (
-	// SyncEveryWrite: Enqueue returns only after an fsync covering the entry; concurrent
-	// Enqueues share fsyncs (group commit). The default.
-	SyncEveryWrite = SyncPolicy{}
-	// SyncNone: Enqueue returns once the entry is written to the operating system, which
-	// flushes it when it likes. Survives a crash of the process, not of the machine.
-	SyncNone = SyncPolicy{seglog.SyncPolicy{Mode: seglog.SyncNever}}
-)
-
-// SyncInterval: Enqueue returns once the entry is written; a background goroutine fsyncs
-// every d. A crash of the machine loses at most the last d of entries.
-func SyncInterval(d time.Duration) SyncPolicy {
-	return SyncPolicy{seglog.SyncPolicy{Mode: seglog.SyncPeriodic, Interval: d}}
-}
-
-func (p SyncPolicy) String() string { return p.p.String() }
 
 // Option configures Open.
 type Option func(*config)
@@ -63,7 +31,7 @@ func defaultConfig() config {
 }
 
 func (c *config) validate() error {
-	if err := seglog.CheckOptions("filequeue", c.sync.p, c.segmentSize, c.fs); err != nil {
+	if err := seglog.CheckOptions("filequeue", seglog.SyncOf(c.sync), c.segmentSize, c.fs); err != nil {
 		return err
 	}
 	if c.onCorruption == nil {
@@ -75,7 +43,20 @@ func (c *config) validate() error {
 	return nil
 }
 
-// WithSync sets the sync policy. Default SyncEveryWrite.
+// SyncPolicy says when Enqueue reach the disk; see durable.SyncPolicy.
+type SyncPolicy = durable.SyncPolicy
+
+// The sync policies, described at durable.SyncEveryWrite and the rest.
+var (
+	SyncEveryWrite = durable.SyncEveryWrite
+	SyncNone       = durable.SyncNone
+)
+
+// SyncInterval fsyncs every d from a background goroutine; see durable.SyncInterval.
+func SyncInterval(d time.Duration) SyncPolicy { return durable.SyncInterval(d) }
+
+// WithSync sets the sync policy. Default SyncEveryWrite: Enqueue wait for an fsync,
+// shared by concurrent callers.
 func WithSync(p SyncPolicy) Option { return func(c *config) { c.sync = p } }
 
 // WithSegmentSize sets the size at which a segment file is closed and a new one started.
@@ -88,9 +69,21 @@ func WithSegmentSize(n int64) Option { return func(c *config) { c.segmentSize = 
 // record in memory until written. Default: DefaultMaxPending (8192).
 func WithMaxPending(n int) Option { return func(c *config) { c.maxPending = n } }
 
+// FS is the file-system interface the queue uses; File is one of its open files.
+type (
+	FS   = durable.FS
+	File = durable.File
+)
+
+// OSFS returns the operating system's file system, the default.
+func OSFS() FS { return durable.OSFS() }
+
 // WithFS makes the queue use fs for every file operation. Default OSFS(). Tests use it to
 // inject faults.
 func WithFS(fs FS) Option { return func(c *config) { c.fs = fs } }
+
+// Corruption describes damaged or missing data the queue skipped; see durable.Corruption.
+type Corruption = durable.Corruption
 
 // WithCorruptionHandler sets a function told about every corrupt region skipped, torn tail
 // truncated, segment missing (between others or, by the manifest, at the front or the

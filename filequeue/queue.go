@@ -149,7 +149,7 @@ func Open(dir string, opts ...Option) (*Queue, error) {
 	log, err := seglog.Open(dir, seglog.Options{
 		FS:           cfg.fs,
 		SegmentSize:  cfg.segmentSize,
-		Sync:         cfg.sync.p,
+		Sync:         seglog.SyncOf(cfg.sync),
 		Version:      formatVersion,
 		Manifest:     true,
 		OnCorruption: cfg.onCorruption,

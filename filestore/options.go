@@ -4,42 +4,9 @@ import (
 	"errors"
 	"time"
 
+	"github.com/ternmq/tern/durable"
 	"github.com/ternmq/tern/internal/seglog"
 )
-
-// FS is the file-system interface the store uses; see WithFS.
-type FS = seglog.FS
-
-// File is an open file of an FS.
-type File = seglog.File
-
-// OSFS returns the operating system's file system, the default.
-func OSFS() FS { return seglog.OSFS() }
-
-// Corruption describes bytes the store could not read and skipped, a segment file missing
-// from the numbering, or a torn tail cut off at Open.
-type Corruption = seglog.Corruption
-
-// SyncPolicy says when records reach the disk. The zero value is SyncEveryWrite.
-type SyncPolicy struct{ p seglog.SyncPolicy }
-
-var (
-	// SyncEveryWrite: Put and Reset return only after an fsync covering them; concurrent
-	// calls share fsyncs (group commit). The default, and what the write-ahead contract
-	// needs to survive power loss.
-	SyncEveryWrite = SyncPolicy{}
-	// SyncNone: Put returns once the record is written to the operating system, which
-	// flushes it when it likes. Survives a crash of the process, not of the machine.
-	SyncNone = SyncPolicy{seglog.SyncPolicy{Mode: seglog.SyncNever}}
-)
-
-// SyncInterval: Put returns once the record is written; a background goroutine fsyncs
-// every d. A crash of the machine loses at most the last d of records.
-func SyncInterval(d time.Duration) SyncPolicy {
-	return SyncPolicy{seglog.SyncPolicy{Mode: seglog.SyncPeriodic, Interval: d}}
-}
-
-func (p SyncPolicy) String() string { return p.p.String() }
 
 // Option configures Open.
 type Option func(*config)
@@ -72,7 +39,7 @@ func defaultConfig() config {
 }
 
 func (c *config) validate() error {
-	if err := seglog.CheckOptions("filestore", c.sync.p, c.segmentSize, c.fs); err != nil {
+	if err := seglog.CheckOptions("filestore", seglog.SyncOf(c.sync), c.segmentSize, c.fs); err != nil {
 		return err
 	}
 	if c.ttl < 0 {
@@ -90,7 +57,20 @@ func (c *config) purgePeriod() time.Duration {
 	return min(max(c.ttl/4, time.Second), 10*time.Minute)
 }
 
-// WithSync sets the sync policy. Default SyncEveryWrite.
+// SyncPolicy says when Put and Reset reach the disk; see durable.SyncPolicy.
+type SyncPolicy = durable.SyncPolicy
+
+// The sync policies, described at durable.SyncEveryWrite and the rest.
+var (
+	SyncEveryWrite = durable.SyncEveryWrite
+	SyncNone       = durable.SyncNone
+)
+
+// SyncInterval fsyncs every d from a background goroutine; see durable.SyncInterval.
+func SyncInterval(d time.Duration) SyncPolicy { return durable.SyncInterval(d) }
+
+// WithSync sets the sync policy. Default SyncEveryWrite: Put and Reset wait for an fsync,
+// shared by concurrent callers.
 func WithSync(p SyncPolicy) Option { return func(c *config) { c.sync = p } }
 
 // WithSegmentSize sets the size at which a segment file is closed and a new one started;
@@ -100,6 +80,15 @@ func WithSegmentSize(n int64) Option {
 	return func(c *config) { c.segmentSize, c.compactMin = n, n }
 }
 
+// FS is the file-system interface the store uses; File is one of its open files.
+type (
+	FS   = durable.FS
+	File = durable.File
+)
+
+// OSFS returns the operating system's file system, the default.
+func OSFS() FS { return durable.OSFS() }
+
 // WithFS makes the store use fs for every file operation. Default OSFS(). Tests use it to
 // inject faults.
 func WithFS(fs FS) Option { return func(c *config) { c.fs = fs } }
@@ -108,6 +97,9 @@ func WithFS(fs FS) Option { return func(c *config) { c.fs = fs } }
 // d/4, between a second and ten minutes) from a goroutine the Store owns, stopped by Close.
 // It bounds what a session that is never resumed leaves on disk. Default 0: no purge.
 func WithTTL(d time.Duration) Option { return func(c *config) { c.ttl = d } }
+
+// Corruption describes damaged or missing data the store skipped; see durable.Corruption.
+type Corruption = durable.Corruption
 
 // WithCorruptionHandler sets a function told about every corrupt region skipped, torn tail
 // truncated and segment missing at Open. It must not block or call the store. Default: none.

@@ -89,7 +89,7 @@ func Open(dir string, opts ...Option) (*Store, error) {
 	log, err := seglog.Open(dir, seglog.Options{
 		FS:           cfg.fs,
 		SegmentSize:  cfg.segmentSize,
-		Sync:         cfg.sync.p,
+		Sync:         seglog.SyncOf(cfg.sync),
 		Version:      formatVersion,
 		OnCorruption: cfg.onCorruption,
 		Replay:       s.replay,

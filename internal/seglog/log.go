@@ -708,3 +708,21 @@ func (l *Log) noteBad(ord uint64, b badRegion) {
 		l.report(Corruption{Segment: ord, Path: l.path(ord), Offset: b.off, Length: b.end - b.off, Reason: b.reason})
 	}
 }
+
+// PublicSync is the view of durable.SyncPolicy that SyncOf reads (seglog cannot import the
+// package that aliases its own types).
+type PublicSync interface {
+	EveryWrite() bool
+	Interval() (time.Duration, bool)
+}
+
+// SyncOf converts a public sync policy into the log's.
+func SyncOf(p PublicSync) SyncPolicy {
+	if p.EveryWrite() {
+		return SyncPolicy{Mode: SyncEvery}
+	}
+	if d, ok := p.Interval(); ok {
+		return SyncPolicy{Mode: SyncPeriodic, Interval: d}
+	}
+	return SyncPolicy{Mode: SyncNever}
+}
