@@ -43,19 +43,19 @@ func (c *config) validate() error {
 	return nil
 }
 
-// SyncPolicy says when Enqueue reach the disk; see durable.SyncPolicy.
+// SyncPolicy says when enqueued entries reach the disk; see durable.SyncPolicy.
 type SyncPolicy = durable.SyncPolicy
 
-// The sync policies, described at durable.SyncEveryWrite and the rest.
-var (
-	SyncEveryWrite = durable.SyncEveryWrite
-	SyncNone       = durable.SyncNone
-)
+// SyncEveryWrite is the default policy; see durable.SyncEveryWrite.
+var SyncEveryWrite = durable.SyncEveryWrite
+
+// SyncNone leaves flushing to the operating system; see durable.SyncNone.
+var SyncNone = durable.SyncNone
 
 // SyncInterval fsyncs every d from a background goroutine; see durable.SyncInterval.
 func SyncInterval(d time.Duration) SyncPolicy { return durable.SyncInterval(d) }
 
-// WithSync sets the sync policy. Default SyncEveryWrite: Enqueue wait for an fsync,
+// WithSync sets the sync policy. Default SyncEveryWrite: Enqueue waits for an fsync,
 // shared by concurrent callers.
 func WithSync(p SyncPolicy) Option { return func(c *config) { c.sync = p } }
 
@@ -69,11 +69,11 @@ func WithSegmentSize(n int64) Option { return func(c *config) { c.segmentSize = 
 // record in memory until written. Default: DefaultMaxPending (8192).
 func WithMaxPending(n int) Option { return func(c *config) { c.maxPending = n } }
 
-// FS is the file-system interface the queue uses; File is one of its open files.
-type (
-	FS   = durable.FS
-	File = durable.File
-)
+// FS is the file-system interface the queue uses; see WithFS.
+type FS = durable.FS
+
+// File is an open file of an FS.
+type File = durable.File
 
 // OSFS returns the operating system's file system, the default.
 func OSFS() FS { return durable.OSFS() }

@@ -57,14 +57,14 @@ func (c *config) purgePeriod() time.Duration {
 	return min(max(c.ttl/4, time.Second), 10*time.Minute)
 }
 
-// SyncPolicy says when Put and Reset reach the disk; see durable.SyncPolicy.
+// SyncPolicy says when records reach the disk; see durable.SyncPolicy.
 type SyncPolicy = durable.SyncPolicy
 
-// The sync policies, described at durable.SyncEveryWrite and the rest.
-var (
-	SyncEveryWrite = durable.SyncEveryWrite
-	SyncNone       = durable.SyncNone
-)
+// SyncEveryWrite is the default policy; see durable.SyncEveryWrite.
+var SyncEveryWrite = durable.SyncEveryWrite
+
+// SyncNone leaves flushing to the operating system; see durable.SyncNone.
+var SyncNone = durable.SyncNone
 
 // SyncInterval fsyncs every d from a background goroutine; see durable.SyncInterval.
 func SyncInterval(d time.Duration) SyncPolicy { return durable.SyncInterval(d) }
@@ -80,11 +80,11 @@ func WithSegmentSize(n int64) Option {
 	return func(c *config) { c.segmentSize, c.compactMin = n, n }
 }
 
-// FS is the file-system interface the store uses; File is one of its open files.
-type (
-	FS   = durable.FS
-	File = durable.File
-)
+// FS is the file-system interface the store uses; see WithFS.
+type FS = durable.FS
+
+// File is an open file of an FS.
+type File = durable.File
 
 // OSFS returns the operating system's file system, the default.
 func OSFS() FS { return durable.OSFS() }
