@@ -42,6 +42,10 @@ func TestMain(m *testing.M) {
 // TERN_CRASH_START=drain, only drains the queue and exits when it is empty.
 func crashChild() int {
 	dir, broker := os.Getenv("TERN_CRASH_DIR"), os.Getenv(crashEnv)
+	proto := tern.MQTT5
+	if os.Getenv("TERN_CRASH_PROTOCOL") == "311" {
+		proto = tern.MQTT311
+	}
 	q, err := filequeue.Open(filepath.Join(dir, "queue"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "open queue:", err)
@@ -53,7 +57,7 @@ func crashChild() int {
 		return 2
 	}
 	c, err := tern.New(tern.WithBroker(broker), tern.WithClientID("crash-publisher"),
-		tern.WithCleanStart(false), tern.WithSessionExpiry(time.Hour), tern.WithStore(st),
+		tern.WithProtocol(proto), tern.WithCleanStart(false), tern.WithSessionExpiry(time.Hour), tern.WithStore(st),
 		tern.WithReconnectBackoff(tern.ConstantBackoff(10*time.Millisecond)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -96,17 +100,30 @@ func crashChild() int {
 	}
 }
 
+// TestCrashKill9 kills a publisher (durable queue + file store) with SIGKILL ten times
+// while it publishes, at MQTT 5 and at 3.1.1, and checks that every message it promised
+// arrives. [promise: a message QueuePublisher.Publish accepted survives kill -9]
 func TestCrashKill9(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
 	}
+	for _, proto := range []string{"5", "311"} {
+		t.Run("v"+proto, func(t *testing.T) { testCrashKill9(t, proto) })
+	}
+}
+
+func testCrashKill9(t *testing.T, proto string) {
 	b := brokertest.StartMosquitto(t, brokertest.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
 	// The subscriber keeps its own session so nothing is missed while it is busy.
+	protocol := tern.MQTT5
+	if proto == "311" {
+		protocol = tern.MQTT311
+	}
 	sub, err := tern.New(tern.WithBroker(b.URL), tern.WithClientID("crash-subscriber"),
-		tern.WithCleanStart(false), tern.WithSessionExpiry(time.Hour))
+		tern.WithProtocol(protocol), tern.WithCleanStart(false), tern.WithSessionExpiry(time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +149,7 @@ func TestCrashKill9(t *testing.T) {
 	const kills, total = 10, 20000
 	for k := 0; k < kills; k++ {
 		want := total / kills
-		printed := runChild(t, ctx, dir, b.URL, strconv.Itoa(next), want+rand.IntN(want/2))
+		printed := runChild(t, ctx, dir, b.URL, proto, strconv.Itoa(next), want+rand.IntN(want/2))
 		for _, s := range printed {
 			promised[s] = true
 			if int(s) >= next {
@@ -145,7 +162,7 @@ func TestCrashKill9(t *testing.T) {
 		t.Fatalf("only %d messages promised over %d kills; the test needs %d", len(promised), kills, total)
 	}
 	// A last run drains what is left and exits by itself.
-	cmd := childCmd(ctx, dir, b.URL, "drain")
+	cmd := childCmd(ctx, dir, b.URL, proto, "drain")
 	if out, err := cmd.Output(); err != nil || !strings.Contains(string(out), "drained") {
 		t.Fatalf("drain run: %v\n%s", err, out)
 	}
@@ -165,6 +182,10 @@ func TestCrashKill9(t *testing.T) {
 		mu.Unlock()
 		if missing == 0 {
 			t.Logf("%d promised, all received; %d duplicates", len(promised), dups)
+			level := map[string]string{"5": "(p5,", "311": "(p2,"}[proto] // Mosquitto's names
+			if n := strings.Count(b.Log(), " as crash-publisher "+level); n < kills+1 {
+				t.Fatalf("Mosquitto logged %d publisher connections %s, want %d:\n%s", n, level, kills+1, b.Log())
+			}
 			return
 		}
 		if time.Now().After(deadline) {
@@ -174,18 +195,18 @@ func TestCrashKill9(t *testing.T) {
 	}
 }
 
-func childCmd(ctx context.Context, dir, broker, start string) *exec.Cmd {
+func childCmd(ctx context.Context, dir, broker, proto, start string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), crashEnv+"="+broker, "TERN_CRASH_DIR="+dir, "TERN_CRASH_START="+start)
+	cmd.Env = append(os.Environ(), crashEnv+"="+broker, "TERN_CRASH_DIR="+dir, "TERN_CRASH_START="+start, "TERN_CRASH_PROTOCOL="+proto)
 	cmd.Stderr = os.Stderr
 	return cmd
 }
 
 // runChild starts a publishing child, lets it promise about n messages, kills it with
 // SIGKILL and returns the sequence numbers it promised.
-func runChild(t *testing.T, ctx context.Context, dir, broker, start string, n int) []uint64 {
+func runChild(t *testing.T, ctx context.Context, dir, broker, proto, start string, n int) []uint64 {
 	t.Helper()
-	cmd := childCmd(ctx, dir, broker, start)
+	cmd := childCmd(ctx, dir, broker, proto, start)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
