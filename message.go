@@ -5,7 +5,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ternmq/tern/packet"
 )
@@ -98,7 +97,10 @@ type inbound struct {
 	recd     bool           // guarded by c.mu: QoS 2, PUBREC sent
 	early    bool           // guarded by c.mu: QoS 2, PUBREL came before PUBREC; completed
 	restored bool           // loaded from the store at start
-	storing  bool           // guarded by c.mu: QoS 2, receipt given to PutAsync, not yet durable
+	storing  bool           // guarded by c.mu: QoS 2 with a Store, receipt not yet durable
+	// putStarted, guarded by c.mu: the receipt was handed to the Store (after the
+	// application acknowledged the message, see release).
+	putStarted bool
 	// storeFailed, guarded by c.mu: the asynchronous receipt failed; no PUBREC until a
 	// resend stores it again.
 	storeFailed bool
@@ -138,8 +140,22 @@ func (in *inbound) release() {
 		return
 	}
 	in.done = true
+	// The receipt of a QoS 2 message is stored only now that the application has it: a
+	// receipt stored earlier would survive a crash before the application took the
+	// message, and the next process would take the broker's resend for a duplicate.
+	put, id := false, in.id
+	if in.storing && !in.putStarted {
+		if in.early {
+			in.storing = false // released already: nothing left to recognise
+		} else {
+			in.putStarted, put = true, true
+		}
+	}
 	c.flushAcksLocked()
 	c.mu.Unlock()
+	if put {
+		c.putReceipt(in, id)
+	}
 }
 
 // ackQueue holds received QoS 1/2 messages in arrival order until they can be acknowledged.
@@ -289,7 +305,7 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 			}
 			c.mu.Unlock()
 			if retry {
-				c.putReceiptAsync(c.store.(AsyncStore), in, p.PacketID)
+				c.putReceipt(in, p.PacketID)
 			}
 			return nil
 		}
@@ -319,15 +335,6 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 		}
 	}
 	c.mu.Unlock()
-	async, _ := c.store.(AsyncStore)
-	if p.QoS == 2 && c.store != nil && async == nil {
-		// Write-ahead: a resend after a restart must be recognised, so the receipt is stored
-		// before PUBREC can leave.
-		if err := c.store.Put(StoreRecord{Kind: RecordInbound, ID: p.PacketID, Time: time.Now()}); err != nil {
-			f.Release()
-			return fmt.Errorf("tern: store receipt: %w", err)
-		}
-	}
 
 	c.subMu.RLock()
 	matches := c.route(p, c.matchBuf[:0])
@@ -357,14 +364,11 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 			c.acks.push(in)
 			if p.QoS == 2 {
 				c.inQoS2[p.PacketID] = in
-				// With an AsyncStore, the receipt commits while the message is delivered;
-				// the acknowledgement waits for it (storeasync.go).
-				in.storing = async != nil
+				// Write-ahead: with a Store, the receipt is stored once the application
+				// has acknowledged the message (release), and PUBREC waits for it.
+				in.storing = c.store != nil
 			}
 			c.mu.Unlock()
-			if p.QoS == 2 && async != nil {
-				c.putReceiptAsync(async, in, p.PacketID)
-			}
 		}
 	}
 	if len(matches) == 0 {

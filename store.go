@@ -20,8 +20,9 @@ import (
 //   - On PUBACK or PUBCOMP (or a refusal), the outbound record is deleted. Delete need not
 //     be durable when it returns: a deletion lost in a crash only means a resend the broker
 //     answers harmlessly.
-//   - An inbound QoS 2 PUBLISH is Put (RecordInbound) before PUBREC is written, so after a
-//     restart a resend of it is recognised and not delivered again.
+//   - An inbound QoS 2 PUBLISH is Put (RecordInbound) once the application has acknowledged
+//     it and before PUBREC is written, so after a restart a resend of it is recognised and
+//     not delivered again, and a message the application never took is delivered again.
 //   - On PUBREL the inbound record is deleted before PUBCOMP is written.
 //   - When the broker reports the session gone (Session Present 0), Reset is called before
 //     anything is sent on that connection. Reset drops the inbound and RecordReleased

@@ -7,16 +7,17 @@ import (
 
 // AsyncStore is a Store that can also take a record without making the caller wait for it
 // to become durable. The client uses PutAsync, when its Store has it, for the receipt of an
-// inbound QoS 2 message (RecordInbound): the read loop goes on reading while receipts of
-// many messages share one sync, instead of paying one sync per message.
+// inbound QoS 2 message (RecordInbound): the goroutine that acknowledged the message goes on
+// while receipts of many messages share one sync, instead of paying one sync per message.
 //
-// The write-ahead contract is unchanged: PUBREC for a message is written only after done
-// has reported its receipt durable, and after the application acknowledged the message;
+// The write-ahead contract is unchanged: the receipt is stored once the application has
+// acknowledged the message, and PUBREC is written only after done has reported it durable;
 // acknowledgements still leave in arrival order, so a receipt not yet durable holds back
-// every acknowledgement behind it (MQTT 5 §4.6). The message is delivered to the
-// application while its receipt commits. If the process dies in that short window, no
-// PUBREC was sent, so the broker sends the message again to the next process, which
-// delivers it again; the exactly-once promise covers exchanges past PUBREC.
+// every acknowledgement behind it (MQTT 5 §4.6). If the process dies before the receipt is
+// durable, no PUBREC was sent, so the broker sends the message again to the next process,
+// which delivers it again; the exactly-once promise covers exchanges past PUBREC. A receipt
+// is never stored for a message the application has not acknowledged: after a crash, the
+// next process would take the broker's resend of it for a duplicate and drop it.
 //
 // PutAsync stores r as Put does (the same ordering with later Delete, Reset and Put calls)
 // and calls done exactly once: with nil once r is as durable as Put would have made it, or
@@ -29,12 +30,18 @@ type AsyncStore interface {
 	PutAsync(r StoreRecord, done func(error))
 }
 
-// putReceiptAsync stores the receipt of an inbound QoS 2 message, id, already in the
-// acknowledgement queue with storing set. Called without c.mu, on the read loop.
-func (c *Client) putReceiptAsync(as AsyncStore, in *inbound, id uint16) {
-	as.PutAsync(StoreRecord{Kind: RecordInbound, ID: id, Time: time.Now()}, func(err error) {
-		c.receiptStored(in, id, err)
-	})
+// putReceipt stores the receipt of an inbound QoS 2 message, id, already in the
+// acknowledgement queue with storing set and acknowledged by the application. Called
+// without c.mu: by the goroutine that released the last handle (Message.Ack), or by the
+// read loop for a resend after a failed receipt. With a Store that is not an AsyncStore,
+// the caller waits for Put.
+func (c *Client) putReceipt(in *inbound, id uint16) {
+	r := StoreRecord{Kind: RecordInbound, ID: id, Time: time.Now()}
+	if as, ok := c.store.(AsyncStore); ok {
+		as.PutAsync(r, func(err error) { c.receiptStored(in, id, err) })
+		return
+	}
+	c.receiptStored(in, id, c.store.Put(r))
 }
 
 // receiptStored settles one asynchronous receipt: the message's acknowledgement may go once
