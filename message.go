@@ -309,6 +309,7 @@ func (c *Client) handlePublish(cn *conn, f *packet.Frame, p *packet.Publish) err
 	}
 	c.mu.Unlock()
 	if p.QoS == 2 && c.store != nil {
+		cn.endBatch() // a store write may wait (fsync): nothing else waits for it
 		// Write-ahead: a resend after a restart must be recognised, so the receipt is stored
 		// before PUBREC can leave.
 		if err := c.store.Put(StoreRecord{Kind: RecordInbound, ID: p.PacketID, Time: time.Now()}); err != nil {

@@ -27,6 +27,7 @@ type writer struct {
 	flushed chan struct{} // closed when the generation in flight has been written
 	space   chan struct{} // closed when buf shrinks below max after being full
 	urgent  int           // bytes sendUrgent appended to buf since the last swap
+	corked  bool          // the read loop is inside a batch: sendUrgent leaves the loop asleep
 
 	wake    chan struct{} // cap 1: there is something to write
 	stopped chan struct{} // closed when the loop has exited
@@ -133,8 +134,35 @@ func (w *writer) sendUrgent(b []byte) error {
 	}
 	w.urgent += len(b)
 	w.buf = append(w.buf, b...)
+	if w.corked {
+		w.mu.Unlock() // uncork wakes the loop at the end of the read batch
+		return nil
+	}
 	w.commit()
 	return nil
+}
+
+// cork makes sendUrgent append without waking the write loop, so the acknowledgements a
+// read batch causes (PUBACK, PUBREC, PUBREL, PUBCOMP, from any goroutine) leave in one
+// write when the batch ends. Only the read loop corks, and only while the next packet is
+// already in memory: it uncorks before anything that can wait (a read from the network, a
+// full subscription buffer), so corked bytes never wait on the peer or on a consumer.
+// Publishes and requests still wake the loop, which then writes the corked bytes too.
+func (w *writer) cork() {
+	w.mu.Lock()
+	w.corked = true
+	w.mu.Unlock()
+}
+
+// uncork ends a cork and wakes the loop if anything is pending.
+func (w *writer) uncork() {
+	w.mu.Lock()
+	w.corked = false
+	pending := len(w.buf) > 0
+	w.mu.Unlock()
+	if pending {
+		w.wakeLoop()
+	}
 }
 
 // sendRequest appends a SUBSCRIBE or UNSUBSCRIBE without waiting (it is sent under the
