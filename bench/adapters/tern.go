@@ -33,6 +33,14 @@ func (immediateFirst) Delay(attempt int) time.Duration {
 
 // Connect implements Client.
 func (a *Tern) Connect(ctx context.Context) error {
+	c, err := a.newClient()
+	if err != nil {
+		return err
+	}
+	return a.connect(ctx, c)
+}
+
+func (a *Tern) newClient() (*tern.Client, error) {
 	opts := []tern.Option{
 		tern.WithBroker("mqtt://" + a.cfg.Addr),
 		tern.WithClientID(a.cfg.ClientID),
@@ -43,17 +51,21 @@ func (a *Tern) Connect(ctx context.Context) error {
 	if a.cfg.Session {
 		opts = append(opts, tern.WithSessionExpiry(time.Hour), tern.WithReconnectBackoff(immediateFirst{}))
 	}
+	if a.cfg.Resume {
+		opts = append(opts, tern.WithCleanStart(false))
+	}
 	if a.cfg.Pool > 1 {
 		opts = append(opts, tern.WithPublisherPool(a.cfg.Pool))
 	}
-	c, err := tern.New(opts...)
-	if err != nil {
-		return err
-	}
+	return tern.New(opts...)
+}
+
+func (a *Tern) connect(ctx context.Context, c *tern.Client) error {
 	if err := c.Connect(ctx); err != nil {
 		return err
 	}
 	a.c = c
+	var err error
 	switch a.cfg.Queue {
 	case "":
 		return nil
@@ -115,6 +127,9 @@ func (a *Tern) Subscribe(ctx context.Context, qos byte, mode Mode, h func([]byte
 	if a.cfg.ZeroCopy {
 		opts = append(opts, tern.SubZeroCopy())
 	}
+	if a.cfg.Inline && mode == Callback {
+		opts = append(opts, tern.SubInline())
+	}
 	switch mode {
 	case Callback:
 		_, err := a.c.SubscribeCallback(ctx, filters, func(m *tern.Message) { h(m.Payload) }, opts...)
@@ -135,6 +150,20 @@ func (a *Tern) Subscribe(ctx context.Context, qos byte, mode Mode, h func([]byte
 		return nil
 	}
 	return fmt.Errorf("tern: unknown mode %q", mode)
+}
+
+// SubscribeConnect implements Drainer: tern routes a subscription made before Connect at
+// once, so the resumed session's messages reach it.
+func (a *Tern) SubscribeConnect(ctx context.Context, qos byte, mode Mode, h func([]byte)) error {
+	c, err := a.newClient()
+	if err != nil {
+		return err
+	}
+	a.c = c
+	if err := a.Subscribe(ctx, qos, mode, h); err != nil {
+		return err
+	}
+	return a.connect(ctx, c)
 }
 
 // Enqueue implements Enqueuer.
