@@ -107,14 +107,14 @@ func Scenarios() []Scenario {
 			n, qn = 100000, 1000
 		}
 		for _, mode := range []adapters.Mode{adapters.Callback, adapters.Channel} {
-			libs := []Lib{libTernZC, libTernInl, libTernInlC, libAutopaho, libPaho3, libRaw}
+			libs := []Lib{libTernZC, libTernCopy, libTernInl, libTernInlC, libAutopaho, libPaho3, libRaw}
 			if mode == adapters.Channel {
 				libs = []Lib{libTernZC, libTernCopy, libAutopaho, libPaho3, libRaw}
 			}
 			s = append(s, Scenario{
 				Name: fmt.Sprintf("recv-q%d-%s-64B", qos, mode), Kind: KindReceive, QoS: qos, Size: 64,
 				N: n, QuickN: qn, Mode: mode, Libs: libs,
-				Note: "raw feeder publishes; tern receives zero-copy (tern-copy: copies); raw handles on its read loop",
+				Note: "raw feeder publishes; tern receives zero-copy (tern-copy: copies; -inline: SubInline); raw handles on its read loop",
 			})
 		}
 	}
