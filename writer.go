@@ -24,7 +24,7 @@ type writer struct {
 	werr    error         // the write error that stopped the loop, if that is what did
 	gen     uint64        // generation of the bytes in buf: bumped on every swap
 	done    uint64        // every generation below this one has been written
-	flushed chan struct{} // closed when the generation in flight has been written
+	flushed chan struct{} // closed when the generation in flight has been written; nil until a waiter needs it
 	space   chan struct{} // closed when buf shrinks below max after being full
 	urgent  int           // bytes sendUrgent appended to buf since the last swap
 	corked  bool          // the read loop is inside a batch: sendUrgent leaves the loop asleep
@@ -46,7 +46,6 @@ func newWriter(conn net.Conn, max int) *writer {
 		urgentMax: urgentBound(max),
 		buf:       make([]byte, 0, 64<<10),
 		spare:     make([]byte, 0, 64<<10),
-		flushed:   make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		stopped:   make(chan struct{}),
 	}
@@ -208,6 +207,9 @@ func (w *writer) waitFlushed(ctx context.Context, gen uint64) error {
 			w.mu.Unlock()
 			return err
 		}
+		if w.flushed == nil {
+			w.flushed = make(chan struct{}) // made on demand: a write nobody waits for allocates nothing
+		}
 		ch := w.flushed
 		w.mu.Unlock()
 		select {
@@ -247,8 +249,7 @@ func (w *writer) loop() {
 				w.err, w.werr = err, err
 			}
 			w.done = gen + 1
-			close(w.flushed)
-			w.flushed = make(chan struct{})
+			w.wakeFlushWaitersLocked()
 			// Large one-off buffers are not kept: the steady state stays small.
 			if cap(w.spare) > 4*w.max {
 				w.spare = make([]byte, 0, 64<<10)
@@ -297,8 +298,15 @@ func (w *writer) failLocked(err error, asWrite bool) {
 		close(w.space)
 		w.space = nil
 	}
-	close(w.flushed)
-	w.flushed = make(chan struct{})
+	w.wakeFlushWaitersLocked()
+}
+
+// wakeFlushWaitersLocked wakes every waitFlushed; they re-check under w.mu. Caller holds w.mu.
+func (w *writer) wakeFlushWaitersLocked() {
+	if w.flushed != nil {
+		close(w.flushed)
+		w.flushed = nil
+	}
 }
 
 func (w *writer) wakeLoop() {
