@@ -265,7 +265,8 @@ func (c *Client) SubscribeQueue(ctx context.Context, filters []TopicFilter, opts
 }
 
 // SubscribeCallback subscribes and calls fn for each message, one at a time and in arrival
-// order, on a goroutine of the subscription's own (never on the read loop). The message is
+// order, on a goroutine of the subscription's own (on the read loop only with SubInline,
+// for callbacks that never block). The message is
 // acknowledged when fn returns unless SubManualAck is given. Like Subscribe, it may be
 // called before Connect; the goroutine ends with the subscription (Unsubscribe or
 // Disconnect).
