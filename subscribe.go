@@ -265,11 +265,10 @@ func (c *Client) SubscribeQueue(ctx context.Context, filters []TopicFilter, opts
 }
 
 // SubscribeCallback subscribes and calls fn for each message, one at a time and in arrival
-// order, on a goroutine of the subscription's own (on the read loop only with SubInline,
-// for callbacks that never block). The message is
-// acknowledged when fn returns unless SubManualAck is given. Like Subscribe, it may be
-// called before Connect; the goroutine ends with the subscription (Unsubscribe or
-// Disconnect).
+// order, on a goroutine of the subscription's own (on the read loop only with SubInline, for
+// callbacks that never block). The message is acknowledged when fn returns unless
+// SubManualAck is given. Like Subscribe, it may be called before Connect; the goroutine ends
+// with the subscription (Unsubscribe or Disconnect).
 func (c *Client) SubscribeCallback(ctx context.Context, filters []TopicFilter, fn func(*Message), opts ...SubOption) (*Subscription, error) {
 	if fn == nil {
 		return nil, fmt.Errorf("%w: nil callback", ErrInvalidOption)
