@@ -107,6 +107,11 @@ type conn struct {
 
 	overrunLogged bool // reader only: the broker's Receive Maximum overrun was logged
 
+	// Read batch, reader only (see endBatch): queues with messages whose consumer has not
+	// been woken yet, and whether the writer is corked.
+	wakeLater []*Queue[*Message]
+	corked    bool
+
 	aliases *aliasTable // outbound topic aliases; nil when off
 	inAlias []string    // inbound topic aliases, index = alias
 }

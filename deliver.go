@@ -37,6 +37,10 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 	if st := s.c.st; st != nil {
 		st.Delivered.Add(1)
 	}
+	if s.inline != nil {
+		s.deliverInline(m)
+		return
+	}
 	waits := false // counted as a stall already
 	if s.cfg.policy == Block {
 		if m.QoS > 0 && s.hold(m, cn) {
@@ -45,7 +49,7 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 		// At the hold cap, or QoS 0 behind held messages: s.mu is the pump's until the
 		// hold list has drained.
 		if waits = m.QoS > 0 || s.isPumping(); waits {
-			s.stalled()
+			s.stalled(cn)
 		}
 	}
 	if s.cfg.autoAck {
@@ -60,11 +64,11 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 	if s.q != nil {
 		// After a successful push the consumer may already have acknowledged (and, with
 		// zero-copy, recycled) m: it must not be touched again.
-		if s.q.offer(m) {
+		if s.offerQueue(m, cn) {
 			return
 		}
 		if s.cfg.policy == Block && !waits {
-			s.stalled()
+			s.stalled(cn)
 		}
 		if s.q.push(m, s.quit, cn.closing) == pushStopped {
 			s.notDelivered(m, cn)
@@ -94,7 +98,7 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 		}
 	default:
 		if !waits {
-			s.stalled()
+			s.stalled(cn)
 		}
 		select {
 		case s.ch <- m:
@@ -112,11 +116,40 @@ func (s *Subscription) isPumping() bool {
 	return s.pumping
 }
 
-// stalled counts a delivery that stops the read loop until the consumer makes room.
-func (s *Subscription) stalled() {
+// stalled counts a delivery that stops the read loop until the consumer makes room, and
+// ends the read batch first: the consumers it would wake and the acknowledgements it corks
+// must not wait for the stall.
+func (s *Subscription) stalled(cn *conn) {
+	cn.endBatch()
 	if st := s.c.st; st != nil {
 		st.ReadStalls.Add(1)
 	}
+}
+
+// deliverInline calls an inline callback (SubInline) on the read loop. s.mu is held
+// around the call, so close, which takes it, returns only once no callback runs.
+func (s *Subscription) deliverInline(m *Message) {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		m.Ack()
+		return
+	}
+	s.inline(m)
+	s.mu.Unlock()
+	if !s.cfg.manualAck {
+		m.Ack() // idempotent: a callback may have acknowledged already
+	}
+}
+
+// offerQueue adds m to the queue form's buffer if it has room, waking the consumer at the
+// end of the read batch rather than now (see conn.endBatch). Caller holds s.mu.
+func (s *Subscription) offerQueue(m *Message, cn *conn) bool {
+	ok, first := s.q.offerQuiet(m)
+	if first {
+		cn.wakeLater = append(cn.wakeLater, s.q)
+	}
+	return ok
 }
 
 // hold takes a QoS 1/2 message for a Block subscription: it is handed over at once if the
@@ -141,7 +174,7 @@ func (s *Subscription) hold(m *Message, cn *conn) bool {
 		m.Ack()
 		return true
 	}
-	if s.offer(m) {
+	if s.offer(m, cn) {
 		s.mu.Unlock()
 		if s.cfg.autoAck {
 			m.Ack()
@@ -159,9 +192,9 @@ func (s *Subscription) hold(m *Message, cn *conn) bool {
 }
 
 // offer hands m over if the buffer has room, without waiting. Caller holds s.mu.
-func (s *Subscription) offer(m *Message) bool {
+func (s *Subscription) offer(m *Message, cn *conn) bool {
 	if s.q != nil {
-		return s.q.offer(m)
+		return s.offerQueue(m, cn)
 	}
 	select {
 	case s.ch <- m:

@@ -3,6 +3,7 @@ package tern
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 )
 
 // DropPolicy decides what a subscription does with a new message when its buffer is full.
@@ -49,6 +50,8 @@ type Queue[T any] struct {
 	space   chan struct{} // cap 1: room may be free
 	policy  DropPolicy
 	onDrop  func(T)
+	quiet   bool          // items were added by offerQuiet and wake has not run since
+	parks   atomic.Uint64 // times Pop waited for an item (a wake-up each); for tests
 }
 
 // NewQueue returns an empty queue of size items (at least 1) under policy, for programs that
@@ -127,6 +130,7 @@ func (q *Queue[T]) Pop(ctx context.Context) (v T, ok bool) {
 			return v, false
 		}
 		q.mu.Unlock()
+		q.parks.Add(1)
 		select {
 		case <-q.ready:
 		case <-ctx.Done():
@@ -200,6 +204,9 @@ func (q *Queue[T]) push(v T, stop, stop2 <-chan struct{}) pushResult {
 			q.drop(old)
 			continue
 		}
+		// Full: a consumer still asleep after offerQuiet must run to make room.
+		q.quiet = false
+		signal(q.ready)
 		q.mu.Unlock()
 		select {
 		case <-q.space:
@@ -211,18 +218,35 @@ func (q *Queue[T]) push(v T, stop, stop2 <-chan struct{}) pushResult {
 	}
 }
 
-// offer adds v if there is room, without waiting and whatever the policy, and reports
-// whether it did.
-func (q *Queue[T]) offer(v T) bool {
+// offerQuiet adds v if there is room, without waiting, whatever the policy and without
+// waking a consumer: the read loop adds a whole read batch this
+// way and calls wake once at its end, so a consumer that keeps up is woken once per batch
+// rather than once per message. first reports that this is the first quiet item since the
+// last wake, so the caller knows to schedule one. A consumer that is running sees the items
+// at once; only a parked one waits for the wake.
+func (q *Queue[T]) offerQuiet(v T) (ok, first bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.closed || q.n == len(q.items) {
-		return false
+		return false, false
 	}
 	q.items[(q.head+q.n)%len(q.items)] = v
 	q.n++
-	signal(q.ready)
-	return true
+	first = !q.quiet
+	q.quiet = true
+	return true, first
+}
+
+// wake wakes a consumer for the items offerQuiet added.
+func (q *Queue[T]) wake() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.quiet {
+		q.quiet = false
+		if !q.closed {
+			signal(q.ready)
+		}
+	}
 }
 
 func (q *Queue[T]) drop(v T) {

@@ -14,6 +14,7 @@ import (
 // nothing from the network can make it panic.
 func (cn *conn) readLoop() {
 	pub := packet.Publish{Version: cn.ver} // reused: decoding into it does not allocate
+	defer cn.endBatch()
 	for {
 		f, err := cn.r.ReadFrame()
 		if err != nil {
@@ -21,7 +22,18 @@ func (cn *conn) readLoop() {
 			return
 		}
 		cn.reads.Add(1)
-		if err := cn.dispatch(&f, &pub); err != nil {
+		// A batch lasts while the next packet is already in memory: its wake-ups and
+		// acknowledgements wait for its end, never for the network.
+		more := cn.r.FrameBuffered()
+		if more && !cn.corked {
+			cn.corked = true
+			cn.w.cork()
+		}
+		err = cn.dispatch(&f, &pub)
+		if !more {
+			cn.endBatch()
+		}
+		if err != nil {
 			f.Release()
 			// A packet error carries the code the specification names; anything else (a
 			// store failure, say) is our own problem.
@@ -38,6 +50,22 @@ func (cn *conn) readLoop() {
 			return
 		default:
 		}
+	}
+}
+
+// endBatch ends a read batch: it wakes the consumers of the queues the batch filled, once
+// each, and lets the acknowledgements the batch caused leave in one write. The read loop
+// calls it when no whole packet is buffered (before it may block on the network) and before
+// any wait for a consumer. Reader only.
+func (cn *conn) endBatch() {
+	for i, q := range cn.wakeLater {
+		q.wake()
+		cn.wakeLater[i] = nil
+	}
+	cn.wakeLater = cn.wakeLater[:0]
+	if cn.corked {
+		cn.corked = false
+		cn.w.uncork()
 	}
 }
 

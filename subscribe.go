@@ -30,6 +30,7 @@ type subConfig struct {
 	autoAck   bool
 	manualAck bool
 	zeroCopy  bool
+	inline    bool
 	subID     uint32
 	props     []packet.UserProperty
 }
@@ -86,6 +87,21 @@ func SubZeroCopy() SubOption {
 	return func(s *subConfig) error { s.zeroCopy = true; return nil }
 }
 
+// SubInline makes a SubscribeCallback subscription call its callback on the connection's
+// read loop instead of on a goroutine of its own: no buffer, no hand-off, no wake-up per
+// message, which makes it the cheapest way to receive. The price is that the callback
+// holds up everything the connection reads while it runs (acknowledgements of the
+// client's own publishes, SUBACKs, PINGRESP, every other subscription), so it must not
+// block: no I/O that can stall, no waiting on channels, and no client call that waits for
+// the broker (Publish at QoS 1/2, Subscribe, Unsubscribe, Disconnect, Flush) — those
+// deadlock, since the answer they wait for is read by the loop the callback is holding.
+// PublishAsync at QoS 0 and Message.Ack are fine. Buffer size and drop policy do not
+// apply: nothing is buffered. Callbacks still run one at a time, in arrival order.
+// Default: off. Only SubscribeCallback accepts it.
+func SubInline() SubOption {
+	return func(s *subConfig) error { s.inline = true; return nil }
+}
+
 // SubIdentifier sets the Subscription Identifier sent with the SUBSCRIBE; the broker returns
 // it in the messages this subscription matches (Message.SubscriptionIDs). Without it, Tern
 // picks an identifier of its own whenever the broker supports them, and uses the identifiers
@@ -137,7 +153,8 @@ type Subscription struct {
 	quitOnce sync.Once
 	ch       chan *Message // channel form
 	q        *Queue[*Message]
-	cbDone   chan struct{} // callback form: closed when the callback goroutine ends
+	cbDone   chan struct{}  // callback form: closed when the callback goroutine ends
+	inline   func(*Message) // SubInline callback form: called on the read loop under mu
 
 	heldMu  sync.Mutex // leaf: guards held and pumping
 	held    []heldMsg  // QoS 1/2 messages waiting for room in a full Block buffer
@@ -248,20 +265,24 @@ func (c *Client) SubscribeQueue(ctx context.Context, filters []TopicFilter, opts
 }
 
 // SubscribeCallback subscribes and calls fn for each message, one at a time and in arrival
-// order, on a goroutine of the subscription's own (never on the read loop). The message is
-// acknowledged when fn returns unless SubManualAck is given. Like Subscribe, it may be
-// called before Connect; the goroutine ends with the subscription (Unsubscribe or
-// Disconnect).
+// order, on a goroutine of the subscription's own (on the read loop only with SubInline, for
+// callbacks that never block). The message is acknowledged when fn returns unless
+// SubManualAck is given. Like Subscribe, it may be called before Connect; the goroutine ends
+// with the subscription (Unsubscribe or Disconnect).
 func (c *Client) SubscribeCallback(ctx context.Context, filters []TopicFilter, fn func(*Message), opts ...SubOption) (*Subscription, error) {
 	if fn == nil {
 		return nil, fmt.Errorf("%w: nil callback", ErrInvalidOption)
 	}
-	s, err := c.newSubscription(filters, opts)
+	s, err := c.newSub(filters, opts, true)
 	if err != nil {
 		return nil, err
 	}
-	s.q = newQueue(s.cfg.buffer, s.cfg.policy, s.droppedByQueue)
-	s.startCallback(fn)
+	if s.cfg.inline {
+		s.inline = fn
+	} else {
+		s.q = newQueue(s.cfg.buffer, s.cfg.policy, s.droppedByQueue)
+		s.startCallback(fn)
+	}
 	live, err := c.subscribe(ctx, s)
 	if live == nil {
 		return nil, err
@@ -290,7 +311,15 @@ func (s *Subscription) startCallback(fn func(*Message)) {
 	}()
 }
 
+var errInlineForm = fmt.Errorf("%w: SubInline applies to SubscribeCallback only", ErrInvalidOption)
+
 func (c *Client) newSubscription(filters []TopicFilter, opts []SubOption) (*Subscription, error) {
+	return c.newSub(filters, opts, false)
+}
+
+// newSub builds a subscription from its options; inlineOK says the form can call a
+// callback on the read loop (SubInline).
+func (c *Client) newSub(filters []TopicFilter, opts []SubOption, inlineOK bool) (*Subscription, error) {
 	if len(filters) == 0 {
 		return nil, fmt.Errorf("%w: no topic filter", ErrInvalidTopic)
 	}
@@ -299,6 +328,9 @@ func (c *Client) newSubscription(filters []TopicFilter, opts []SubOption) (*Subs
 		if err := o(&cfg); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.inline && !inlineOK {
+		return nil, errInlineForm
 	}
 	if cfg.zeroCopy && cfg.autoAck {
 		return nil, fmt.Errorf("%w: SubZeroCopy messages die at Ack, so they cannot be auto-acknowledged", ErrInvalidOption)

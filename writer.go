@@ -24,9 +24,10 @@ type writer struct {
 	werr    error         // the write error that stopped the loop, if that is what did
 	gen     uint64        // generation of the bytes in buf: bumped on every swap
 	done    uint64        // every generation below this one has been written
-	flushed chan struct{} // closed when the generation in flight has been written
+	flushed chan struct{} // closed when the generation in flight has been written; nil until a waiter needs it
 	space   chan struct{} // closed when buf shrinks below max after being full
 	urgent  int           // bytes sendUrgent appended to buf since the last swap
+	corked  bool          // the read loop is inside a batch: sendUrgent leaves the loop asleep
 
 	idleTimer *time.Timer // armed while the loop is idle holding buffers; see releaseIdle
 	idleGen   uint64      // w.gen when the idle timer was last armed
@@ -71,7 +72,6 @@ func newWriter(conn net.Conn, max int) *writer {
 		conn:      conn,
 		max:       max,
 		urgentMax: urgentBound(max),
-		flushed:   make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		stopped:   make(chan struct{}),
 	}
@@ -159,8 +159,35 @@ func (w *writer) sendUrgent(b []byte) error {
 	}
 	w.urgent += len(b)
 	w.buf = append(w.buf, b...)
+	if w.corked {
+		w.mu.Unlock() // uncork wakes the loop at the end of the read batch
+		return nil
+	}
 	w.commit()
 	return nil
+}
+
+// cork makes sendUrgent append without waking the write loop, so the acknowledgements a
+// read batch causes (PUBACK, PUBREC, PUBREL, PUBCOMP, from any goroutine) leave in one
+// write when the batch ends. Only the read loop corks, and only while the next packet is
+// already in memory: it uncorks before anything that can wait (a read from the network, a
+// full subscription buffer), so corked bytes never wait on the peer or on a consumer.
+// Publishes and requests still wake the loop, which then writes the corked bytes too.
+func (w *writer) cork() {
+	w.mu.Lock()
+	w.corked = true
+	w.mu.Unlock()
+}
+
+// uncork ends a cork and wakes the loop if anything is pending.
+func (w *writer) uncork() {
+	w.mu.Lock()
+	w.corked = false
+	pending := len(w.buf) > 0
+	w.mu.Unlock()
+	if pending {
+		w.wakeLoop()
+	}
 }
 
 // sendRequest appends a SUBSCRIBE or UNSUBSCRIBE without waiting (it is sent under the
@@ -205,6 +232,9 @@ func (w *writer) waitFlushed(ctx context.Context, gen uint64) error {
 			err := w.err
 			w.mu.Unlock()
 			return err
+		}
+		if w.flushed == nil {
+			w.flushed = make(chan struct{}) // made on demand: a write nobody waits for allocates nothing
 		}
 		ch := w.flushed
 		w.mu.Unlock()
@@ -253,8 +283,7 @@ func (w *writer) loop() {
 				w.err, w.werr = err, err
 			}
 			w.done = gen + 1
-			close(w.flushed)
-			w.flushed = make(chan struct{})
+			w.wakeFlushWaitersLocked()
 			// Large one-off buffers are not kept: the steady state stays small.
 			if cap(w.spare) > 4*w.max {
 				w.spare = nil
@@ -341,8 +370,15 @@ func (w *writer) failLocked(err error, asWrite bool) {
 		close(w.space)
 		w.space = nil
 	}
-	close(w.flushed)
-	w.flushed = make(chan struct{})
+	w.wakeFlushWaitersLocked()
+}
+
+// wakeFlushWaitersLocked wakes every waitFlushed; they re-check under w.mu. Caller holds w.mu.
+func (w *writer) wakeFlushWaitersLocked() {
+	if w.flushed != nil {
+		close(w.flushed)
+		w.flushed = nil
+	}
 }
 
 func (w *writer) wakeLoop() {

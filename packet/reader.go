@@ -117,6 +117,26 @@ func (r *Reader) SetMaxPacketSize(n int) {
 // Buffered returns how many bytes are read from the stream but not yet returned.
 func (r *Reader) Buffered() int { return r.br.Buffered() }
 
+// FrameBuffered reports whether a whole packet is already buffered, so that the next
+// ReadFrame returns without reading from the stream (and so without blocking). A caller
+// that batches work across packets ends its batch when it returns false. Cost: a peek at
+// the fixed header, no read.
+func (r *Reader) FrameBuffered() bool {
+	n := r.br.Buffered()
+	if n < 2 {
+		return false
+	}
+	b, _ := r.br.Peek(min(n, 5))
+	rl := 0
+	for i := 1; i < len(b); i++ {
+		rl |= int(b[i]&0x7F) << (7 * (i - 1))
+		if b[i] < 0x80 {
+			return 1+i+rl <= n
+		}
+	}
+	return false
+}
+
 // ReadFrame reads the next packet. The error is io.EOF only on a clean end of stream before
 // a packet starts; a stream that ends inside a packet gives io.ErrUnexpectedEOF.
 func (r *Reader) ReadFrame() (Frame, error) {

@@ -454,3 +454,39 @@ func TestReaderLargeBodyGrowsWithData(t *testing.T) {
 	}
 	f.Release()
 }
+
+// TestFrameBuffered: a frame counts as buffered only when all of its bytes are, so a batch
+// that ends on a partial frame is never held open across a blocking read.
+func TestFrameBuffered(t *testing.T) {
+	ping := []byte{0xC0, 0x00}
+	long := append([]byte{0x30, 0x80, 0x01}, make([]byte, 128)...) // Remaining Length 128
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want bool
+	}{
+		{"empty", nil, false},
+		{"header byte only", ping[:1], false},
+		{"whole PINGRESP", ping, true},
+		{"two-byte length cut", long[:2], false},
+		{"body cut", long[:len(long)-1], false},
+		{"whole long frame", long, true},
+		{"whole frame then part", append(append([]byte{}, ping...), 0x30), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pr, pw := io.Pipe()
+			r := NewReader(pr, 4096)
+			go func() { pw.Write(tc.in); pw.Close() }()
+			if len(tc.in) > 0 {
+				// Fill the buffer: peek what was written, then ask.
+				if _, err := r.br.Peek(len(tc.in)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := r.FrameBuffered(); got != tc.want {
+				t.Fatalf("FrameBuffered() = %v, want %v", got, tc.want)
+			}
+			io.Copy(io.Discard, pr)
+		})
+	}
+}

@@ -27,6 +27,11 @@ type Config struct {
 	Session bool
 	// ZeroCopy makes tern receive with SubZeroCopy (no copy of each message).
 	ZeroCopy bool
+	// Inline makes tern's callback subscriptions run on the read loop (SubInline).
+	Inline bool
+	// Resume connects without Clean Start, so a session kept by an earlier connection with
+	// the same client identifier (Session) is resumed with what the broker queued for it.
+	Resume bool
 	// Queue selects a durable publish path: "" (none), "memory" or "file". QueueDir holds the
 	// file queue.
 	Queue    string
@@ -94,6 +99,14 @@ type Enqueuer interface {
 	// Enqueue stores one QoS 1 message for the background drain; payload may be reused when
 	// it returns.
 	Enqueue(ctx context.Context, payload []byte) error
+}
+
+// Drainer is a Client that can take over a session the broker kept (Config.Session and
+// Resume): its handler is in place before the connection, so the messages the broker
+// queued, which arrive right after CONNACK, are not lost.
+type Drainer interface {
+	// SubscribeConnect sets up the subscription's handler, connects and subscribes.
+	SubscribeConnect(ctx context.Context, qos byte, mode Mode, h func(payload []byte)) error
 }
 
 // New returns the client of the named library: tern, autopaho, paho3 or raw.

@@ -38,7 +38,7 @@ func (a *Autopaho) Connect(ctx context.Context) error {
 	cfg := autopaho.ClientConfig{
 		ServerUrls:                    []*url.URL{u},
 		KeepAlive:                     60,
-		CleanStartOnInitialConnection: true,
+		CleanStartOnInitialConnection: !a.cfg.Resume,
 		ConnectTimeout:                10 * time.Second,
 		// The same reconnect policy as every library here: at once, then every 100 ms.
 		ReconnectBackoff: func(attempt int) time.Duration {
@@ -108,6 +108,29 @@ func (a *Autopaho) Publish(ctx context.Context, qos byte, payload []byte) error 
 // Subscribe implements Client. The library acknowledges a message when its handler returns;
 // in channel mode that is once the message is in the channel.
 func (a *Autopaho) Subscribe(ctx context.Context, qos byte, mode Mode, h func([]byte)) error {
+	if err := a.setHandler(mode, h); err != nil {
+		return err
+	}
+	return a.subscribe(ctx, qos)
+}
+
+// SubscribeConnect implements Drainer: the handler is in place before the connection.
+func (a *Autopaho) SubscribeConnect(ctx context.Context, qos byte, mode Mode, h func([]byte)) error {
+	if err := a.setHandler(mode, h); err != nil {
+		return err
+	}
+	if err := a.Connect(ctx); err != nil {
+		return err
+	}
+	return a.subscribe(ctx, qos)
+}
+
+func (a *Autopaho) subscribe(ctx context.Context, qos byte) error {
+	_, err := a.cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: a.cfg.Topic, QoS: qos}}})
+	return err
+}
+
+func (a *Autopaho) setHandler(mode Mode, h func([]byte)) error {
 	var fn func(paho.PublishReceived) (bool, error)
 	switch mode {
 	case Callback:
@@ -141,8 +164,7 @@ func (a *Autopaho) Subscribe(ctx context.Context, qos byte, mode Mode, h func([]
 		return fmt.Errorf("autopaho: unknown mode %q", mode)
 	}
 	a.handler.Store(&fn)
-	_, err := a.cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: a.cfg.Topic, QoS: qos}}})
-	return err
+	return nil
 }
 
 // Enqueue implements Enqueuer through PublishViaQueue.

@@ -42,6 +42,14 @@ func (immediateFirst) Delay(attempt int) time.Duration {
 
 // Connect implements Client.
 func (a *Tern) Connect(ctx context.Context) error {
+	c, err := a.newClient()
+	if err != nil {
+		return err
+	}
+	return a.connect(ctx, c)
+}
+
+func (a *Tern) newClient() (*tern.Client, error) {
 	opts := []tern.Option{
 		tern.WithBroker("mqtt://" + a.cfg.Addr),
 		tern.WithClientID(a.cfg.ClientID),
@@ -51,6 +59,9 @@ func (a *Tern) Connect(ctx context.Context) error {
 	}
 	if a.cfg.Session {
 		opts = append(opts, tern.WithSessionExpiry(time.Hour), tern.WithReconnectBackoff(immediateFirst{}))
+	}
+	if a.cfg.Resume {
+		opts = append(opts, tern.WithCleanStart(false))
 	}
 	if a.cfg.V311 {
 		opts = append(opts, tern.WithProtocol(tern.MQTT311))
@@ -65,24 +76,31 @@ func (a *Tern) Connect(ctx context.Context) error {
 	case "file":
 		st, err := filestore.Open(a.cfg.StoreDir)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		a.store = st
 		opts = append(opts, tern.WithStore(st))
 	default:
-		return fmt.Errorf("tern: unknown store %q", a.cfg.Store)
+		return nil, fmt.Errorf("tern: unknown store %q", a.cfg.Store)
 	}
 	c, err := tern.New(opts...)
-	if err == nil {
-		err = c.Connect(ctx)
+	if err != nil && a.store != nil {
+		a.store.Close()
+		a.store = nil
 	}
-	if err != nil {
+	return c, err
+}
+
+func (a *Tern) connect(ctx context.Context, c *tern.Client) error {
+	if err := c.Connect(ctx); err != nil {
 		if a.store != nil {
 			a.store.Close()
+			a.store = nil
 		}
 		return err
 	}
 	a.c = c
+	var err error
 	switch a.cfg.Queue {
 	case "":
 		return nil
@@ -156,6 +174,9 @@ func (a *Tern) Subscribe(ctx context.Context, qos byte, mode Mode, h func([]byte
 	if a.cfg.ZeroCopy {
 		opts = append(opts, tern.SubZeroCopy())
 	}
+	if a.cfg.Inline && mode == Callback {
+		opts = append(opts, tern.SubInline())
+	}
 	switch mode {
 	case Callback:
 		_, err := a.c.SubscribeCallback(ctx, filters, func(m *tern.Message) { h(m.Payload) }, opts...)
@@ -176,6 +197,20 @@ func (a *Tern) Subscribe(ctx context.Context, qos byte, mode Mode, h func([]byte
 		return nil
 	}
 	return fmt.Errorf("tern: unknown mode %q", mode)
+}
+
+// SubscribeConnect implements Drainer: tern routes a subscription made before Connect at
+// once, so the resumed session's messages reach it.
+func (a *Tern) SubscribeConnect(ctx context.Context, qos byte, mode Mode, h func([]byte)) error {
+	c, err := a.newClient()
+	if err != nil {
+		return err
+	}
+	a.c = c
+	if err := a.Subscribe(ctx, qos, mode, h); err != nil {
+		return err
+	}
+	return a.connect(ctx, c)
 }
 
 // Enqueue implements Enqueuer.

@@ -255,8 +255,8 @@ type workload struct {
 func (c *child) config(suffix string) adapters.Config {
 	return adapters.Config{
 		Addr: c.job.Addr, ClientID: c.job.ClientID + suffix, Topic: c.job.Topic,
-		ReceiveMax: brokerWindow, ZeroCopy: c.job.ZeroCopy,
-		Session: c.job.Kind == KindReconnect, Queue: c.job.Queue, QueueDir: c.job.QueueDir,
+		ReceiveMax: brokerWindow, ZeroCopy: c.job.ZeroCopy, Inline: c.job.Inline,
+		Session: c.job.Kind == KindReconnect || c.job.Kind == KindDrain, Queue: c.job.Queue, QueueDir: c.job.QueueDir,
 		Pool: c.job.Pool, V311: c.job.V311, Store: c.job.Store, StoreDir: c.job.StoreDir,
 	}
 }
@@ -347,11 +347,44 @@ func (c *child) setup(ctx context.Context, f *stamp.Format) (*workload, error) {
 			return nil, fmt.Errorf("subscribe: %w", err)
 		}
 		w.work = func(ctx context.Context, _ *payloads) error { return h.wait(ctx) }
+	case KindDrain:
+		return c.setupDrain(ctx, f, cl)
 	case KindLatency:
 		return c.setupLatency(ctx, f, cl, w)
 	default:
 		w.close()
 		return nil, fmt.Errorf("unknown kind %q", j.Kind)
+	}
+	return w, nil
+}
+
+// setupDrain makes the session the broker queues the backlog for: cl (the first
+// connection, Clean Start) subscribes and disconnects, keeping the session. The workload
+// resumes it with a second client of the library whose handler is in place before CONNACK.
+func (c *child) setupDrain(ctx context.Context, f *stamp.Format, cl adapters.Client) (*workload, error) {
+	j := c.job
+	if _, ok := cl.(adapters.Drainer); !ok {
+		disconnect(cl)
+		return nil, fmt.Errorf("%s cannot resume a session with its handler ready: %w", j.Lib, adapters.ErrUnavailable)
+	}
+	err := cl.Subscribe(ctx, j.QoS, j.Mode, func([]byte) {})
+	disconnect(cl)
+	if err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	cfg := c.config("")
+	cfg.Resume = true
+	d, err := adapters.New(j.Lib, cfg)
+	if err != nil {
+		return nil, err
+	}
+	w := &workload{checker: stamp.NewChecker(f, j.N), close: func() { disconnect(d) }}
+	h := c.receiver(w.checker, false)
+	w.work = func(ctx context.Context, _ *payloads) error {
+		if err := d.(adapters.Drainer).SubscribeConnect(ctx, j.QoS, j.Mode, h.handle); err != nil {
+			return fmt.Errorf("resume: %w", err)
+		}
+		return h.wait(ctx)
 	}
 	return w, nil
 }

@@ -26,6 +26,7 @@ const (
 	KindLatency   = "latency"   // publish→deliver round trips, both ends in the child
 	KindReconnect = "reconnect" // 20 QoS 1 in flight when the connection is cut
 	KindQueue     = "queue"     // enqueue a backlog into a durable queue, drain it
+	KindDrain     = "drain"     // the broker holds a backlog for a kept session; the library drains it
 )
 
 // Job is what one child process does: one library, one scenario, one run.
@@ -38,7 +39,8 @@ type Job struct {
 	Workers  int           `json:"workers,omitempty"`
 	Mode     adapters.Mode `json:"mode,omitempty"`
 	ZeroCopy bool          `json:"zero_copy,omitempty"`
-	Queue    string        `json:"queue,omitempty"` // memory or file
+	Inline   bool          `json:"inline,omitempty"` // tern: SubInline callbacks
+	Queue    string        `json:"queue,omitempty"`  // memory or file
 	QueueDir string        `json:"queue_dir,omitempty"`
 	Store    string        `json:"store,omitempty"` // tern's session store: memory or file
 	StoreDir string        `json:"store_dir,omitempty"`

@@ -78,7 +78,8 @@ func New(opt Options) (*Suite, error) {
 	}
 	// The defaults of brokertest are the benchmark configuration: max_inflight_messages 20,
 	// max_queued_messages 0, set_tcp_nodelay true, no persistence.
-	b, err := brokertest.Start(brokertest.Config{Dir: tmp})
+	// queue_qos0_messages: the drain scenarios queue QoS 0 for an offline session too.
+	b, err := brokertest.Start(brokertest.Config{Dir: tmp, Extra: []string{"queue_qos0_messages true"}})
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, err
@@ -150,7 +151,7 @@ func (s *Suite) runJob(sc Scenario, lib Lib, run int) Result {
 	n := sc.count(lib, s.opt.Quick)
 	job := Job{
 		Kind: sc.Kind, Lib: lib.Adapter, QoS: sc.QoS, Size: sc.Size, N: n, Workers: sc.Workers,
-		Mode: sc.Mode, ZeroCopy: lib.ZeroCopy, Queue: lib.Queue, Addr: s.broker.Addr,
+		Mode: sc.Mode, ZeroCopy: lib.ZeroCopy, Inline: lib.Inline, Queue: lib.Queue, Addr: s.broker.Addr,
 		Topic: "bench/" + id, ClientID: "bench-" + lib.Name + "-" + id, Run: rand.Uint32(),
 		Heap: sc.Kind == KindSlow || sc.Kind == KindQueue, Pool: lib.Pool,
 		V311: lib.V311,
@@ -176,6 +177,8 @@ func (s *Suite) runJob(sc Scenario, lib Lib, run int) Result {
 		err = s.runPublish(job, &r)
 	case KindReceive, KindSlow:
 		err = s.runReceive(job, &r)
+	case KindDrain:
+		err = s.runDrain(job, &r)
 	case KindLatency:
 		err = s.runLatency(job, &r)
 	case KindReconnect:
@@ -342,6 +345,54 @@ func (s *Suite) runReceive(job Job, r *Result) error {
 	}
 	r.Counts = *cr.Counts
 	r.fill(cr, feedStart, cr.LastRecv)
+	return errors.Join(childErr(cr), cr.Counts.Verdict(false))
+}
+
+// runDrain: the child keeps a session with a subscription and disconnects; the raw feeder
+// fills the broker's queue for it; then the child resumes the session and drains it.
+func (s *Suite) runDrain(job Job, r *Result) error {
+	p, err := startChild(job) // ready: the session and its subscription exist, offline
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), workTimeout)
+	defer cancel()
+	feeder, err := rawmqtt.Dial(ctx, s.broker.Addr, rawmqtt.Options{ClientID: "feed-" + job.ClientID, ReceiveMax: brokerWindow})
+	if err != nil {
+		p.kill()
+		return fmt.Errorf("feeder: %w", err)
+	}
+	defer feeder.Close()
+	f, _ := stamp.NewFormat(job.Run, job.Size)
+	tmpl := rawmqtt.NewTemplate(job.Topic, job.QoS, f.New())
+	ferr := feeder.Publish(ctx, tmpl, job.N, func(i int, b []byte) { f.Stamp(b, uint64(i), 0) })
+	if ferr == nil {
+		ferr = feeder.WaitAcked(ctx)
+	}
+	if ferr == nil {
+		// The broker handles one client's packets in order: once it answers this SUBSCRIBE
+		// every PUBLISH before it, QoS 0 included, is queued for the offline session.
+		ferr = feeder.Subscribe(ctx, job.Topic+"/barrier", 0)
+	}
+	if ferr != nil {
+		p.kill()
+		return fmt.Errorf("feeder: %w", ferr)
+	}
+	p.say("go")
+	p.say("fed")
+	if _, err := p.await("sent", workTimeout); err != nil {
+		p.kill()
+		return err
+	}
+	cr, err := p.finish(stopTimeout)
+	if err != nil {
+		return err
+	}
+	if cr.Counts == nil {
+		return errors.Join(childErr(cr), errors.New("child reported no counts"))
+	}
+	r.Counts = *cr.Counts
+	r.fill(cr, cr.Start, cr.LastRecv)
 	return errors.Join(childErr(cr), cr.Counts.Verdict(false))
 }
 

@@ -25,6 +25,7 @@ type Lib struct {
 	Name     string // as shown in the tables
 	Adapter  string // adapters.New name
 	ZeroCopy bool
+	Inline   bool   // tern: the callback runs on the read loop (SubInline)
 	Queue    string // memory or file
 	Store    string // tern's session store: "" (none), memory or file
 	N        int    // overrides the scenario's N (a slow queue gets a smaller backlog)
@@ -49,12 +50,17 @@ const (
 	// The receive QoS 2 scenario compares tern's two session stores.
 	rowTernMemStore  = "tern-memstore"
 	rowTernFileStore = "tern-filestore"
+	// Callback rows with SubInline: zero-copy, and copying.
+	rowTernInline     = "tern-inline"
+	rowTernInlineCopy = "tern-inline-copy"
 )
 
 var (
 	libTern     = Lib{Name: rowTern, Adapter: "tern"}
 	libTernZC   = Lib{Name: rowTern, Adapter: "tern", ZeroCopy: true}
 	libTernCopy = Lib{Name: "tern-copy", Adapter: "tern"}
+	libTernInl  = Lib{Name: rowTernInline, Adapter: "tern", ZeroCopy: true, Inline: true}
+	libTernInlC = Lib{Name: rowTernInlineCopy, Adapter: "tern", Inline: true}
 	libAutopaho = Lib{Name: rowAutopaho, Adapter: "autopaho"}
 	libPaho3    = Lib{Name: rowPaho3, Adapter: "paho3"}
 	libRaw      = Lib{Name: rowRaw, Adapter: "raw"}
@@ -114,14 +120,14 @@ func Scenarios() []Scenario {
 			n, qn = 100000, 1000
 		}
 		for _, mode := range []adapters.Mode{adapters.Callback, adapters.Channel} {
-			libs := []Lib{libTernZC, libTernV3ZC, libAutopaho, libPaho3, libRaw}
+			libs := []Lib{libTernZC, libTernCopy, libTernInl, libTernInlC, libTernV3ZC, libAutopaho, libPaho3, libRaw}
 			if mode == adapters.Channel {
 				libs = []Lib{libTernZC, libTernCopy, libTernV3ZC, libAutopaho, libPaho3, libRaw}
 			}
 			s = append(s, Scenario{
 				Name: fmt.Sprintf("recv-q%d-%s-64B", qos, mode), Kind: KindReceive, QoS: qos, Size: 64,
 				N: n, QuickN: qn, Mode: mode, Libs: libs,
-				Note: "raw feeder publishes; tern receives zero-copy (tern-copy: copies); raw handles on its read loop",
+				Note: "raw feeder publishes; tern receives zero-copy (tern-copy: copies; -inline: SubInline); raw handles on its read loop",
 			})
 		}
 	}
@@ -135,6 +141,14 @@ func Scenarios() []Scenario {
 		},
 		Note: "raw feeder publishes QoS 2; tern receives zero-copy with a session store (memory, or filestore syncing every write); raw handles on its read loop",
 	})
+	for _, qos := range []byte{0, 1} {
+		s = append(s, Scenario{
+			Name: fmt.Sprintf("drain-q%d-64B", qos), Kind: KindDrain, QoS: qos, Size: 64,
+			N: 200000, QuickN: 2000, Mode: adapters.Callback,
+			Libs: []Lib{libTernZC, libTernInl, libTernInlC, libAutopaho},
+			Note: "backlog drain: the broker holds the messages for a kept session; the library resumes it and takes them all; msg/s from the start of the connect to the last message",
+		})
+	}
 	for _, qos := range []byte{0, 1} {
 		s = append(s, Scenario{
 			Name: fmt.Sprintf("latency-q%d-64B", qos), Kind: KindLatency, QoS: qos, Size: 64,

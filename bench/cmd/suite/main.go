@@ -31,7 +31,12 @@ func main() {
 	jsonOut := flag.String("json", "", "write every run's raw results and the medians to this file")
 	only := flag.String("only", "", "run only the scenarios whose name matches this regular expression")
 	profDir := flag.String("cpuprofile", "", "directory for CPU profiles of tern's child processes")
+	report := flag.String("report", "", "print the tables of the results in this -json file instead of running")
 	flag.Parse()
+
+	if *report != "" {
+		os.Exit(reprint(*report))
+	}
 
 	if *childJob != "" {
 		if err := suite.RunChild(*childJob, os.Stdin, os.Stdout); err != nil {
@@ -100,5 +105,24 @@ func run(runs int, quick bool, jsonOut, only, profDir string) int {
 		return 1
 	}
 	fmt.Fprintf(os.Stderr, "suite: all %d runs delivered every message exactly once and intact\n", len(s.Results))
+	return 0
+}
+
+// reprint prints the tables of a -json file again (with the current report code).
+func reprint(file string) int {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "suite:", err)
+		return 2
+	}
+	var in struct {
+		Conditions string         `json:"conditions"`
+		Results    []suite.Result `json:"results"`
+	}
+	if err := json.Unmarshal(b, &in); err != nil {
+		fmt.Fprintln(os.Stderr, "suite:", file+":", err)
+		return 2
+	}
+	suite.WriteMarkdown(os.Stdout, suite.Rows(in.Results), in.Conditions)
 	return 0
 }

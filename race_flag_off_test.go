@@ -1,0 +1,5 @@
+//go:build !race
+
+package tern
+
+const raceBuild = false
