@@ -149,8 +149,10 @@ func refusedLevel5(err error, v5ok bool) bool {
 	if v5ok || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return false
 	}
+	// io.EOF as well as io.ErrUnexpectedEOF: a transport may report the end of its stream
+	// wrapped with detail (the WebSocket transport keeps the close status).
 	return errors.Is(err, errNoConnack) && (errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
+		errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
 // errNoConnack marks a handshake that failed reading CONNACK at the transport level.

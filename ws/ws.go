@@ -23,6 +23,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -144,6 +145,19 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 type conn struct {
 	net.Conn
 	ws *websocket.Conn
+}
+
+// Read reads the byte stream. The peer ending the WebSocket, by a close frame of any status or
+// by dropping the TCP connection, reads as the end of the stream (an error matching io.EOF,
+// the close status kept in its text), as a TCP close does: the client tells a broker that
+// hung up from other failures by it (a 3.1.1-only broker closing on a level-5 CONNECT, for
+// MQTT5Fallback311).
+func (c *conn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && err != io.EOF && (errors.Is(err, io.EOF) || websocket.CloseStatus(err) != -1) {
+		err = fmt.Errorf("%w (%w)", io.EOF, err)
+	}
+	return n, err
 }
 
 // Close ends the connection at once, without the WebSocket closing handshake: MQTT's
