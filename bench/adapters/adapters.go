@@ -48,6 +48,9 @@ type Config struct {
 	// protocol); its outbound window is then the client's 3.1.1 default, 20, like paho3's.
 	// Other libraries ignore it.
 	V311 bool
+	// WS makes tern connect over WebSocket (ws://Addr/mqtt, package ws) instead of TCP.
+	// Addr is then the broker's WebSocket listener. Other libraries cannot and refuse it.
+	WS bool
 }
 
 // ErrUnavailable reports a library feature that does not exist (yet): the row is skipped,
@@ -111,6 +114,9 @@ type Drainer interface {
 
 // New returns the client of the named library: tern, autopaho, paho3 or raw.
 func New(lib string, cfg Config) (Client, error) {
+	if cfg.WS && lib != "tern" {
+		return nil, fmt.Errorf("adapters: %s over WebSocket: %w", lib, ErrUnavailable)
+	}
 	switch lib {
 	case "tern":
 		return &Tern{cfg: cfg}, nil

@@ -10,6 +10,7 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/filequeue"
 	"github.com/ternmq/tern/filestore"
+	"github.com/ternmq/tern/ws"
 )
 
 // Tern adapts github.com/ternmq/tern.
@@ -53,6 +54,13 @@ func (a *Tern) newClient() (*tern.Client, error) {
 	opts := []tern.Option{
 		tern.WithBroker("mqtt://" + a.cfg.Addr),
 		tern.WithClientID(a.cfg.ClientID),
+	}
+	if a.cfg.WS {
+		opts = []tern.Option{
+			tern.WithBroker("ws://" + a.cfg.Addr + "/mqtt"),
+			tern.WithClientID(a.cfg.ClientID),
+			tern.WithTransport(ws.New()),
+		}
 	}
 	if a.cfg.ReceiveMax > 0 {
 		opts = append(opts, tern.WithReceiveMaximum(a.cfg.ReceiveMax))

@@ -258,6 +258,7 @@ func (c *child) config(suffix string) adapters.Config {
 		ReceiveMax: brokerWindow, ZeroCopy: c.job.ZeroCopy, Inline: c.job.Inline,
 		Session: c.job.Kind == KindReconnect || c.job.Kind == KindDrain, Queue: c.job.Queue, QueueDir: c.job.QueueDir,
 		Pool: c.job.Pool, V311: c.job.V311, Store: c.job.Store, StoreDir: c.job.StoreDir,
+		WS: c.job.WS,
 	}
 }
 

@@ -52,6 +52,7 @@ type Job struct {
 	Heap     bool          `json:"heap,omitempty"` // sample the heap for its peak
 	Pool     int           `json:"pool,omitempty"` // tern's publisher pool size
 	V311     bool          `json:"v311,omitempty"` // tern on MQTT 3.1.1
+	WS       bool          `json:"ws,omitempty"`   // tern over WebSocket; Addr is the WebSocket listener
 }
 
 // Event is one line a child writes to its standard output.

@@ -241,7 +241,34 @@ func WriteMarkdown(w io.Writer, rows []Row, conditions string) {
 		fmt.Fprintf(w, "Publisher pool (%s, broker window %d per connection): tern-pool4 ÷ tern msg/s = %s\n\n",
 			poolScenario, brokerWindow, ratio(p.MsgPerSec, t.MsgPerSec))
 	}
+	writeTransport(w, rows)
 	WriteTargets(w, rows)
+}
+
+// writeTransport prints what WebSocket costs beside TCP: tern-ws ÷ tern-tcp in each
+// transport scenario (same mochi broker), when both rows have figures.
+func writeTransport(w io.Writer, rows []Row) {
+	var lines []string
+	for _, sc := range transportScenarios() {
+		ws, tcp := find(rows, sc.Name, rowTernWS), find(rows, sc.Name, rowTernTCP)
+		if ws == nil || tcp == nil || ws.Failed == ws.Runs || tcp.Failed == tcp.Runs {
+			continue
+		}
+		lines = append(lines, fmt.Sprintf("| %s | %s | %s | %s |", sc.Name,
+			ratio(ws.MsgPerSec, tcp.MsgPerSec), ratio(ws.CPUUsPerMsg, tcp.CPUUsPerMsg),
+			ratio(ws.AllocsPer, tcp.AllocsPer)))
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "Transport, tern-ws ÷ tern-tcp on the same mochi broker (what WebSocket costs):")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| scenario | msg/s | CPU µs/msg | allocs/msg |")
+	fmt.Fprintln(w, "|---|---:|---:|---:|")
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+	fmt.Fprintln(w)
 }
 
 // target is one line of PRODUCT.md section 5 checked against the rows.

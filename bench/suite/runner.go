@@ -59,6 +59,7 @@ func (r *Result) OK() bool { return r.Err == "" }
 type Suite struct {
 	opt     Options
 	broker  *brokertest.Mosquitto
+	mochi   *mochiBroker // started by the first scenario that needs it
 	tmp     string
 	jobs    int
 	Results []Result
@@ -89,6 +90,9 @@ func New(opt Options) (*Suite, error) {
 
 // Close stops the broker and removes the suite's files.
 func (s *Suite) Close() {
+	if s.mochi != nil {
+		s.mochi.close()
+	}
 	s.broker.Stop()
 	os.RemoveAll(s.tmp)
 }
@@ -171,17 +175,18 @@ func (s *Suite) runJob(sc Scenario, lib Lib, run int) Result {
 		job.Profile = filepath.Join(s.opt.ProfileDir, fmt.Sprintf("%s-%s-run%d.pprof", sc.Name, lib.Name, run))
 	}
 	r := Result{Scenario: sc.Name, Lib: lib.Name, Run: run, N: n}
-	var err error
-	switch sc.Kind {
-	case KindPublish, KindConc, KindPipe, KindQueue:
-		err = s.runPublish(job, &r)
-	case KindReceive, KindSlow:
-		err = s.runReceive(job, &r)
-	case KindDrain:
+	at, err := s.place(sc, lib, &job)
+	switch {
+	case err != nil: // the scenario cannot be placed: reported below
+	case sc.Kind == KindPublish || sc.Kind == KindConc || sc.Kind == KindPipe || sc.Kind == KindQueue:
+		err = s.runPublish(job, at, &r)
+	case sc.Kind == KindReceive || sc.Kind == KindSlow:
+		err = s.runReceive(job, at, &r)
+	case sc.Kind == KindDrain:
 		err = s.runDrain(job, &r)
-	case KindLatency:
+	case sc.Kind == KindLatency:
 		err = s.runLatency(job, &r)
-	case KindReconnect:
+	case sc.Kind == KindReconnect:
 		err = s.runReconnect(job, &r)
 	default:
 		err = fmt.Errorf("unknown kind %q", sc.Kind)
@@ -193,6 +198,48 @@ func (s *Suite) runJob(sc Scenario, lib Lib, run int) Result {
 		r.Err = err.Error()
 	}
 	return r
+}
+
+// site is where the parent's own clients (the sink and the feeder) meet a job.
+type site struct {
+	addr    string // the broker's TCP listener
+	sinkQoS byte   // the QoS the sink subscribes at
+}
+
+// place points job at the scenario's broker (for a WebSocket row, at its WebSocket
+// listener) and returns where the sink and the feeder connect.
+func (s *Suite) place(sc Scenario, lib Lib, job *Job) (site, error) {
+	switch sc.Broker {
+	case "":
+		if lib.WS {
+			return site{}, fmt.Errorf("%s: Mosquitto 2.0.11 serves no WebSocket here", lib.Name)
+		}
+		return site{addr: s.broker.Addr, sinkQoS: 2}, nil
+	case brokerMochi:
+	default:
+		return site{}, fmt.Errorf("unknown broker %q", sc.Broker)
+	}
+	switch {
+	case sc.Kind == KindReceive && sc.QoS > 0:
+		// QoS 1/2 routed to the receiver can deadlock mochi v2.7.9 (see transportScenarios).
+		return site{}, fmt.Errorf("%s: receiving QoS %d on mochi", sc.Name, sc.QoS)
+	case sc.Kind != KindPublish && sc.Kind != KindConc && sc.Kind != KindPipe && sc.Kind != KindReceive:
+		return site{}, fmt.Errorf("%s: kind %q does not run on mochi", sc.Name, sc.Kind)
+	}
+	if s.mochi == nil {
+		m, err := startMochi()
+		if err != nil {
+			return site{}, err
+		}
+		s.mochi = m
+	}
+	job.Addr, job.WS = s.mochi.tcpAddr, lib.WS
+	if lib.WS {
+		job.Addr = s.mochi.wsAddr
+	}
+	// A QoS 0 sink keeps QoS 1 messages from ever being routed to a client on mochi (see
+	// transportScenarios); mochiWritesPending keeps it from dropping any.
+	return site{addr: s.mochi.tcpAddr, sinkQoS: 0}, nil
 }
 
 // Timeouts of the parent's waits.
@@ -216,8 +263,8 @@ func (r *Result) fill(cr *ChildResult, from, to int64) {
 	r.PeakHeapMiB = float64(cr.PeakHeap) / (1 << 20)
 }
 
-// sink subscribes a raw client to the job's topic at QoS 2 and checks what arrives.
-func (s *Suite) sink(job Job) (*rawmqtt.Client, *stamp.Checker, error) {
+// sink subscribes a raw client to the job's topic at at.sinkQoS and checks what arrives.
+func (s *Suite) sink(job Job, at site) (*rawmqtt.Client, *stamp.Checker, error) {
 	f, err := stamp.NewFormat(job.Run, job.Size)
 	if err != nil {
 		return nil, nil, err
@@ -225,12 +272,12 @@ func (s *Suite) sink(job Job) (*rawmqtt.Client, *stamp.Checker, error) {
 	k := stamp.NewChecker(f, job.N)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := rawmqtt.Dial(ctx, s.broker.Addr, rawmqtt.Options{ClientID: "sink-" + job.ClientID, ReceiveMax: brokerWindow})
+	c, err := rawmqtt.Dial(ctx, at.addr, rawmqtt.Options{ClientID: "sink-" + job.ClientID, ReceiveMax: brokerWindow})
 	if err != nil {
 		return nil, nil, fmt.Errorf("sink: %w", err)
 	}
 	c.OnMessage(func(p *packet.Publish) { k.Check(p.Payload) })
-	if err := c.Subscribe(ctx, job.Topic, 2); err != nil {
+	if err := c.Subscribe(ctx, job.Topic, at.sinkQoS); err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("sink: %w", err)
 	}
@@ -268,8 +315,8 @@ func startChild(job Job) (*proc, error) {
 }
 
 // runPublish: the child publishes, the sink in this process checks.
-func (s *Suite) runPublish(job Job, r *Result) error {
-	sink, k, err := s.sink(job)
+func (s *Suite) runPublish(job Job, at site, r *Result) error {
+	sink, k, err := s.sink(job, at)
 	if err != nil {
 		return err
 	}
@@ -305,14 +352,14 @@ func childErr(cr *ChildResult) error {
 }
 
 // runReceive: the raw feeder in this process publishes, the child receives and checks.
-func (s *Suite) runReceive(job Job, r *Result) error {
+func (s *Suite) runReceive(job Job, at site, r *Result) error {
 	p, err := startChild(job)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), workTimeout)
 	defer cancel()
-	feeder, err := rawmqtt.Dial(ctx, s.broker.Addr, rawmqtt.Options{ClientID: "feed-" + job.ClientID, ReceiveMax: brokerWindow})
+	feeder, err := rawmqtt.Dial(ctx, at.addr, rawmqtt.Options{ClientID: "feed-" + job.ClientID, ReceiveMax: brokerWindow})
 	if err != nil {
 		p.kill()
 		return fmt.Errorf("feeder: %w", err)
@@ -429,7 +476,7 @@ func (s *Suite) runReconnect(job Job, r *Result) error {
 	}
 	defer px.Close()
 	job.Addr = px.Addr()
-	sink, k, err := s.sink(job)
+	sink, k, err := s.sink(job, site{addr: s.broker.Addr, sinkQoS: 2})
 	if err != nil {
 		return err
 	}

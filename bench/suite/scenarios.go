@@ -18,6 +18,9 @@ type Scenario struct {
 	Mode    adapters.Mode
 	Libs    []Lib
 	Note    string // what the raw row does here, and other caveats
+	// Broker is where the scenario runs: "" is the suite's Mosquitto, brokerMochi the
+	// embedded mochi with a TCP and a WebSocket listener (started on first use).
+	Broker string
 }
 
 // Lib is one row of a scenario: a library and how it is set up.
@@ -32,6 +35,7 @@ type Lib struct {
 	QuickN   int
 	Pool     int  // tern's publisher pool size (WithPublisherPool); 0: none
 	V311     bool // tern on MQTT 3.1.1
+	WS       bool // tern over WebSocket (the broker's WebSocket listener)
 }
 
 // Row names. The ratio columns compare "tern" with the other three.
@@ -53,7 +57,14 @@ const (
 	// Callback rows with SubInline: zero-copy, and copying.
 	rowTernInline     = "tern-inline"
 	rowTernInlineCopy = "tern-inline-copy"
+
+	// The transport scenarios compare tern over TCP and over WebSocket on one mochi broker.
+	rowTernTCP = "tern-tcp"
+	rowTernWS  = "tern-ws"
 )
+
+// brokerMochi is Scenario.Broker for the embedded mochi broker.
+const brokerMochi = "mochi"
 
 var (
 	libTern     = Lib{Name: rowTern, Adapter: "tern"}
@@ -156,6 +167,7 @@ func Scenarios() []Scenario {
 			Note: "publish→deliver round trip, one at a time, both ends in the child; msg/s = round trips per second",
 		})
 	}
+	s = append(s, transportScenarios()...)
 	s = append(s, Scenario{
 		Name: "reconnect-q1-64B", Kind: KindReconnect, QoS: 1, Size: 64, N: 20, QuickN: 20,
 		Libs: []Lib{libTern, libAutopaho, libPaho3},
@@ -191,6 +203,34 @@ func Scenarios() []Scenario {
 		Note: "tern's file queue with a 1,000,000-message backlog: peak heap stays flat while it drains",
 	})
 	return s
+}
+
+// transportScenarios measure what WebSocket costs beside TCP: tern over each, through the
+// same mochi broker (Mosquitto 2.0.11 will not start a WebSocket listener here). The
+// workloads avoid a mochi v2.7.9 deadlock (Inflight.NextImmediate takes its read lock
+// twice, so a QoS 1/2 message routed to a client while that client's acknowledgements are
+// processed can lock both): QoS 1 is only published, to a sink that subscribes at QoS 0,
+// and receiving is QoS 0, so no client ever has QoS 1/2 messages routed to it.
+func transportScenarios() []Scenario {
+	libs := []Lib{{Name: rowTernTCP, Adapter: "tern"}, {Name: rowTernWS, Adapter: "tern", WS: true}}
+	zc := []Lib{{Name: rowTernTCP, Adapter: "tern", ZeroCopy: true}, {Name: rowTernWS, Adapter: "tern", ZeroCopy: true, WS: true}}
+	return []Scenario{
+		{
+			Name: "ws-pub-q1-64B", Kind: KindPublish, QoS: 1, Size: 64, N: 20000, QuickN: 200,
+			Libs: libs, Broker: brokerMochi,
+			Note: "mochi: one goroutine, synchronous QoS 1 publish over TCP or WebSocket; the sink takes them at QoS 0",
+		},
+		{
+			Name: "ws-pipe-q1-64B", Kind: KindPipe, QoS: 1, Size: 64, N: 100000, QuickN: 500,
+			Libs: libs, Broker: brokerMochi,
+			Note: "mochi: one goroutine, PublishAsync over TCP or WebSocket (window 20); the sink takes them at QoS 0",
+		},
+		{
+			Name: "ws-recv-q0-64B", Kind: KindReceive, QoS: 0, Size: 64, N: 200000, QuickN: 1000,
+			Mode: adapters.Callback, Libs: zc, Broker: brokerMochi,
+			Note: "mochi: the raw feeder publishes QoS 0 over TCP; tern receives zero-copy over TCP or WebSocket",
+		},
+	}
 }
 
 // count returns how many messages lib sends in sc.
