@@ -1,7 +1,6 @@
 package packet
 
 import (
-	"bufio"
 	"io"
 	"slices"
 	"sync"
@@ -94,14 +93,19 @@ func (f *Frame) Detach() *Buffer {
 
 // Reader reads packets from a byte stream. It is not safe for concurrent use.
 type Reader struct {
-	br  *bufio.Reader
+	br  *readBuf
 	max int
 }
 
 // NewReader returns a Reader that buffers r with a buffer of size bytes (at least 16) and
 // accepts packets of up to MaxPacketSize bytes; see SetMaxPacketSize.
+//
+// The size-byte buffer is held only while traffic flows: it is taken from a pool when a read
+// fills the Reader's 512-byte buffer and given back when a read brings less than that, so a
+// Reader waiting on a quiet connection holds 512 bytes. Switching costs a pool Get or Put,
+// no allocation.
 func NewReader(r io.Reader, size int) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, size), max: MaxPacketSize}
+	return &Reader{br: newReadBuf(r, size), max: MaxPacketSize}
 }
 
 // SetMaxPacketSize sets the largest whole packet the reader accepts. A larger packet is
@@ -115,7 +119,7 @@ func (r *Reader) SetMaxPacketSize(n int) {
 }
 
 // Buffered returns how many bytes are read from the stream but not yet returned.
-func (r *Reader) Buffered() int { return r.br.Buffered() }
+func (r *Reader) Buffered() int { return r.br.buffered() }
 
 // ReadFrame reads the next packet. The error is io.EOF only on a clean end of stream before
 // a packet starts; a stream that ends inside a packet gives io.ErrUnexpectedEOF.
