@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"testing"
+	"time"
 )
 
 // scriptedSource hands out one chunk per Read (as much of it as fits) and records the size
@@ -30,6 +31,8 @@ func (s *scriptedSource) Read(p []byte) (int, error) {
 // than the small buffer holds, so an idle connection costs smallReadSize, not size, of heap
 // (the per-connection target of PRODUCT.md: at most 32 KiB per idle client).
 func TestReaderBufferGrowsAndShrinks(t *testing.T) {
+	defer func(h time.Duration) { largeHold = h }(largeHold)
+	largeHold = 0 // this test does not wait for it: see TestReaderBufferHeldThroughLulls
 	const size = 32 << 10
 	pingresp := []byte{0xD0, 0}
 	var burst []byte
@@ -130,5 +133,35 @@ func TestReaderSteadyStateNoAlloc(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("%v allocations per frame", allocs)
+	}
+}
+
+// A lull shorter than largeHold keeps the large buffer: traffic that pauses between bursts
+// does not pay a buffer switch and an extra read at every pause.
+func TestReaderBufferHeldThroughLulls(t *testing.T) {
+	const size = 32 << 10
+	pingresp := []byte{0xD0, 0}
+	var burst []byte
+	for len(burst) < 2*size {
+		burst = append(burst, 0x30, 5, 0, 1, 't', 'x', 'y')
+	}
+	src := &scriptedSource{chunks: [][]byte{burst, pingresp, pingresp, burst}}
+	r := NewReader(src, size)
+	for {
+		f, err := r.ReadFrame()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Release()
+	}
+	// Reads: small (fills), then large ones; the two quiet reads come well within
+	// largeHold of the burst, so every read after the first is given the large buffer.
+	for i, n := range src.sizes[1:] {
+		if n != size {
+			t.Fatalf("read %d given %d bytes within largeHold of a burst (sizes %v)", i+1, n, src.sizes)
+		}
 	}
 }
