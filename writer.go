@@ -33,7 +33,7 @@ type writer struct {
 
 	wake    chan struct{} // cap 1: there is something to write
 	stopped chan struct{} // closed when the loop has exited
-	writes  atomic.Uint64 // completed writes, read by the keepalive loop
+	writes  atomic.Uint64 // completed writes, read by the keepalive timer
 }
 
 // minUrgentBound is the least urgentMax: above what a correct broker can make the client
