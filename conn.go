@@ -80,9 +80,9 @@ func newConnackInfo(ca *packet.Connack, cfg *config, broker *url.URL) *ConnackIn
 	return info
 }
 
-// conn is one network connection and its goroutines: the reader (decode and dispatch), the
-// writer (batched writes) and the keepalive loop. The client's supervisor owns it and waits
-// for all three before starting the next connection.
+// conn is one network connection and its goroutines: the reader (decode and dispatch) and
+// the writer (batched writes), plus the keepalive timer. The client's supervisor owns it and
+// waits for both goroutines before starting the next connection; close stops the timer.
 type conn struct {
 	c      *Client
 	broker *url.URL // as dialled: a configured broker or a server's reference
@@ -95,6 +95,7 @@ type conn struct {
 	reads  atomic.Uint64
 
 	pingSent atomic.Int64 // unix nanos of the outstanding PINGREQ, 0 if none
+	ka       *keepalive   // nil without a keepalive; set by start
 
 	closeOnce sync.Once
 	closing   chan struct{} // closed when the connection starts to shut down
@@ -325,8 +326,11 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool, v byte)
 	}
 }
 
-// start launches the connection's goroutines.
+// start arms the keepalive and launches the connection's goroutines.
 func (cn *conn) start() {
+	if ka := cn.info.KeepAlive; ka > 0 {
+		cn.ka = startKeepalive(cn, ka) // before the goroutines that may close cn read it
+	}
 	cn.wg.Add(2)
 	go func() {
 		defer cn.wg.Done()
@@ -338,10 +342,6 @@ func (cn *conn) start() {
 		}
 	}()
 	go func() { defer cn.wg.Done(); cn.readLoop() }()
-	if ka := cn.info.KeepAlive; ka > 0 {
-		cn.wg.Add(1)
-		go func() { defer cn.wg.Done(); cn.keepAlive(ka) }()
-	}
 }
 
 // close shuts the connection down for reason err. It does not wait; use wait for that.
@@ -351,6 +351,9 @@ func (cn *conn) close(err error) {
 		cn.err = err
 		cn.errMu.Unlock()
 		close(cn.closing)
+		if cn.ka != nil {
+			cn.ka.stop()
+		}
 		cn.w.fail(ErrConnectionLost)
 		cn.nc.Close()
 	})
@@ -397,52 +400,13 @@ func (cn *conn) reason() error {
 	return cn.err
 }
 
-func (cn *conn) wait() { cn.wg.Wait() }
-
-// keepAlive sends PINGREQ when either direction has been quiet for three quarters of the
-// keepalive, and closes the connection when PINGRESP does not come within the ping timeout.
-func (cn *conn) keepAlive(ka time.Duration) {
-	tick := ka / 4
-	if tick > time.Second {
-		tick = time.Second
-	}
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	quietAfter := ka * 3 / 4
-	lastReads, lastWrites := cn.reads.Load(), cn.w.writes.Load()
-	lastRead, lastWrite := time.Now(), time.Now()
-	for {
-		select {
-		case <-cn.closing:
-			return
-		case now := <-t.C:
-			if r := cn.reads.Load(); r != lastReads {
-				lastReads, lastRead = r, now
-			}
-			if w := cn.w.writes.Load(); w != lastWrites {
-				lastWrites, lastWrite = w, now
-			}
-			if sent := cn.pingSent.Load(); sent != 0 {
-				if now.Sub(time.Unix(0, sent)) > cn.c.cfg.pingTimeout {
-					if s := cn.c.st; s != nil {
-						s.PingTimeouts.Add(1)
-					}
-					cn.close(fmt.Errorf("%w: no PINGRESP within %v", ErrConnectionLost, cn.c.cfg.pingTimeout))
-					return
-				}
-				continue
-			}
-			if now.Sub(lastRead) >= quietAfter || now.Sub(lastWrite) >= quietAfter {
-				cn.pingSent.Store(now.UnixNano())
-				if cn.w.sendUrgent(pingreq[:]) != nil {
-					return
-				}
-			}
-		}
+// wait waits for the connection's goroutines and for a keepalive firing in progress.
+func (cn *conn) wait() {
+	cn.wg.Wait()
+	if cn.ka != nil {
+		cn.ka.wait()
 	}
 }
-
-var pingreq = [2]byte{byte(packet.PINGREQ) << 4, 0}
 
 // clientIDForConnect is the identifier to send: the configured one, or after a first
 // connect the one the broker assigned, so a reconnect keeps the same identity.

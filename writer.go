@@ -34,7 +34,10 @@ type writer struct {
 
 	wake    chan struct{} // cap 1: there is something to write
 	stopped chan struct{} // closed when the loop has exited
-	writes  atomic.Uint64 // completed writes, read by the keepalive loop
+	writes  atomic.Uint64 // completed writes, read by the keepalive timer
+	// urgentWakes counts sendUrgent calls that woke the loop (not corked): at most one per
+	// read batch when acknowledgements coalesce, which a test checks.
+	urgentWakes atomic.Uint64
 }
 
 // minUrgentBound is the least urgentMax: above what a correct broker can make the client
@@ -163,6 +166,7 @@ func (w *writer) sendUrgent(b []byte) error {
 		w.mu.Unlock() // uncork wakes the loop at the end of the read batch
 		return nil
 	}
+	w.urgentWakes.Add(1)
 	w.commit()
 	return nil
 }

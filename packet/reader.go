@@ -1,7 +1,6 @@
 package packet
 
 import (
-	"bufio"
 	"io"
 	"slices"
 	"sync"
@@ -94,14 +93,19 @@ func (f *Frame) Detach() *Buffer {
 
 // Reader reads packets from a byte stream. It is not safe for concurrent use.
 type Reader struct {
-	br  *bufio.Reader
+	br  *readBuf
 	max int
 }
 
 // NewReader returns a Reader that buffers r with a buffer of size bytes (at least 16) and
 // accepts packets of up to MaxPacketSize bytes; see SetMaxPacketSize.
+//
+// The size-byte buffer is held only while traffic flows: it is taken from a pool when a read
+// fills the Reader's 512-byte buffer and given back when a read brings less than that, so a
+// Reader waiting on a quiet connection holds 512 bytes. Switching costs a pool Get or Put,
+// no allocation.
 func NewReader(r io.Reader, size int) *Reader {
-	return &Reader{br: bufio.NewReaderSize(r, size), max: MaxPacketSize}
+	return &Reader{br: newReadBuf(r, size), max: MaxPacketSize}
 }
 
 // SetMaxPacketSize sets the largest whole packet the reader accepts. A larger packet is
@@ -115,18 +119,18 @@ func (r *Reader) SetMaxPacketSize(n int) {
 }
 
 // Buffered returns how many bytes are read from the stream but not yet returned.
-func (r *Reader) Buffered() int { return r.br.Buffered() }
+func (r *Reader) Buffered() int { return r.br.buffered() }
 
 // FrameBuffered reports whether a whole packet is already buffered, so that the next
 // ReadFrame returns without reading from the stream (and so without blocking). A caller
 // that batches work across packets ends its batch when it returns false. Cost: a peek at
 // the fixed header, no read.
 func (r *Reader) FrameBuffered() bool {
-	n := r.br.Buffered()
+	n := r.br.buffered()
 	if n < 2 {
 		return false
 	}
-	b, _ := r.br.Peek(min(n, 5))
+	b := r.br.peek(5)
 	rl := 0
 	for i := 1; i < len(b); i++ {
 		rl |= int(b[i]&0x7F) << (7 * (i - 1))
