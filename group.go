@@ -430,19 +430,7 @@ func (g *ClientGroup) SubscribeCallback(ctx context.Context, filters []TopicFilt
 	q := newQueue[*Message](cfg.buffer, Block, nil)
 	manual := cfg.manualAck || cfg.autoAck
 	cbDone := make(chan struct{})
-	go func() {
-		defer close(cbDone)
-		for {
-			m, ok := q.Pop(context.Background())
-			if !ok {
-				return
-			}
-			fn(m)
-			if !manual {
-				m.Ack()
-			}
-		}
-	}()
+	go feedCallback(q, fn, manual, cbDone)
 	gs, err := g.subscribe(ctx, filters, opts, func(m *Message, quit <-chan struct{}) bool {
 		return q.push(m, quit, nil) == pushQueued
 	}, func() {

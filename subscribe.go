@@ -290,25 +290,28 @@ func (c *Client) SubscribeCallback(ctx context.Context, filters []TopicFilter, f
 	return live, err
 }
 
+// feedCallback pops q's messages and calls fn with each, one at a time, acknowledging each
+// after fn returns unless manual; it closes done when q is closed and drained.
+func feedCallback(q *Queue[*Message], fn func(*Message), manual bool, done chan struct{}) {
+	defer close(done)
+	for {
+		m, ok := q.Pop(context.Background())
+		if !ok {
+			return
+		}
+		fn(m)
+		if !manual {
+			m.Ack()
+		}
+	}
+}
+
 // startCallback starts the goroutine that feeds the queue's messages to fn. It ends when the
 // queue is closed and drained.
 func (s *Subscription) startCallback(fn func(*Message)) {
 	s.cbDone = make(chan struct{})
 	manual := s.cfg.manualAck || s.cfg.autoAck
-	q, done := s.q, s.cbDone
-	go func() {
-		defer close(done)
-		for {
-			m, ok := q.Pop(context.Background())
-			if !ok {
-				return
-			}
-			fn(m)
-			if !manual {
-				m.Ack()
-			}
-		}
-	}()
+	go feedCallback(s.q, fn, manual, s.cbDone)
 }
 
 var errInlineForm = fmt.Errorf("%w: SubInline applies to SubscribeCallback only", ErrInvalidOption)
