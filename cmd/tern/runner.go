@@ -271,7 +271,7 @@ func (r *runner) ensure(n string) (*liveClient, error) {
 		opts = append(opts, tern.WithUnroutedHandler(func(m *tern.Message) {
 			for _, reg := range regs {
 				if reg.matches(m.Topic) {
-					reg.col.add(m)
+					reg.col.receive(m)
 					return
 				}
 			}
@@ -537,7 +537,7 @@ func (r *runner) subscribe(ctx context.Context, s *subscribeSpec) error {
 	for _, p := range s.UserProperties.kv {
 		opts = append(opts, tern.SubUserProperty(p.k, expand(p.v, r.sc.vars, 0)))
 	}
-	sub, err := lc.c.SubscribeCallback(ctx, r.filtersOf(s.Filters, s.QoS), col.add, opts...)
+	sub, err := lc.c.SubscribeCallback(ctx, r.filtersOf(s.Filters, s.QoS), col.receive, opts...)
 	if err != nil {
 		return failf("subscribe %s: %v", name, err)
 	}
@@ -600,7 +600,7 @@ func (r *runner) session(ctx context.Context, s *sessionSpec) error {
 	if _, err := r.ensure(lc.name); err != nil {
 		return err
 	}
-	sub, err := lc.c.SubscribeCallback(ctx, reg.filters, reg.col.add)
+	sub, err := lc.c.SubscribeCallback(ctx, reg.filters, reg.col.receive)
 	if err != nil {
 		return failf("session %s: %v", lc.name, err)
 	}

@@ -244,7 +244,7 @@ func (r *runner) venomRun(ctx context.Context, vs *venomStep) (map[string]any, e
 		col = lc.sessions[0].col
 	} else {
 		col = r.collectorFor(vs.client + "#sub")
-		sub, err := lc.c.SubscribeCallback(ctx, filters, col.add)
+		sub, err := lc.c.SubscribeCallback(ctx, filters, col.receive)
 		if err != nil {
 			return res, failf("%s: %v", who, err)
 		}
