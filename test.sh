@@ -22,6 +22,16 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 	fi
 fi
 
+echo "== no large files"
+if [ -d .git ] || git rev-parse --git-dir >/dev/null 2>&1; then
+	large=$(git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk '$1 > 1000000 {print $2}')
+	if [ -n "$large" ]; then
+		echo "files over 1 MB are tracked (build outputs? add them to .gitignore):" >&2
+		echo "$large" >&2
+		exit 1
+	fi
+fi
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(find . -name '*.go' -not -path './.git/*'))
 if [ -n "$unformatted" ]; then
