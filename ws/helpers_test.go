@@ -9,13 +9,12 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
+	"github.com/ternmq/tern/internal/seglog/segtest"
 	"io"
 	"log/slog"
 	"math/big"
 	"net"
 	"os"
-	"runtime"
-	"strings"
 	"testing"
 	"time"
 
@@ -38,37 +37,12 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	srv.Close()
 	if code == 0 {
-		if leaked := waitGoroutines(5 * time.Second); leaked != "" {
+		if leaked := segtest.LeftGoroutines(5*time.Second, "ternmq/tern", "coder/websocket"); leaked != "" {
 			fmt.Fprintf(os.Stderr, "goroutines left after the tests:\n%s\n", leaked)
 			code = 1
 		}
 	}
 	os.Exit(code)
-}
-
-func waitGoroutines(limit time.Duration) string {
-	deadline := time.Now().Add(limit)
-	for {
-		stacks := ourGoroutines()
-		if stacks == "" || time.Now().After(deadline) {
-			return stacks
-		}
-		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
-	}
-}
-
-func ourGoroutines() string {
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if (strings.Contains(g, "ternmq/tern") || strings.Contains(g, "coder/websocket")) &&
-			!strings.Contains(g, "TestMain") && !strings.Contains(g, "testing.tRunner") &&
-			!strings.Contains(g, "waitGoroutines") {
-			out = append(out, g)
-		}
-	}
-	return strings.Join(out, "\n\n")
 }
 
 // freeAddr returns a loopback address with a port the OS says is free. mochi's WebSocket
