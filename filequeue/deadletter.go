@@ -51,19 +51,15 @@ func (d *deadStore) open(create bool) error {
 	if d.log != nil {
 		return nil
 	}
-	if _, err := d.cfg.fs.ReadDir(d.dir); err != nil && !create {
+	if _, err := d.cfg.FS.ReadDir(d.dir); err != nil && !create {
 		return nil // no dead letters were ever stored
 	}
 	d.live = make(map[uint64]uint64)
-	log, err := seglog.Open(d.dir, seglog.Options{
-		FS:           d.cfg.fs,
-		SegmentSize:  d.cfg.segmentSize,
-		Sync:         seglog.SyncPolicy{Mode: seglog.SyncEvery},
-		Version:      formatVersion,
-		OnCorruption: d.cfg.onCorruption,
-		Replay:       d.replay,
-		Manifest:     true, // a dead-letter segment gone missing is reported, not ignored
-	})
+	opt := d.cfg.LogOptions(formatVersion)
+	opt.Sync = seglog.SyncPolicy{Mode: seglog.SyncEvery}
+	opt.Replay = d.replay
+	opt.Manifest = true // a dead-letter segment gone missing is reported, not ignored
+	log, err := seglog.Open(d.dir, opt)
 	if errors.Is(err, seglog.ErrLocked) {
 		return fmt.Errorf("%w: %s", ErrLocked, d.dir)
 	}

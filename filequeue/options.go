@@ -13,11 +13,8 @@ import (
 type Option func(*config)
 
 type config struct {
-	sync         SyncPolicy
-	segmentSize  int64
-	fs           FS
-	onCorruption func(Corruption)
-	maxPending   int
+	seglog.Shared
+	maxPending int
 }
 
 // Documented defaults; a test checks them against defaultConfig.
@@ -26,16 +23,16 @@ const (
 )
 
 func defaultConfig() config {
-	return config{sync: SyncEveryWrite, segmentSize: DefaultSegmentSize, fs: seglog.OSFS(),
-		onCorruption: logCorruption, maxPending: DefaultMaxPending}
+	return config{Shared: seglog.Shared{Sync: SyncEveryWrite, SegmentSize: DefaultSegmentSize,
+		FS: seglog.OSFS(), OnCorruption: logCorruption}, maxPending: DefaultMaxPending}
 }
 
 func (c *config) validate() error {
-	if err := seglog.CheckOptions("filequeue", seglog.SyncOf(c.sync), c.segmentSize, c.fs); err != nil {
+	if err := c.Check("filequeue"); err != nil {
 		return err
 	}
-	if c.onCorruption == nil {
-		c.onCorruption = logCorruption
+	if c.OnCorruption == nil {
+		c.OnCorruption = logCorruption
 	}
 	if c.maxPending < 1 {
 		return fmt.Errorf("filequeue: max pending must be at least 1")
@@ -57,12 +54,12 @@ func SyncInterval(d time.Duration) SyncPolicy { return durable.SyncInterval(d) }
 
 // WithSync sets the sync policy. Default SyncEveryWrite: Enqueue waits for an fsync,
 // shared by concurrent callers.
-func WithSync(p SyncPolicy) Option { return func(c *config) { c.sync = p } }
+func WithSync(p SyncPolicy) Option { return func(c *config) { c.Sync = p } }
 
 // WithSegmentSize sets the size at which a segment file is closed and a new one started.
 // Fully acknowledged segments are deleted whole, so smaller segments give disk space back
 // sooner at the cost of more files. Default DefaultSegmentSize (16 MiB); at least 1 KiB.
-func WithSegmentSize(n int64) Option { return func(c *config) { c.segmentSize = n } }
+func WithSegmentSize(n int64) Option { return func(c *config) { c.SegmentSize = n } }
 
 // WithMaxPending bounds how many EnqueueAsync entries may wait for their sync at once;
 // EnqueueAsync blocks (bounded by its ctx) while that many wait. Each holds its encoded
@@ -80,7 +77,7 @@ func OSFS() FS { return durable.OSFS() }
 
 // WithFS makes the queue use fs for every file operation. Default OSFS(). Tests use it to
 // inject faults.
-func WithFS(fs FS) Option { return func(c *config) { c.fs = fs } }
+func WithFS(fs FS) Option { return func(c *config) { c.FS = fs } }
 
 // Corruption describes damaged or missing data the queue skipped; see durable.Corruption.
 type Corruption = durable.Corruption
@@ -91,7 +88,7 @@ type Corruption = durable.Corruption
 // and, for damage found later, on the goroutine calling Read; it must not block or call
 // the queue. Default (and nil): each report is logged at warn level through slog.Default.
 func WithCorruptionHandler(fn func(Corruption)) Option {
-	return func(c *config) { c.onCorruption = fn }
+	return func(c *config) { c.OnCorruption = fn }
 }
 
 // logCorruption is the default corruption handler: damage is never skipped unseen.

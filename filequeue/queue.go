@@ -146,19 +146,14 @@ func Open(dir string, opts ...Option) (*Queue, error) {
 		metaTok: make(chan struct{}, 1)}
 	var ackAbove uint64 // highest acknowledged sequence number seen in the log
 	var newest byte     // highest record version seen
-	log, err := seglog.Open(dir, seglog.Options{
-		FS:           cfg.fs,
-		SegmentSize:  cfg.segmentSize,
-		Sync:         seglog.SyncOf(cfg.sync),
-		Version:      formatVersion,
-		Manifest:     true,
-		OnCorruption: cfg.onCorruption,
-		Replay: func(r seglog.Record) error {
-			seq, err := q.replay(r)
-			ackAbove, newest = max(ackAbove, seq), max(newest, r.Version)
-			return err
-		},
-	})
+	opt := cfg.LogOptions(formatVersion)
+	opt.Manifest = true
+	opt.Replay = func(r seglog.Record) error {
+		seq, err := q.replay(r)
+		ackAbove, newest = max(ackAbove, seq), max(newest, r.Version)
+		return err
+	}
+	log, err := seglog.Open(dir, opt)
 	if errors.Is(err, seglog.ErrLocked) {
 		return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
 	}
@@ -231,8 +226,8 @@ func (q *Queue) reportAtOpen(pos seglog.Pos, reason string) {
 }
 
 func (q *Queue) report(c Corruption) {
-	if q.cfg.onCorruption != nil {
-		q.cfg.onCorruption(c)
+	if q.cfg.OnCorruption != nil {
+		q.cfg.OnCorruption(c)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/internal/seglog"
 	"github.com/ternmq/tern/internal/seglog/faultfs"
 	"github.com/ternmq/tern/internal/seglog/segtest"
 	"github.com/ternmq/tern/packet"
@@ -392,10 +393,10 @@ func TestNotify(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	t.Parallel()
 	c := defaultConfig()
-	if c.segmentSize != DefaultSegmentSize || c.sync != SyncEveryWrite || c.fs == nil {
+	if c.SegmentSize != DefaultSegmentSize || c.Sync != SyncEveryWrite || c.FS == nil {
 		t.Fatalf("defaultConfig %+v does not match the documented defaults", c)
 	}
-	if err := (&config{sync: SyncInterval(0), segmentSize: DefaultSegmentSize, fs: OSFS()}).validate(); err == nil {
+	if err := (&config{Shared: seglog.Shared{Sync: SyncInterval(0), SegmentSize: DefaultSegmentSize, FS: OSFS()}, maxPending: 1}).validate(); err == nil {
 		t.Fatal("SyncInterval(0) accepted")
 	}
 }

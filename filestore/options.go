@@ -12,12 +12,9 @@ import (
 type Option func(*config)
 
 type config struct {
-	sync         SyncPolicy
-	segmentSize  int64
-	fs           FS
-	ttl          time.Duration
-	onCorruption func(Corruption)
-	onError      func(error)
+	seglog.Shared
+	ttl     time.Duration
+	onError func(error)
 
 	// Unexported knobs, for tests.
 	compactMin int64            // dead bytes needed before compacting
@@ -33,13 +30,13 @@ const (
 
 func defaultConfig() config {
 	return config{
-		sync: SyncEveryWrite, segmentSize: DefaultSegmentSize, fs: seglog.OSFS(),
+		Shared:     seglog.Shared{Sync: SyncEveryWrite, SegmentSize: DefaultSegmentSize, FS: seglog.OSFS()},
 		compactMin: DefaultSegmentSize, now: time.Now,
 	}
 }
 
 func (c *config) validate() error {
-	if err := seglog.CheckOptions("filestore", seglog.SyncOf(c.sync), c.segmentSize, c.fs); err != nil {
+	if err := c.Check("filestore"); err != nil {
 		return err
 	}
 	if c.ttl < 0 {
@@ -71,13 +68,13 @@ func SyncInterval(d time.Duration) SyncPolicy { return durable.SyncInterval(d) }
 
 // WithSync sets the sync policy. Default SyncEveryWrite: Put and Reset wait for an fsync,
 // shared by concurrent callers.
-func WithSync(p SyncPolicy) Option { return func(c *config) { c.sync = p } }
+func WithSync(p SyncPolicy) Option { return func(c *config) { c.Sync = p } }
 
 // WithSegmentSize sets the size at which a segment file is closed and a new one started;
 // it is also about how many dead bytes accumulate before a compaction. Default
 // DefaultSegmentSize (4 MiB); at least 1 KiB.
 func WithSegmentSize(n int64) Option {
-	return func(c *config) { c.segmentSize, c.compactMin = n, n }
+	return func(c *config) { c.SegmentSize, c.compactMin = n, n }
 }
 
 // FS is the file-system interface the store uses; see WithFS.
@@ -91,7 +88,7 @@ func OSFS() FS { return durable.OSFS() }
 
 // WithFS makes the store use fs for every file operation. Default OSFS(). Tests use it to
 // inject faults.
-func WithFS(fs FS) Option { return func(c *config) { c.fs = fs } }
+func WithFS(fs FS) Option { return func(c *config) { c.FS = fs } }
 
 // WithTTL purges records whose Time is older than d: at Open and then periodically (every
 // d/4, between a second and ten minutes) from a goroutine the Store owns, stopped by Close.
@@ -104,7 +101,7 @@ type Corruption = durable.Corruption
 // WithCorruptionHandler sets a function told about every corrupt region skipped, torn tail
 // truncated and segment missing at Open. It must not block or call the store. Default: none.
 func WithCorruptionHandler(fn func(Corruption)) Option {
-	return func(c *config) { c.onCorruption = fn }
+	return func(c *config) { c.OnCorruption = fn }
 }
 
 // WithErrorHandler sets a function told when background work (compaction, TTL purge) fails.

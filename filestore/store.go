@@ -86,14 +86,9 @@ func Open(dir string, opts ...Option) (*Store, error) {
 		out: make(map[uint16]*entry), in: make(map[uint16]*entry),
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
 	}
-	log, err := seglog.Open(dir, seglog.Options{
-		FS:           cfg.fs,
-		SegmentSize:  cfg.segmentSize,
-		Sync:         seglog.SyncOf(cfg.sync),
-		Version:      formatVersion,
-		OnCorruption: cfg.onCorruption,
-		Replay:       s.replay,
-	})
+	opt := cfg.LogOptions(formatVersion)
+	opt.Replay = s.replay
+	log, err := seglog.Open(dir, opt)
 	if errors.Is(err, seglog.ErrLocked) {
 		return nil, fmt.Errorf("%w: %s", ErrLocked, dir)
 	}
@@ -116,8 +111,8 @@ func Open(dir string, opts ...Option) (*Store, error) {
 }
 
 func (s *Store) report(pos seglog.Pos, reason string) {
-	if s.cfg.onCorruption != nil {
-		s.cfg.onCorruption(Corruption{Segment: pos.Seg, Path: seglog.SegmentPath(s.dir, pos.Seg),
+	if s.cfg.OnCorruption != nil {
+		s.cfg.OnCorruption(Corruption{Segment: pos.Seg, Path: seglog.SegmentPath(s.dir, pos.Seg),
 			Offset: pos.Off, Reason: reason})
 	}
 }

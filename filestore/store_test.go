@@ -454,7 +454,7 @@ func TestClosedAndKinds(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	t.Parallel()
 	c := defaultConfig()
-	if c.segmentSize != DefaultSegmentSize || c.sync != SyncEveryWrite || c.ttl != 0 || c.fs == nil {
+	if c.SegmentSize != DefaultSegmentSize || c.Sync != SyncEveryWrite || c.ttl != 0 || c.FS == nil {
 		t.Fatalf("defaultConfig %+v does not match the documented defaults", c)
 	}
 	c.ttl = time.Hour

@@ -21,17 +21,7 @@ func (a *Ack) lengths() (pl, rl int) {
 		return 0, 2
 	}
 	pl = strPropLen(a.ReasonString) + userPropsLen(a.UserProperties)
-	switch {
-	case pl > 0:
-		rl = 3 + VBILen(pl) + pl
-	case a.ReasonCode != Success:
-		// The property length may be left out when there are no properties (§3.4.2.2).
-		rl = 3
-	default:
-		// Both reason code and properties may be left out on success (§3.4.2.1).
-		rl = 2
-	}
-	return pl, rl
+	return pl, 2 + reasonTailLen(a.ReasonCode, pl)
 }
 
 // Len returns the size of the encoded packet in bytes.
@@ -50,13 +40,39 @@ func (a *Ack) AppendTo(dst []byte) []byte {
 	dst = slices.Grow(dst, wholeLen(rl))
 	dst = appendHeader(dst, a.Kind, a.Kind.fixedFlags(), rl)
 	dst = appendU16(dst, a.PacketID)
-	dst = append(dst, byte(a.ReasonCode))
-	if rl == 3 {
+	dst, props := appendReasonTail(dst, a.ReasonCode, pl, rl-2)
+	if !props {
 		return dst
 	}
-	dst = AppendVBI(dst, pl)
 	dst = appendStrProp(dst, propReasonString, a.ReasonString)
 	return appendUserProps(dst, a.UserProperties)
+}
+
+// reasonTailLen returns the size of what ends the body of an acknowledgement or a DISCONNECT
+// (MQTT 5 §3.4.2 to §3.7.2, §3.14.2), an optional reason code and property block, in its
+// shortest valid form: the property length may be left out when there are no properties,
+// and the reason code too when it is 0x00 (Success, Normal disconnection).
+func reasonTailLen(rc ReasonCode, pl int) int {
+	switch {
+	case pl > 0:
+		return 1 + VBILen(pl) + pl
+	case rc != Success:
+		return 1
+	}
+	return 0
+}
+
+// appendReasonTail appends as much of the reason code and the property length as tail,
+// from reasonTailLen, holds; props reports whether the pl bytes of properties follow.
+func appendReasonTail(dst []byte, rc ReasonCode, pl, tail int) (_ []byte, props bool) {
+	if tail == 0 {
+		return dst, false
+	}
+	dst = append(dst, byte(rc))
+	if tail == 1 {
+		return dst, false
+	}
+	return AppendVBI(dst, pl), true
 }
 
 // Validate checks the packet as a sender must before it goes on the wire.

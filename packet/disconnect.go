@@ -23,13 +23,7 @@ func (x *Disconnect) lengths() (pl, rl int) {
 	if x.SessionExpiry != nil {
 		pl += 5
 	}
-	switch {
-	case pl > 0:
-		rl = 1 + VBILen(pl) + pl
-	case x.ReasonCode != NormalDisconnection:
-		rl = 1
-	}
-	return pl, rl
+	return pl, reasonTailLen(x.ReasonCode, pl)
 }
 
 // Len returns the size of the encoded packet in bytes.
@@ -43,14 +37,10 @@ func (x *Disconnect) AppendTo(dst []byte) []byte {
 	pl, rl := x.lengths()
 	dst = slices.Grow(dst, wholeLen(rl))
 	dst = appendHeader(dst, DISCONNECT, 0, rl)
-	if rl == 0 {
+	dst, props := appendReasonTail(dst, x.ReasonCode, pl, rl)
+	if !props {
 		return dst
 	}
-	dst = append(dst, byte(x.ReasonCode))
-	if rl == 1 {
-		return dst
-	}
-	dst = AppendVBI(dst, pl)
 	if x.SessionExpiry != nil {
 		dst = appendU32Prop(dst, propSessionExpiry, *x.SessionExpiry)
 	}

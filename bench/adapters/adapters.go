@@ -141,6 +141,19 @@ func Libraries() []string {
 // the synchronous Publish with a payload buffer of its own. It is also how a library without
 // an asynchronous form keeps a window busy.
 func PublishConcurrent(ctx context.Context, c Client, qos byte, n, workers int, src Payloads) error {
+	return Concurrently(n, workers, src, func(i int, buf []byte) error {
+		if err := c.Publish(ctx, qos, buf); err != nil {
+			return fmt.Errorf("message %d: %w", i, err)
+		}
+		return nil
+	})
+}
+
+// Concurrently hands messages 0 to n-1 of src to send from workers goroutines, each with a
+// payload buffer of its own that it stamps before every call; send must be done with buf
+// when it returns. A goroutine stops at the first error send returns; Concurrently returns
+// one of those errors (nil if none) once every goroutine has ended.
+func Concurrently(n, workers int, src Payloads, send func(i int, buf []byte) error) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, workers)
@@ -155,8 +168,8 @@ func PublishConcurrent(ctx context.Context, c Client, qos byte, n, workers int, 
 					return
 				}
 				src.Stamp(buf, i)
-				if err := c.Publish(ctx, qos, buf); err != nil {
-					errs <- fmt.Errorf("message %d: %w", i, err)
+				if err := send(i, buf); err != nil {
+					errs <- err
 					return
 				}
 			}
@@ -165,6 +178,47 @@ func PublishConcurrent(ctx context.Context, c Client, qos byte, n, workers int, 
 	wg.Wait()
 	close(errs)
 	return <-errs
+}
+
+// consumer runs a subscription handler on a goroutine of its own, fed through a channel: the
+// Channel mode of the libraries that only call back. The zero value is idle.
+type consumer struct {
+	quit chan struct{} // closed by stop
+	wg   sync.WaitGroup
+}
+
+// start starts the goroutine, which calls h for every payload given to the returned send,
+// in order. send blocks while the channel's 1024 slots are full and drops the payload once
+// stop was called; the payload must not be reused after send. Call start at most once.
+func (c *consumer) start(h func([]byte)) (send func([]byte)) {
+	ch, quit := make(chan []byte, 1024), make(chan struct{})
+	c.quit = quit
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for {
+			select {
+			case p := <-ch:
+				h(p)
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func(p []byte) {
+		select {
+		case ch <- p:
+		case <-quit:
+		}
+	}
+}
+
+// stop ends the goroutine, if start was called, and waits for it.
+func (c *consumer) stop() {
+	if c.quit != nil {
+		close(c.quit)
+		c.wg.Wait()
+	}
 }
 
 // Pipelined publishes through the library's asynchronous form when it has one, and

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,9 +23,8 @@ type Autopaho struct {
 	cm     *autopaho.ConnectionManager
 	cancel context.CancelFunc
 
-	handler atomic.Pointer[func(paho.PublishReceived) (bool, error)]
-	quit    chan struct{} // ends the channel consumer
-	wg      sync.WaitGroup
+	handler  atomic.Pointer[func(paho.PublishReceived) (bool, error)]
+	consumer consumer // Channel mode
 }
 
 // Connect implements Client.
@@ -139,25 +137,9 @@ func (a *Autopaho) setHandler(mode Mode, h func([]byte)) error {
 			return true, nil
 		}
 	case Channel:
-		ch, quit := make(chan []byte, 1024), make(chan struct{})
-		a.quit = quit
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			for {
-				select {
-				case p := <-ch:
-					h(p)
-				case <-quit:
-					return
-				}
-			}
-		}()
+		send := a.consumer.start(h)
 		fn = func(pr paho.PublishReceived) (bool, error) {
-			select {
-			case ch <- pr.Packet.Payload: // a fresh slice per message: safe to hand over
-			case <-quit:
-			}
+			send(pr.Packet.Payload) // a fresh slice per message: safe to hand over
 			return true, nil
 		}
 	default:
@@ -182,9 +164,6 @@ func (a *Autopaho) Disconnect(ctx context.Context) error {
 	}
 	err := a.cm.Disconnect(ctx)
 	a.cancel()
-	if a.quit != nil {
-		close(a.quit)
-		a.wg.Wait()
-	}
+	a.consumer.stop()
 	return err
 }

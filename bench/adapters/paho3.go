@@ -3,7 +3,6 @@ package adapters
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -13,10 +12,9 @@ import (
 // Receive Maximum (the broker's max_inflight_messages still bounds what it sends this
 // client). Its Publish returns a token at once, so it pipelines natively.
 type Paho3 struct {
-	cfg  Config
-	c    mqtt.Client
-	quit chan struct{} // ends the channel consumer
-	wg   sync.WaitGroup
+	cfg      Config
+	c        mqtt.Client
+	consumer consumer // Channel mode
 }
 
 // Connect implements Client.
@@ -96,25 +94,9 @@ func (a *Paho3) Subscribe(ctx context.Context, qos byte, mode Mode, h func([]byt
 	case Callback:
 		fn = func(_ mqtt.Client, m mqtt.Message) { h(m.Payload()) }
 	case Channel:
-		ch, quit := make(chan []byte, 1024), make(chan struct{})
-		a.quit = quit
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			for {
-				select {
-				case p := <-ch:
-					h(p)
-				case <-quit:
-					return
-				}
-			}
-		}()
+		send := a.consumer.start(h)
 		fn = func(_ mqtt.Client, m mqtt.Message) {
-			select {
-			case ch <- m.Payload(): // the message owns its payload
-			case <-quit:
-			}
+			send(m.Payload()) // the message owns its payload
 		}
 	default:
 		return fmt.Errorf("paho3: unknown mode %q", mode)
@@ -132,9 +114,6 @@ func (a *Paho3) Disconnect(ctx context.Context) error {
 		quiesce = uint(max(time.Until(dl), 0) / time.Millisecond)
 	}
 	a.c.Disconnect(quiesce)
-	if a.quit != nil {
-		close(a.quit)
-		a.wg.Wait()
-	}
+	a.consumer.stop()
 	return nil
 }

@@ -279,12 +279,8 @@ func (c *Client) Publish(ctx context.Context, t *Template, n int, stamp func(i i
 		if qos {
 			free := int(c.quota - c.inflight.Load())
 			for free <= 0 {
-				select {
-				case <-c.wake:
-				case <-c.done:
-					return c.err
-				case <-ctx.Done():
-					return ctx.Err()
+				if err := c.awaitAck(ctx); err != nil {
+					return err
 				}
 				free = int(c.quota - c.inflight.Load())
 			}
@@ -321,13 +317,22 @@ func (c *Client) Publish(ctx context.Context, t *Template, n int, stamp func(i i
 // WaitAcked waits until no QoS 1/2 message of this client awaits acknowledgement.
 func (c *Client) WaitAcked(ctx context.Context) error {
 	for c.inflight.Load() > 0 {
-		select {
-		case <-c.wake:
-		case <-c.done:
-			return c.err
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := c.awaitAck(ctx); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// awaitAck waits until an acknowledgement frees a place; it returns the connection's error
+// if the connection ends first, or ctx's.
+func (c *Client) awaitAck(ctx context.Context) error {
+	select {
+	case <-c.wake:
+		return nil
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -495,28 +495,10 @@ func (c *child) setupLatency(ctx context.Context, f *stamp.Format, pub adapters.
 // enqueueConcurrent stores messages 0 to n-1 with workers goroutines, so a queue that
 // commits many writers with one sync can show it.
 func enqueueConcurrent(ctx context.Context, q adapters.Enqueuer, n, workers int, src *payloads) error {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := src.New()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				src.Stamp(buf, i)
-				if err := q.Enqueue(ctx, buf); err != nil {
-					errs <- fmt.Errorf("enqueue %d: %w", i, err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	return <-errs
+	return adapters.Concurrently(n, workers, src, func(i int, buf []byte) error {
+		if err := q.Enqueue(ctx, buf); err != nil {
+			return fmt.Errorf("enqueue %d: %w", i, err)
+		}
+		return nil
+	})
 }

@@ -122,6 +122,15 @@ func (p *proc) await(name string, timeout time.Duration) (Event, error) {
 	}
 }
 
+// expect waits for the named event like await and kills the child when it does not come.
+func (p *proc) expect(name string, timeout time.Duration) error {
+	if _, err := p.await(name, timeout); err != nil {
+		p.kill()
+		return err
+	}
+	return nil
+}
+
 // finish asks for the result and waits for the child to exit; on timeout it kills it.
 func (p *proc) finish(timeout time.Duration) (*ChildResult, error) {
 	p.say("stop")

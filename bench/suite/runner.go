@@ -307,41 +307,46 @@ func startChild(job Job) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := p.await("ready", readyTimeout); err != nil {
-		p.kill()
+	if err := p.expect("ready", readyTimeout); err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
+// startSunk starts the sink (see sink), then the child; on error neither is left running.
+func (s *Suite) startSunk(job Job, at site) (*rawmqtt.Client, *stamp.Checker, *proc, error) {
+	sink, k, err := s.sink(job, at)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p, err := startChild(job)
+	if err != nil {
+		sink.Close()
+		return nil, nil, nil, err
+	}
+	return sink, k, p, nil
+}
+
 // runPublish: the child publishes, the sink in this process checks.
 func (s *Suite) runPublish(job Job, at site, r *Result) error {
-	sink, k, err := s.sink(job, at)
+	sink, k, p, err := s.startSunk(job, at)
 	if err != nil {
 		return err
 	}
 	defer sink.Close()
-	p, err := startChild(job)
-	if err != nil {
-		return err
-	}
 	p.say("go")
-	if _, err := p.await("sent", workTimeout); err != nil {
-		p.kill()
+	if err := p.expect("sent", workTimeout); err != nil {
 		return err
 	}
-	waitChecker(k, workTimeout)
-	cr, err := p.finish(stopTimeout)
+	cr, last, err := finishSunk(p, k, workTimeout, r)
 	if err != nil {
 		return err
 	}
-	counts, last := k.Counts()
-	r.Counts = counts
 	r.fill(cr, cr.Start, last.UnixNano())
 	if m := sink.MaxUnacked(); m > brokerWindow {
 		r.BrokerOverrun = m
 	}
-	return errors.Join(childErr(cr), counts.Verdict(false))
+	return errors.Join(childErr(cr), r.Counts.Verdict(false))
 }
 
 func childErr(cr *ChildResult) error {
@@ -349,6 +354,57 @@ func childErr(cr *ChildResult) error {
 		return fmt.Errorf("child: %s", cr.Err)
 	}
 	return nil
+}
+
+// finishSunk waits up to wait for the sink's checker k to have every message (see
+// waitChecker), stops the child and takes k's counts into r; last is when the last message
+// arrived.
+func finishSunk(p *proc, k *stamp.Checker, wait time.Duration, r *Result) (*ChildResult, time.Time, error) {
+	waitChecker(k, wait)
+	cr, err := p.finish(stopTimeout)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	counts, last := k.Counts()
+	r.Counts = counts
+	return cr, last, nil
+}
+
+// finishCounted stops a child that checked the messages itself (it received them) and
+// takes its counts into r.
+func finishCounted(p *proc, r *Result) (*ChildResult, error) {
+	cr, err := p.finish(stopTimeout)
+	if err != nil {
+		return nil, err
+	}
+	if cr.Counts == nil {
+		return nil, errors.Join(childErr(cr), errors.New("child reported no counts"))
+	}
+	r.Counts = *cr.Counts
+	return cr, nil
+}
+
+// feeder is the parent's raw publisher of a job's stamped messages, for a receiving child.
+type feeder struct {
+	*rawmqtt.Client
+	job  Job
+	f    *stamp.Format
+	tmpl *rawmqtt.Template
+}
+
+// dialFeeder connects the job's feeder to addr.
+func dialFeeder(ctx context.Context, addr string, job Job) (*feeder, error) {
+	c, err := rawmqtt.Dial(ctx, addr, rawmqtt.Options{ClientID: "feed-" + job.ClientID, ReceiveMax: brokerWindow})
+	if err != nil {
+		return nil, fmt.Errorf("feeder: %w", err)
+	}
+	f, _ := stamp.NewFormat(job.Run, job.Size)
+	return &feeder{Client: c, job: job, f: f, tmpl: rawmqtt.NewTemplate(job.Topic, job.QoS, f.New())}, nil
+}
+
+// publishAll publishes messages 0 to N-1 of the job.
+func (fd *feeder) publishAll(ctx context.Context) error {
+	return fd.Publish(ctx, fd.tmpl, fd.job.N, func(i int, b []byte) { fd.f.Stamp(b, uint64(i), 0) })
 }
 
 // runReceive: the raw feeder in this process publishes, the child receives and checks.
@@ -359,38 +415,30 @@ func (s *Suite) runReceive(job Job, at site, r *Result) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), workTimeout)
 	defer cancel()
-	feeder, err := rawmqtt.Dial(ctx, at.addr, rawmqtt.Options{ClientID: "feed-" + job.ClientID, ReceiveMax: brokerWindow})
+	fd, err := dialFeeder(ctx, at.addr, job)
 	if err != nil {
-		p.kill()
-		return fmt.Errorf("feeder: %w", err)
-	}
-	defer feeder.Close()
-	f, _ := stamp.NewFormat(job.Run, job.Size)
-	tmpl := rawmqtt.NewTemplate(job.Topic, job.QoS, f.New())
-	p.say("go")
-	if _, err := p.await("started", readyTimeout); err != nil {
 		p.kill()
 		return err
 	}
+	defer fd.Close()
+	p.say("go")
+	if err := p.expect("started", readyTimeout); err != nil {
+		return err
+	}
 	feedStart := time.Now().UnixNano()
-	ferr := feeder.Publish(ctx, tmpl, job.N, func(i int, b []byte) { f.Stamp(b, uint64(i), 0) })
+	ferr := fd.publishAll(ctx)
 	p.say("fed")
 	if ferr != nil {
 		p.kill()
 		return fmt.Errorf("feeder: %w", ferr)
 	}
-	if _, err := p.await("sent", workTimeout); err != nil {
-		p.kill()
+	if err := p.expect("sent", workTimeout); err != nil {
 		return err
 	}
-	cr, err := p.finish(stopTimeout)
+	cr, err := finishCounted(p, r)
 	if err != nil {
 		return err
 	}
-	if cr.Counts == nil {
-		return errors.Join(childErr(cr), errors.New("child reported no counts"))
-	}
-	r.Counts = *cr.Counts
 	r.fill(cr, feedStart, cr.LastRecv)
 	return errors.Join(childErr(cr), cr.Counts.Verdict(false))
 }
@@ -404,22 +452,20 @@ func (s *Suite) runDrain(job Job, r *Result) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), workTimeout)
 	defer cancel()
-	feeder, err := rawmqtt.Dial(ctx, s.broker.Addr, rawmqtt.Options{ClientID: "feed-" + job.ClientID, ReceiveMax: brokerWindow})
+	fd, err := dialFeeder(ctx, s.broker.Addr, job)
 	if err != nil {
 		p.kill()
-		return fmt.Errorf("feeder: %w", err)
+		return err
 	}
-	defer feeder.Close()
-	f, _ := stamp.NewFormat(job.Run, job.Size)
-	tmpl := rawmqtt.NewTemplate(job.Topic, job.QoS, f.New())
-	ferr := feeder.Publish(ctx, tmpl, job.N, func(i int, b []byte) { f.Stamp(b, uint64(i), 0) })
+	defer fd.Close()
+	ferr := fd.publishAll(ctx)
 	if ferr == nil {
-		ferr = feeder.WaitAcked(ctx)
+		ferr = fd.WaitAcked(ctx)
 	}
 	if ferr == nil {
 		// The broker handles one client's packets in order: once it answers this SUBSCRIBE
 		// every PUBLISH before it, QoS 0 included, is queued for the offline session.
-		ferr = feeder.Subscribe(ctx, job.Topic+"/barrier", 0)
+		ferr = fd.Subscribe(ctx, job.Topic+"/barrier", 0)
 	}
 	if ferr != nil {
 		p.kill()
@@ -427,18 +473,13 @@ func (s *Suite) runDrain(job Job, r *Result) error {
 	}
 	p.say("go")
 	p.say("fed")
-	if _, err := p.await("sent", workTimeout); err != nil {
-		p.kill()
+	if err := p.expect("sent", workTimeout); err != nil {
 		return err
 	}
-	cr, err := p.finish(stopTimeout)
+	cr, err := finishCounted(p, r)
 	if err != nil {
 		return err
 	}
-	if cr.Counts == nil {
-		return errors.Join(childErr(cr), errors.New("child reported no counts"))
-	}
-	r.Counts = *cr.Counts
 	r.fill(cr, cr.Start, cr.LastRecv)
 	return errors.Join(childErr(cr), cr.Counts.Verdict(false))
 }
@@ -450,8 +491,7 @@ func (s *Suite) runLatency(job Job, r *Result) error {
 		return err
 	}
 	p.say("go")
-	if _, err := p.await("sent", workTimeout); err != nil {
-		p.kill()
+	if err := p.expect("sent", workTimeout); err != nil {
 		return err
 	}
 	cr, err := p.finish(stopTimeout)
@@ -476,19 +516,14 @@ func (s *Suite) runReconnect(job Job, r *Result) error {
 	}
 	defer px.Close()
 	job.Addr = px.Addr()
-	sink, k, err := s.sink(job, site{addr: s.broker.Addr, sinkQoS: 2})
+	sink, k, p, err := s.startSunk(job, site{addr: s.broker.Addr, sinkQoS: 2})
 	if err != nil {
 		return err
 	}
 	defer sink.Close()
-	p, err := startChild(job)
-	if err != nil {
-		return err
-	}
 	px.Hold(true) // what the child sends from now on stays in flight, unseen by the broker
 	p.say("go")
-	if _, err := p.await("sent", readyTimeout); err != nil {
-		p.kill()
+	if err := p.expect("sent", readyTimeout); err != nil {
 		return err
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -501,17 +536,14 @@ func (s *Suite) runReconnect(job Job, r *Result) error {
 	}
 	cut := time.Now()
 	px.Cut()
-	waitChecker(k, 30*time.Second)
-	cr, err := p.finish(stopTimeout)
+	cr, last, err := finishSunk(p, k, 30*time.Second, r)
 	if err != nil {
 		return err
 	}
-	counts, last := k.Counts()
-	r.Counts = counts
 	r.fill(cr, cut.UnixNano(), last.UnixNano())
 	if last.After(cut) {
 		r.ReconnectMs = float64(last.Sub(cut)) / 1e6
 	}
 	// Redelivery after a cut may legitimately duplicate a QoS 1 message: counted, not failed.
-	return errors.Join(childErr(cr), counts.Verdict(true))
+	return errors.Join(childErr(cr), r.Counts.Verdict(true))
 }

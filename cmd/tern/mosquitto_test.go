@@ -11,24 +11,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ternmq/tern/internal/brokertest"
 )
 
 // startMosquitto starts a Mosquitto of the test's own on a free loopback port with extra
 // config lines, and returns its mqtt:// URL. It is stopped by its PID at cleanup. Without
-// the mosquitto binary the test is skipped, unless CI is set: then it fails.
+// the mosquitto binary the test is skipped, unless CI is set: then it fails (brokertest.Require).
 func startMosquitto(t *testing.T, extra ...string) string {
 	t.Helper()
-	bin, err := exec.LookPath("mosquitto")
-	if err != nil {
-		bin = "/usr/sbin/mosquitto"
-		if _, serr := os.Stat(bin); serr != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("mosquitto is not installed (apt-get install -y mosquitto)")
-			}
-			noteSkip(t.Name())
-			t.Skip("mosquitto is not installed (apt-get install -y mosquitto)")
-		}
-	}
+	bin := brokertest.Require(t) // skips, or fails under CI=true, without a broker
 	for attempt := 0; ; attempt++ {
 		port := freePort(t)
 		dir := t.TempDir()
@@ -139,19 +131,4 @@ func (s *syncBuffer) waitFor(t *testing.T, want string, limit time.Duration) {
 			t.Fatalf("no %q within %v in:\n%s", want, limit, s.String())
 		}
 	}
-}
-
-// noteSkip records a test skipped for want of a broker in the file named by TERN_SKIP_LOG,
-// which test.sh reads to print one summary at the end of a run.
-func noteSkip(name string) {
-	path := os.Getenv("TERN_SKIP_LOG")
-	if path == "" {
-		return
-	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	f.WriteString(name + ": no mosquitto\n")
 }

@@ -312,6 +312,16 @@ func (p *pacer) wait(ctx context.Context) error {
 	return nil
 }
 
+// clientOptions returns the client options of the connection flags and extra, then a topic
+// alias option when --topic-alias is set.
+func (f *pubFlags) clientOptions(extra ...tern.Option) ([]tern.Option, error) {
+	if f.topicAlias {
+		extra = append(extra, tern.WithTopicAliases(true))
+	}
+	_, opts, err := f.conn.options(extra...)
+	return opts, err
+}
+
 // pubWindow bounds how many publishes wait for their outcome at once: the client's own
 // window (the broker's Receive Maximum) paces the wire; this bounds the tokens held here.
 const pubWindow = 1024
@@ -319,11 +329,7 @@ const pubWindow = 1024
 // publishAllInput connects and publishes the input, pipelined: each outcome is checked in
 // order and every refusal is reported with its reason code.
 func publishAllInput(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions, stderr io.Writer) error {
-	extra := []tern.Option{}
-	if f.topicAlias {
-		extra = append(extra, tern.WithTopicAliases(true))
-	}
-	_, opts, err := f.conn.options(extra...)
+	opts, err := f.clientOptions()
 	if err != nil {
 		return err
 	}

@@ -32,11 +32,7 @@ var errInterrupted = errors.New("interrupted")
 // message stays in DIR; with --max-attempts N, a message refused N times is set aside in
 // DIR/dead (filequeue's dead-letter store), where it stays until the user removes it.
 func runSpool(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions, stdout, stderr io.Writer) error {
-	extra := []tern.Option{tern.WithBackgroundConnect()} // storing never waits for the broker
-	if f.topicAlias {
-		extra = append(extra, tern.WithTopicAliases(true))
-	}
-	_, opts, err := f.conn.options(extra...)
+	opts, err := f.clientOptions(tern.WithBackgroundConnect()) // storing never waits for the broker
 	if err != nil {
 		return err
 	}

@@ -123,11 +123,10 @@ func StartMosquitto(t testing.TB, cfg Config) *Mosquitto {
 func (m *Mosquitto) Stop() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := m.proc
+	p := m.detachLocked()
 	if p == nil {
 		return
 	}
-	m.proc = nil
 	// SIGTERM again every second: once, under load, a broker was seen ignoring the first
 	// for 5 s (never understood; a second signal costs nothing).
 	deadline := time.After(stopTimeout)
@@ -154,13 +153,20 @@ func (m *Mosquitto) Stop() {
 func (m *Mosquitto) Kill() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	p := m.proc
+	p := m.detachLocked()
 	if p == nil {
 		return
 	}
-	m.proc = nil
 	_ = p.cmd.Process.Kill()
 	<-p.done
+}
+
+// detachLocked returns the running broker process, no longer m's, or nil if none runs.
+// m.mu is held.
+func (m *Mosquitto) detachLocked() *process {
+	p := m.proc
+	m.proc = nil
+	return p
 }
 
 // Restart stops the broker (if it is running) and starts it again with the same

@@ -60,20 +60,6 @@ func (p SyncPolicy) String() string {
 	}
 }
 
-// CheckOptions checks the options the durable packages share; pkg prefixes the error.
-func CheckOptions(pkg string, sync SyncPolicy, segmentSize int64, fs FS) error {
-	if sync.Mode == SyncPeriodic && sync.Interval <= 0 {
-		return fmt.Errorf("%s: sync interval must be positive", pkg)
-	}
-	if segmentSize < 1<<10 {
-		return fmt.Errorf("%s: segment size below 1 KiB", pkg)
-	}
-	if fs == nil {
-		return fmt.Errorf("%s: nil FS", pkg)
-	}
-	return nil
-}
-
 // Options configure Open.
 type Options struct {
 	FS          FS    // default OSFS()
@@ -707,22 +693,4 @@ func (l *Log) noteBad(ord uint64, b badRegion) {
 	if !seen {
 		l.report(Corruption{Segment: ord, Path: l.path(ord), Offset: b.off, Length: b.end - b.off, Reason: b.reason})
 	}
-}
-
-// PublicSync is the view of durable.SyncPolicy that SyncOf reads (seglog cannot import the
-// package that aliases its own types).
-type PublicSync interface {
-	EveryWrite() bool
-	Interval() (time.Duration, bool)
-}
-
-// SyncOf converts a public sync policy into the log's.
-func SyncOf(p PublicSync) SyncPolicy {
-	if p.EveryWrite() {
-		return SyncPolicy{Mode: SyncEvery}
-	}
-	if d, ok := p.Interval(); ok {
-		return SyncPolicy{Mode: SyncPeriodic, Interval: d}
-	}
-	return SyncPolicy{Mode: SyncNever}
 }
