@@ -102,6 +102,29 @@ func expectOutcome(t *testing.T, r chan error, what string) error {
 	}
 }
 
+// pubrecSent is one QoS 2 publish answered with PUBREC by the peer, its RecordReleased handed
+// to the store and held.
+type pubrecSent struct {
+	c      *Client
+	p      *peer
+	pc     *peerConn
+	store  *heldRelease
+	result chan error // the publish's outcome
+	id     uint16     // its packet identifier
+	held   *heldPut   // its RecordReleased
+}
+
+func startPubrec(t *testing.T, opts ...Option) *pubrecSent {
+	t.Helper()
+	x := &pubrecSent{p: newPeer(t), store: newHeldRelease(t)}
+	x.c, x.pc, _ = connectPeer(t, x.p, &packet.Connack{}, append(append(fastOpts, WithStore(x.store)), opts...)...)
+	x.result = publishAsync(t, x.c, PublishOptions{Topic: "rel", QoS: 2, Payload: []byte("a")})
+	x.id = readPublish(t, x.pc).PacketID
+	x.pc.send(&packet.Ack{Kind: packet.PUBREC, PacketID: x.id})
+	x.held = x.store.next(t, "PUBREC")
+	return x
+}
+
 // PUBREL leaves only once the RecordReleased is durable, and the read loop does not wait for
 // it: the second PUBREC's record and a PUBACK behind it are handled while the first record is
 // still held. PUBRELs go in the order of the PUBRECs. Promise (the Store's write-ahead
@@ -153,23 +176,17 @@ func TestPubrelWaitsForDurableRelease(t *testing.T) {
 // is durable, PUBREL goes on the new connection. Promise: PUBREL never before the record is
 // durable, across reconnections; the packet identifier stays in use until PUBCOMP.
 func TestPubrelAfterReconnectWaitsForRecord(t *testing.T) {
-	p := newPeer(t)
-	store := newHeldRelease(t)
-	c, pc, _ := connectPeer(t, p, &packet.Connack{}, append(fastOpts, WithStore(store), WithClientID("rel-cut"))...)
-	r := publishAsync(t, c, PublishOptions{Topic: "rel", QoS: 2, Payload: []byte("a")})
-	a := readPublish(t, pc)
-	pc.send(&packet.Ack{Kind: packet.PUBREC, PacketID: a.PacketID})
-	ha := store.next(t, "PUBREC")
-	pc.nc.Close() // the cut
+	x := startPubrec(t, WithClientID("rel-cut"))
+	x.pc.nc.Close() // the cut
 
-	pc2, _ := p.handshake(&packet.Connack{SessionPresent: true})
+	pc2, _ := x.p.handshake(&packet.Connack{SessionPresent: true})
 	if !pc2.quiet(200 * time.Millisecond) {
 		t.Fatal("the resumed session sent something for a message whose record is not durable")
 	}
-	ha.finish(nil)
-	expectPubrel(t, pc2, a.PacketID)
-	pc2.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: a.PacketID})
-	if err := expectOutcome(t, r, "QoS 2 publish"); err != nil {
+	x.held.finish(nil)
+	expectPubrel(t, pc2, x.id)
+	pc2.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: x.id})
+	if err := expectOutcome(t, x.result, "QoS 2 publish"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -179,16 +196,10 @@ func TestPubrelAfterReconnectWaitsForRecord(t *testing.T) {
 // again with DUP; the broker's new PUBREC stores the record again and the exchange ends.
 // Promise: no PUBREL without a durable record; a store failure fails the connection.
 func TestPubrelStoreFailureResendsPublish(t *testing.T) {
-	p := newPeer(t)
-	store := newHeldRelease(t)
 	downs := make(chan error, 4)
-	c, pc, _ := connectPeer(t, p, &packet.Connack{}, append(fastOpts, WithStore(store), WithClientID("rel-fail"),
-		WithOnConnectionDown(func(err error) bool { downs <- err; return true }))...)
-	r := publishAsync(t, c, PublishOptions{Topic: "rel", QoS: 2, Payload: []byte("a")})
-	a := readPublish(t, pc)
-	pc.send(&packet.Ack{Kind: packet.PUBREC, PacketID: a.PacketID})
+	x := startPubrec(t, WithClientID("rel-fail"), WithOnConnectionDown(func(err error) bool { downs <- err; return true }))
 	errDisk := errors.New("disk on fire")
-	store.next(t, "PUBREC").finish(errDisk)
+	x.held.finish(errDisk)
 	select {
 	case err := <-downs:
 		if !errors.Is(err, errDisk) || !errors.Is(err, ErrConnectionLost) {
@@ -198,7 +209,7 @@ func TestPubrelStoreFailureResendsPublish(t *testing.T) {
 		t.Fatal("connection not closed after the failed record")
 	}
 	for {
-		pkt, err := pc.tryRead(10 * time.Second)
+		pkt, err := x.pc.tryRead(10 * time.Second)
 		if err != nil {
 			break // closed
 		}
@@ -207,16 +218,16 @@ func TestPubrelStoreFailureResendsPublish(t *testing.T) {
 		}
 	}
 
-	pc2, _ := p.handshake(&packet.Connack{SessionPresent: true})
+	pc2, _ := x.p.handshake(&packet.Connack{SessionPresent: true})
 	again := readPublish(t, pc2)
-	if again.PacketID != a.PacketID || !again.Dup || string(again.Payload) != "a" {
-		t.Fatalf("resent %+v, want a DUP copy of %d", again, a.PacketID)
+	if again.PacketID != x.id || !again.Dup || string(again.Payload) != "a" {
+		t.Fatalf("resent %+v, want a DUP copy of %d", again, x.id)
 	}
-	pc2.send(&packet.Ack{Kind: packet.PUBREC, PacketID: a.PacketID})
-	store.next(t, "second PUBREC").finish(nil)
-	expectPubrel(t, pc2, a.PacketID)
-	pc2.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: a.PacketID})
-	if err := expectOutcome(t, r, "QoS 2 publish"); err != nil {
+	pc2.send(&packet.Ack{Kind: packet.PUBREC, PacketID: x.id})
+	x.store.next(t, "second PUBREC").finish(nil)
+	expectPubrel(t, pc2, x.id)
+	pc2.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: x.id})
+	if err := expectOutcome(t, x.result, "QoS 2 publish"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -226,24 +237,18 @@ func TestPubrelStoreFailureResendsPublish(t *testing.T) {
 // late durability report sends nothing. Promise: Reset drops RecordReleased records; a
 // message past PUBREC is not published again.
 func TestPubrelSessionLostWhileStoring(t *testing.T) {
-	p := newPeer(t)
-	store := newHeldRelease(t)
-	c, pc, _ := connectPeer(t, p, &packet.Connack{}, append(fastOpts, WithStore(store), WithClientID("rel-lost"))...)
-	r := publishAsync(t, c, PublishOptions{Topic: "rel", QoS: 2, Payload: []byte("a")})
-	a := readPublish(t, pc)
-	pc.send(&packet.Ack{Kind: packet.PUBREC, PacketID: a.PacketID})
-	ha := store.next(t, "PUBREC")
-	pc.nc.Close()
+	x := startPubrec(t, WithClientID("rel-lost"))
+	x.pc.nc.Close()
 
-	pc2, _ := p.handshake(&packet.Connack{SessionPresent: false})
-	if err := expectOutcome(t, r, "publish past PUBREC after the session loss"); err != nil {
+	pc2, _ := x.p.handshake(&packet.Connack{SessionPresent: false})
+	if err := expectOutcome(t, x.result, "publish past PUBREC after the session loss"); err != nil {
 		t.Fatal(err)
 	}
-	ha.finish(nil)
+	x.held.finish(nil)
 	if !pc2.quiet(200 * time.Millisecond) {
 		t.Fatal("something was sent for a message of the lost session")
 	}
-	if recs, _ := store.Load(); len(recs) != 0 {
+	if recs, _ := x.store.Load(); len(recs) != 0 {
 		t.Fatalf("store still holds %+v", recs)
 	}
 }
@@ -251,20 +256,14 @@ func TestPubrelSessionLostWhileStoring(t *testing.T) {
 // Disconnect while a RecordReleased commits returns without waiting for it, and the late
 // durability report is harmless. Promise: Close/Disconnect never hang on the store.
 func TestPubrelDisconnectWhileStoring(t *testing.T) {
-	p := newPeer(t)
-	store := newHeldRelease(t)
-	c, pc, _ := connectPeer(t, p, &packet.Connack{}, append(fastOpts, WithStore(store))...)
-	r := publishAsync(t, c, PublishOptions{Topic: "rel", QoS: 2, Payload: []byte("a")})
-	a := readPublish(t, pc)
-	pc.send(&packet.Ack{Kind: packet.PUBREC, PacketID: a.PacketID})
-	ha := store.next(t, "PUBREC")
+	x := startPubrec(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := c.Disconnect(ctx); err != nil {
+	if err := x.c.Disconnect(ctx); err != nil {
 		t.Fatalf("disconnect: %v", err)
 	}
-	if err := expectOutcome(t, r, "publish at Disconnect"); !errors.Is(err, ErrClosed) {
+	if err := expectOutcome(t, x.result, "publish at Disconnect"); !errors.Is(err, ErrClosed) {
 		t.Fatalf("publish ended with %v, want ErrClosed", err)
 	}
-	ha.finish(nil) // after the client is gone: must neither panic nor write
+	x.held.finish(nil) // after the client is gone: must neither panic nor write
 }
