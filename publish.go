@@ -74,7 +74,8 @@ type outMsg struct {
 	expires    time.Time      // when its message expiry passes; zero: never
 	stored     bool           // in the store (always true without one)
 	sent       bool           // written on some connection at least once
-	released   bool           // QoS 2: PUBREC received, PUBREL sent
+	releasing  bool           // QoS 2: PUBREC received, RecordReleased not yet durable
+	released   bool           // QoS 2: PUBREC received, RecordReleased stored, PUBREL sent
 	done       bool           // completed
 	restored   bool           // loaded from the store at start
 	prev, next *outMsg        // send order, for replay
@@ -621,20 +622,15 @@ var errAckMismatch = &packet.Error{Code: packet.ProtocolError, Detail: "acknowle
 
 // handleAck processes PUBACK, PUBREC and PUBCOMP for an outbound publish.
 func (c *Client) handleAck(cn *conn, a *packet.Ack) error {
+	if a.Kind == packet.PUBREC {
+		return c.handlePubrec(cn, a)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	om := c.inflight[a.PacketID]
 	if om == nil {
-		if a.Kind == packet.PUBREC {
-			// Tell the broker it can forget the exchange (§4.3.3).
-			rel := packet.Ack{Version: cn.ver, Kind: packet.PUBREL, PacketID: a.PacketID, ReasonCode: packet.PacketIdentifierNotFound}
-			cn.w.sendUrgent(rel.AppendTo(nil))
-		}
 		c.log.Debug("tern: acknowledgement for an unknown packet identifier", "type", a.Kind.String(), "id", a.PacketID)
 		return nil
-	}
-	refused := func() error {
-		return &ReasonCodeError{Op: "publish", Code: a.ReasonCode, Reason: a.ReasonString, UserProperties: a.UserProperties}
 	}
 	switch a.Kind {
 	case packet.PUBACK:
@@ -642,37 +638,10 @@ func (c *Client) handleAck(cn *conn, a *packet.Ack) error {
 			return errAckMismatch
 		}
 		if a.ReasonCode.IsError() {
-			c.completeLocked(om, refused())
+			c.completeLocked(om, ackRefusal(a))
 		} else {
 			c.completeLocked(om, nil)
 		}
-	case packet.PUBREC:
-		if om.qos != 2 {
-			return errAckMismatch
-		}
-		// Even "packet identifier in use" to a resend is a refusal: mochi answers so
-		// without holding the message, and taking it for success loses the message.
-		if a.ReasonCode.IsError() {
-			c.completeLocked(om, refused())
-			return nil
-		}
-		om.released = true
-		om.buf.Release() // the message itself is no longer needed, only its identifier
-		om.buf = nil
-		if c.store != nil {
-			// Write-ahead: the released state is stored before PUBREL leaves, outside the
-			// session lock.
-			rec := StoreRecord{Kind: RecordReleased, ID: om.id, Seq: om.seq, Time: om.born}
-			c.mu.Unlock()
-			err := c.store.Put(rec)
-			c.mu.Lock()
-			if err != nil {
-				return fmt.Errorf("tern: store release: %w", err)
-			}
-		}
-		rel := packet.Ack{Kind: packet.PUBREL, PacketID: om.id}
-		var b [4]byte
-		return cn.w.sendUrgent(rel.AppendTo(b[:0]))
 	case packet.PUBCOMP:
 		if om.qos != 2 || !om.released {
 			return errAckMismatch
@@ -680,10 +649,72 @@ func (c *Client) handleAck(cn *conn, a *packet.Ack) error {
 		// After a reconnect, "packet identifier not found" answers a PUBREL the broker had
 		// already completed (§4.3.3): the message was delivered.
 		if a.ReasonCode.IsError() && a.ReasonCode != packet.PacketIdentifierNotFound {
-			c.completeLocked(om, refused())
+			c.completeLocked(om, ackRefusal(a))
 		} else {
 			c.completeLocked(om, nil)
 		}
 	}
 	return nil
+}
+
+// ackRefusal is the error of a publish the broker refused with a's reason code.
+func ackRefusal(a *packet.Ack) error {
+	return &ReasonCodeError{Op: "publish", Code: a.ReasonCode, Reason: a.ReasonString, UserProperties: a.UserProperties}
+}
+
+// handlePubrec processes PUBREC for an outbound QoS 2 publish. With a Store, PUBREL waits
+// for the RecordReleased that replaces the publish's record (see putReleased); the read loop
+// goes on meanwhile.
+func (c *Client) handlePubrec(cn *conn, a *packet.Ack) error {
+	c.mu.Lock()
+	om := c.inflight[a.PacketID]
+	switch {
+	case om == nil:
+		// Tell the broker it can forget the exchange (§4.3.3).
+		rel := packet.Ack{Version: cn.ver, Kind: packet.PUBREL, PacketID: a.PacketID, ReasonCode: packet.PacketIdentifierNotFound}
+		cn.w.sendUrgent(rel.AppendTo(nil))
+		c.mu.Unlock()
+		c.log.Debug("tern: acknowledgement for an unknown packet identifier", "type", a.Kind.String(), "id", a.PacketID)
+		return nil
+	case om.qos != 2:
+		c.mu.Unlock()
+		return errAckMismatch
+	case a.ReasonCode.IsError():
+		// Even "packet identifier in use" to a resend is a refusal: mochi answers so
+		// without holding the message, and taking it for success loses the message.
+		c.completeLocked(om, ackRefusal(a))
+		c.mu.Unlock()
+		return nil
+	case om.releasing:
+		// A second PUBREC while the record is being stored: its PUBREL goes when it is.
+		c.mu.Unlock()
+		return nil
+	case c.store == nil || om.released:
+		// Nothing to store (again): PUBREL goes at once.
+		c.releasedLocked(om)
+		err := sendPubrel(cn, om.id)
+		c.mu.Unlock()
+		return err
+	}
+	om.releasing = true
+	rec := StoreRecord{Kind: RecordReleased, ID: om.id, Seq: om.seq, Time: om.born}
+	c.mu.Unlock()
+	c.putReleased(om, rec)
+	return nil
+}
+
+// releasedLocked marks om past PUBREC with its RecordReleased stored: PUBREL may be written,
+// now and on every resumed session, and the message itself is no longer needed.
+func (c *Client) releasedLocked(om *outMsg) {
+	om.released = true
+	om.releasing = false
+	om.buf.Release()
+	om.buf = nil
+}
+
+// sendPubrel writes PUBREL for id to cn, ahead of queued publishes.
+func sendPubrel(cn *conn, id uint16) error {
+	rel := packet.Ack{Kind: packet.PUBREL, PacketID: id}
+	var b [4]byte
+	return cn.w.sendUrgent(rel.AppendTo(b[:0]))
 }

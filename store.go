@@ -16,7 +16,8 @@ import (
 //
 //   - An outbound PUBLISH is Put (RecordPublish) before its first byte is written.
 //   - On PUBREC, the record is replaced by a RecordReleased with the same ID before PUBREL
-//     is written; the message itself is no longer needed.
+//     is written; the message itself is no longer needed. With an AsyncStore the record goes
+//     through PutAsync and PUBREL waits for its done.
 //   - On PUBACK or PUBCOMP (or a refusal), the outbound record is deleted. Delete need not
 //     be durable when it returns: a deletion lost in a crash only means a resend the broker
 //     answers harmlessly.

@@ -9,6 +9,9 @@ import (
 // to become durable. The client uses PutAsync, when its Store has it, for the receipt of an
 // inbound QoS 2 message (RecordInbound): the goroutine that acknowledged the message goes on
 // while receipts of many messages share one sync, instead of paying one sync per message.
+// It uses it too for the RecordReleased of an outbound QoS 2 message on PUBREC, so the read
+// loop does not wait for a sync per PUBREC; PUBREL is written once done reports the record
+// durable (see putReleased).
 //
 // The write-ahead contract is unchanged: the receipt is stored once the application has
 // acknowledged the message, and PUBREC is written only after done has reported it durable;
@@ -75,3 +78,52 @@ func (c *Client) receiptStored(in *inbound, id uint16, err error) {
 // ackHeld reports whether in's acknowledgement must wait for its receipt: it is still being
 // stored, or storing it failed. Caller holds c.mu.
 func (in *inbound) ackHeld() bool { return in.storing || in.storeFailed }
+
+// putReleased stores the RecordReleased of om, an outbound QoS 2 publish that got PUBREC
+// and is marked releasing, and writes PUBREL once the record is durable (releaseStored).
+// Called by the read loop without c.mu. With an AsyncStore the read loop goes on while the
+// record commits, and the records of many PUBRECs share one sync; with another Store it
+// waits for Put, as for a receipt.
+//
+// PUBREL must not leave before the record is durable: after a crash the next process would
+// load the RecordPublish and send the message again with DUP under an identifier the broker
+// may have forgotten after PUBCOMP, and the message would be delivered twice.
+func (c *Client) putReleased(om *outMsg, rec StoreRecord) {
+	if as, ok := c.store.(AsyncStore); ok {
+		as.PutAsync(rec, func(err error) { c.releaseStored(om, err) })
+		return
+	}
+	c.releaseStored(om, c.store.Put(rec))
+}
+
+// releaseStored settles the RecordReleased of om. Once it is durable, PUBREL goes on the live
+// connection, whichever it is now; with none, the next resumed session sends it
+// (resendLocked skips a message still releasing). A message completed meanwhile (session
+// lost, Disconnect) needs nothing more. A failed record never lets PUBREL go: the message
+// keeps its packet and goes back to awaiting PUBREC, and the live connection closes, so the
+// next one sends the PUBLISH again with DUP and the broker's new PUBREC tries the record
+// again (a receiver answers PUBREC to a PUBLISH it holds until PUBREL). Runs on the store's goroutine or the read loop, without c.mu; it
+// does not call the Store.
+func (c *Client) releaseStored(om *outMsg, err error) {
+	var failed *conn
+	c.mu.Lock()
+	if om.releasing && !om.done {
+		if err == nil {
+			c.releasedLocked(om)
+			if cn := c.conn; cn != nil {
+				sendPubrel(cn, om.id) // a failed write closes the connection; resend covers it
+			}
+		} else {
+			failed = c.conn
+		}
+	}
+	om.releasing = false
+	c.mu.Unlock()
+	if err != nil {
+		c.log.Warn("tern: store release failed", "err", err, "id", om.id)
+	}
+	if failed != nil {
+		// close, not closeWith: done must not wait for the writer to stop.
+		failed.close(fmt.Errorf("%w: tern: store release: %w", ErrConnectionLost, err))
+	}
+}

@@ -269,10 +269,12 @@ func (c *Client) resendLocked(cn *conn, resumed bool) {
 		switch {
 		case !om.stored:
 			// Its publisher is storing it and writes it when done.
+		case om.releasing && resumed:
+			// Its RecordReleased is being stored; PUBREL goes when it is (releaseStored).
 		case om.released && resumed:
 			rel := packet.Ack{Kind: packet.PUBREL, PacketID: om.id}
 			cn.w.sendUrgent(rel.AppendTo(nil))
-		case om.released:
+		case om.released || om.releasing:
 			c.completeLocked(om, nil)
 		case c.expiredLocked(om, now):
 		case !resumed && c.cfg.sessionLoss == FailPending:
@@ -290,7 +292,7 @@ func (c *Client) resendLocked(cn *conn, resumed bool) {
 // reports whether it did. Only for messages not outstanding on a live connection: those are
 // settled by the broker's acknowledgement or by the connection's end.
 func (c *Client) expiredLocked(om *outMsg, now time.Time) bool {
-	if om.released {
+	if om.released || om.releasing {
 		return false
 	}
 	switch {

@@ -9,14 +9,15 @@ import (
 )
 
 // Asynchronous puts. Put waits for its own sync, so a caller that puts records one after
-// another (the client's read loop, storing the receipt of each inbound QoS 2 message) pays
-// one fsync per record. PutAsync adds the record and returns; the committer goroutine, one
+// another (the client's read loop, storing the RecordReleased of each outbound QoS 2 message
+// on PUBREC, or the receipt of each inbound one) pays one fsync per record. PutAsync adds the record and returns; the committer goroutine, one
 // per Store, waits for the sync covering the newest record added and then reports every
 // record up to it. While one sync runs the next records pile up and share the next one.
 
 // MaxPendingAsync is how many PutAsync records may wait for their sync at once; beyond it
 // PutAsync blocks until a sync settles some. The client keeps far fewer in flight (one per
-// unacknowledged inbound QoS 2 message, bounded by its Receive Maximum).
+// unacknowledged inbound QoS 2 message, bounded by its Receive Maximum, and one per outbound
+// QoS 2 message between PUBREC and PUBREL, bounded by the broker's).
 const MaxPendingAsync = 1 << 16
 
 // pendingPut is a PutAsync record whose done has not been called.

@@ -17,8 +17,10 @@
 //     (group commit).
 //   - PutAsync (tern.AsyncStore) adds the same record and returns at once; its done
 //     callback reports, in call order, when the record is as durable as Put would have made
-//     it. The client uses it for inbound QoS 2 receipts, so its read loop does not wait for
-//     one fsync per message; PUBREC still waits for the receipt.
+//     it. The client uses it for inbound QoS 2 receipts and for the RecordReleased of an
+//     outbound QoS 2 message on PUBREC, so neither its read loop nor the acknowledging
+//     goroutine waits for one fsync per message; PUBREC still waits for the receipt, and
+//     PUBREL for the RecordReleased.
 //   - A RecordReleased replacing a RecordPublish keeps the publish's Seq and Time.
 //   - Delete appends a tombstone and returns without touching the disk; the log's own
 //     goroutine writes it at once (it survives a crash of the process moments later) and

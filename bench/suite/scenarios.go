@@ -152,6 +152,14 @@ func Scenarios() []Scenario {
 		},
 		Note: "raw feeder publishes QoS 2; tern receives zero-copy with a session store (memory, or filestore syncing every write); raw handles on its read loop",
 	})
+	s = append(s, Scenario{
+		Name: "conc16-q2-store-64B", Kind: KindConc, QoS: 2, Size: 64, Workers: 16, N: 20000, QuickN: 300,
+		Libs: []Lib{
+			{Name: rowTernMemStore, Adapter: "tern", Store: "memory"},
+			{Name: rowTernFileStore, Adapter: "tern", Store: "file"},
+		},
+		Note: "16 goroutines publish QoS 2 synchronously with a session store (memory, or filestore syncing every write): each message's record before it is sent, its RecordReleased before PUBREL",
+	})
 	for _, qos := range []byte{0, 1} {
 		s = append(s, Scenario{
 			Name: fmt.Sprintf("drain-q%d-64B", qos), Kind: KindDrain, QoS: qos, Size: 64,
