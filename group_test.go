@@ -121,7 +121,12 @@ func TestGroupRoundRobinAndHash(t *testing.T) {
 		t.Fatalf("round robin: a %d b %d", len(got["a"]), len(got["b"]))
 	}
 
-	hg := newTestGroup(t, []string{ba.URL, bb.URL}, WithGroupPublishPolicy(GroupHashByTopic))
+	// Client ids of its own: with rr's ids each group would take the other's sessions over.
+	hg := newTestGroup(t, []string{ba.URL, bb.URL}, WithGroupPublishPolicy(GroupHashByTopic),
+		WithGroupOptions(WithClientID("grp-hash")))
+	if id := hg.Member("a").ClientID(); id != "grp-hash" {
+		t.Fatalf("hash group's client id %q", id)
+	}
 	hch, _, err := hg.Subscribe(ctx, []TopicFilter{{Topic: "hash/#", QoS: 1}})
 	if err != nil {
 		t.Fatal(err)
