@@ -9,47 +9,17 @@ import (
 )
 
 // Asynchronous enqueue. Enqueue waits for its own sync, so one goroutine calling it in a
-// loop pays one fsync per entry. EnqueueAsync adds the entry and returns; a committer
-// goroutine, one per Queue, waits for the sync covering the newest entry added and then
-// reports every entry up to it. While one sync runs, the next entries pile up and share
-// the next one: group commit across time, for a single producer.
+// loop pays one fsync per entry. EnqueueAsync adds the entry and returns; the queue's
+// committer (seglog.Committer, one goroutine per Queue) reports each entry once a sync
+// covers it, so entries added while one sync runs share the next: group commit across
+// time, for a single producer.
 
 // DefaultMaxPending is how many EnqueueAsync entries may wait for their sync at once unless
 // WithMaxPending says otherwise.
 const DefaultMaxPending = 8192
 
-// pendingEntry is an entry added by EnqueueAsync whose done has not been called.
-type pendingEntry struct {
-	seq  uint64
-	t    seglog.Ticket
-	done func(error)
-}
-
-// committer settles EnqueueAsync's entries. list is guarded by Queue.mu and kept in
-// sequence order (entries join it in add, under mu); the rest belongs to the committer
-// goroutine.
-type committer struct {
-	list  []pendingEntry
-	spare []pendingEntry
-	slots chan struct{} // one token per pending entry: bounds the memory they hold
-	kick  chan struct{} // cap 1: list is not empty
-	quit  chan struct{}
-	done  chan struct{}
-}
-
 func (q *Queue) startCommitter() {
-	q.async.slots = make(chan struct{}, q.cfg.maxPending)
-	q.async.kick = make(chan struct{}, 1)
-	q.async.quit = make(chan struct{})
-	q.async.done = make(chan struct{})
-	go q.commitLoop()
-}
-
-// stopCommitter settles every entry added so far and stops the committer. Close calls it
-// once closed is set, so nothing more joins the list, and before closing the log.
-func (q *Queue) stopCommitter() {
-	close(q.async.quit)
-	<-q.async.done
+	q.async.Start(q.log, &q.mu, q.cfg.maxPending, q.settleAsync, "filequeue: enqueue")
 }
 
 // EnqueueAsync implements tern.AsyncQueue: it assigns e.Seq and e.Time (before done can
@@ -71,70 +41,29 @@ func (q *Queue) EnqueueAsync(ctx context.Context, e *tern.QueueEntry, done func(
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	select {
-	case q.async.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if _, _, _, _, err := q.add(e, done); err != nil {
-		<-q.async.slots
+	if err := q.async.Acquire(ctx); err != nil {
 		return err
 	}
-	select {
-	case q.async.kick <- struct{}{}:
-	default:
+	if _, _, _, _, err := q.add(e, done); err != nil {
+		q.async.Release()
+		return err
 	}
+	q.async.Kick()
 	return nil
 }
 
-func (q *Queue) commitLoop() {
-	defer close(q.async.done)
-	for {
-		select {
-		case <-q.async.kick:
-			q.commitRound()
-		case <-q.async.quit:
-			q.commitRound()
-			return
-		}
-	}
-}
-
-// commitRound waits until the newest listed entry is durable (which makes every older one
-// durable: the log writes and syncs in order), renews the sequence reservation if it runs
-// low, and reports the outcome to each entry's done. Entries added meanwhile wait for the
-// next round.
-func (q *Queue) commitRound() {
+// settleAsync runs on the committer's goroutine once the newest entry of a round is
+// durable: it renews the sequence reservation if it runs low and lets Read and Stats see
+// the entries. An error goes to every entry of the round.
+func (q *Queue) settleAsync(last seglog.Pending) error {
 	q.mu.Lock()
-	batch := q.async.list
-	q.async.list = q.async.spare[:0]
-	q.async.spare = nil
+	extend := last.Seq+reserveAhead/2 > q.reserved
 	q.mu.Unlock()
-	if len(batch) > 0 {
-		last := batch[len(batch)-1]
-		err := q.log.Wait(context.Background(), last.t, true)
-		if err == nil {
-			q.mu.Lock()
-			extend := last.seq+reserveAhead/2 > q.reserved
-			q.mu.Unlock()
-			if extend {
-				err = q.reserve(context.Background(), last.seq)
-			}
-		}
-		if err == nil {
-			q.markDurable(last.seq)
-		} else {
-			err = fmt.Errorf("filequeue: enqueue: %w", err)
-		}
-		for i := range batch {
-			batch[i].done(err)
-			batch[i] = pendingEntry{}
-			<-q.async.slots
+	if extend {
+		if err := q.reserve(context.Background(), last.Seq); err != nil {
+			return err
 		}
 	}
-	q.mu.Lock()
-	if q.async.spare == nil {
-		q.async.spare = batch[:0]
-	}
-	q.mu.Unlock()
+	q.markDurable(last.Seq)
+	return nil
 }

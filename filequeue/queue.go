@@ -61,8 +61,8 @@ type Queue struct {
 	// metaTok is held (a send) while the manifest's value is written: by reserve, remove
 	// and Close, so that each writes what the last one wrote, updated.
 	metaTok chan struct{}
-	dead    deadStore // dead letters, in DIR/dead (deadletter.go)
-	async   committer // EnqueueAsync's entries waiting for their sync (async.go)
+	dead    deadStore        // dead letters, in DIR/dead (deadletter.go)
+	async   seglog.Committer // EnqueueAsync's entries waiting for their sync (async.go)
 }
 
 type seqRange struct{ lo, hi uint64 }
@@ -416,7 +416,7 @@ func (q *Queue) add(e *tern.QueueEntry, done func(error)) (seq uint64, now time.
 	q.recent.push(seq, now.UnixNano())
 	if done != nil {
 		e.Seq, e.Time = seq, now // before done can run, so it may read them
-		q.async.list = append(q.async.list, pendingEntry{seq: seq, t: t, done: done})
+		q.async.ListLocked(seglog.Pending{T: t, Seq: seq, Done: done})
 	}
 	return seq, now, t, seq+reserveAhead/2 > q.reserved, nil
 }
@@ -712,7 +712,7 @@ func (q *Queue) Close() error {
 	}
 	q.closed = true
 	q.mu.Unlock()
-	q.stopCommitter() // settles what EnqueueAsync added before closed was set
+	q.async.Stop() // settles what EnqueueAsync added before closed was set
 	for _, c := range q.cursors {
 		if c != nil {
 			c.r.Close()

@@ -48,7 +48,7 @@ type Store struct {
 	quit chan struct{}
 	done chan struct{}
 
-	async committer // PutAsync (async.go)
+	async seglog.Committer // PutAsync (async.go)
 }
 
 // entry is what memory holds per live record: where it is, not what it says.
@@ -344,7 +344,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
-	s.stopCommitter()
+	s.async.Stop()
 	close(s.quit)
 	<-s.done
 	if err := s.log.Close(); err != nil {
