@@ -178,6 +178,9 @@ func TestTypedDecodeFailureAcknowledged(t *testing.T) {
 	wantDecodeError(t, m)
 	m.Ack()
 	wantDecodeError(t, recvTyped(t, cb))
+	// The callback's message is acknowledged once the callback has returned, which may be
+	// after the receive above: wait for both acknowledgements before leaving.
+	waitFor(t, func() bool { return sub.Stats().AcksSent == 2 })
 	if err := sub.Disconnect(ctx); err != nil {
 		t.Fatal(err)
 	}
