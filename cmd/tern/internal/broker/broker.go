@@ -314,17 +314,12 @@ type listener struct {
 	id, addr string
 	ln       net.Listener
 	wg       sync.WaitGroup // accept loop and connection goroutines
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
+	conns    connSet
 }
 
 var _ listeners.Listener = (*listener)(nil)
 
-func newListener(id, addr string) *listener {
-	return &listener{id: id, addr: addr, conns: make(map[net.Conn]struct{})}
-}
+func newListener(id, addr string) *listener { return &listener{id: id, addr: addr} }
 
 func (l *listener) ID() string       { return l.id }
 func (l *listener) Protocol() string { return "tcp" }
@@ -356,21 +351,19 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return
 		}
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
+		if !l.conns.enter(&l.wg) {
 			c.Close()
 			return
 		}
-		l.conns[c] = struct{}{}
-		l.wg.Add(1)
-		l.mu.Unlock()
+		if !l.conns.add(c) {
+			l.wg.Done()
+			c.Close()
+			return
+		}
 		go func() {
 			defer l.wg.Done()
 			establish(l.id, c) // its error only says why the client left
-			l.mu.Lock()
-			delete(l.conns, c)
-			l.mu.Unlock()
+			l.conns.remove(c)
 			c.Close()
 		}()
 	}
@@ -380,11 +373,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 // connection is left: one still before its CONNECT would otherwise be attached to the
 // closing server afterwards and keep mochi's Close waiting for it.
 func (l *listener) Close(closeClients listeners.CloseFn) {
-	l.mu.Lock()
-	already := l.closed
-	l.closed = true
-	l.mu.Unlock()
-	if already {
+	if l.conns.markClosed() {
 		return
 	}
 	l.ln.Close()
@@ -394,19 +383,11 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 
 // closeAll stops accepting and closes every connection now.
 func (l *listener) closeAll() {
-	l.mu.Lock()
-	l.closed = true
-	conns := make([]net.Conn, 0, len(l.conns))
-	for c := range l.conns {
-		conns = append(conns, c)
-	}
-	l.mu.Unlock()
+	l.conns.markClosed()
 	if l.ln != nil {
 		l.ln.Close()
 	}
-	for _, c := range conns {
-		c.Close()
-	}
+	l.conns.closeAll()
 }
 
 // wait waits for the accept loop and every connection goroutine.

@@ -31,16 +31,13 @@ type wsListener struct {
 	srv       *http.Server
 	establish listeners.EstablishFn
 	wg        sync.WaitGroup // Serve and the handlers of upgraded connections
-
-	mu     sync.Mutex
-	conns  map[*wsConn]struct{}
-	closed bool
+	conns     connSet
 }
 
 var _ listeners.Listener = (*wsListener)(nil)
 
 func newWSListener(id, addr string, tlsConfig *tls.Config) *wsListener {
-	return &wsListener{id: id, addr: addr, tlsConfig: tlsConfig, conns: make(map[*wsConn]struct{})}
+	return &wsListener{id: id, addr: addr, tlsConfig: tlsConfig}
 }
 
 // wsConn is an upgraded connection as the byte stream mochi reads and writes.
@@ -107,14 +104,10 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 // Origin check stays on: a web page on another site must not reach an unauthenticated
 // broker through a visitor's browser (clients outside browsers send no Origin).
 func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.conns.enter(&l.wg) {
 		http.Error(w, "broker closing", http.StatusServiceUnavailable)
 		return
 	}
-	l.wg.Add(1)
-	l.mu.Unlock()
 	defer l.wg.Done()
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{
 		Subprotocols:    []string{wsSubprotocol},
@@ -126,29 +119,19 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The connection lives until the client or Close ends it, not as long as the request's
 	// context: NetConn reads frames as one byte stream, with no message size limit.
 	nc := &wsConn{Conn: websocket.NetConn(context.Background(), c, websocket.MessageBinary), ws: c}
-	l.mu.Lock()
-	if l.closed {
-		l.mu.Unlock()
+	if !l.conns.add(nc) {
 		nc.Close()
 		return
 	}
-	l.conns[nc] = struct{}{}
-	l.mu.Unlock()
 	l.establish(l.id, nc) // its error only says why the client left
-	l.mu.Lock()
-	delete(l.conns, nc)
-	l.mu.Unlock()
+	l.conns.remove(nc)
 	nc.Close()
 }
 
 // Close stops accepting, lets mochi disconnect the clients it knows, then closes whatever
 // connection is left.
 func (l *wsListener) Close(closeClients listeners.CloseFn) {
-	l.mu.Lock()
-	already := l.closed
-	l.closed = true
-	l.mu.Unlock()
-	if already {
+	if l.conns.markClosed() {
 		return
 	}
 	l.srv.Close()
@@ -159,19 +142,11 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 // closeAll stops accepting and closes every connection now: upgraded connections are
 // hijacked from the HTTP server, which no longer closes them.
 func (l *wsListener) closeAll() {
-	l.mu.Lock()
-	l.closed = true
-	conns := make([]*wsConn, 0, len(l.conns))
-	for c := range l.conns {
-		conns = append(conns, c)
-	}
-	l.mu.Unlock()
+	l.conns.markClosed()
 	if l.srv != nil {
 		l.srv.Close() // its error only says the listener was closed already
 	}
-	for _, c := range conns {
-		c.Close()
-	}
+	l.conns.closeAll()
 }
 
 // wait waits for Serve and every handler.
