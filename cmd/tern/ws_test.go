@@ -205,3 +205,35 @@ func TestWSBadURL(t *testing.T) {
 		}
 	}
 }
+
+// tern serve --ws: the embedded broker, run as users run it, serves MQTT over WebSocket beside
+// TCP (a message published over TCP reaches a subscriber over ws), prints both URLs, and
+// ends with exit status 0 on Ctrl-C.
+func TestServeWS(t *testing.T) {
+	c := startChild(t, nil, "serve", "--addr", "127.0.0.1:0", "--ws", "127.0.0.1:0")
+	c.stdout.waitFor(t, "/mqtt\n", 10*time.Second)
+	var tcpURL, wsURL string
+	for _, l := range strings.Split(c.stdout.String(), "\n") {
+		if u, ok := strings.CutPrefix(l, "tern serve: listening on "); ok {
+			if strings.HasPrefix(u, "ws://") {
+				wsURL = u
+			} else {
+				tcpURL = u
+			}
+		}
+	}
+	if !strings.HasPrefix(tcpURL, "mqtt://127.0.0.1:") || !strings.HasPrefix(wsURL, "ws://127.0.0.1:") {
+		t.Fatalf("stdout %q", c.stdout.String())
+	}
+	s := startTernSub(t, "-L", wsURL, "-t", "serve/#", "-q", "1", "-C", "1", "-v")
+	if st, _, stderr := runTern(t, "", "pub", "-L", tcpURL, "-t", "serve/x", "-q", "1", "-m", "tcp to ws"); st != 0 {
+		t.Fatalf("pub: status %d: %s", st, stderr)
+	}
+	if st := s.wait(t, 10*time.Second); st != 0 || s.stdout.String() != "serve/x tcp to ws\n" {
+		t.Fatalf("sub: status %d, stdout %q, stderr %s", st, s.stdout.String(), s.stderr.String())
+	}
+	c.cmd.Process.Signal(os.Interrupt)
+	if st := c.status(t, 10*time.Second); st != 0 {
+		t.Fatalf("serve: status %d; stderr %q", st, c.stderr.String())
+	}
+}
