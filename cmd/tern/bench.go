@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -38,6 +39,7 @@ type benchFlags struct {
 	interval    time.Duration
 	jsonFile    string
 	plotFile    string
+	cpuProfile  string   // hidden: pprof CPU profile of the run, for tuning the bench itself
 	args        []string // as given, for the report's conditions
 	countGiven  bool
 }
@@ -90,6 +92,8 @@ func newBenchFlags(workload string, stderr io.Writer) (*cliFlags, *benchFlags) {
 	c.String(&f.jsonFile, "json", "FILE", "", "write the full report, with conditions and encoded HDR histograms, to FILE")
 	c.String(&f.plotFile, "plot", "FILE", "", "plot throughput over time and the latency percentile curve to FILE (.svg or .png)")
 	addConnFlagsFor(c, &f.conn, false)
+	// Not in the usage listing: a tool for working on tern bench, not for using it.
+	c.fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to FILE")
 	return c, f
 }
 
@@ -124,6 +128,13 @@ func runBenchCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if f.cpuProfile != "" {
+		end, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			return exitStatus(stderr, "bench", fmt.Errorf("--cpuprofile: %w", err))
+		}
+		defer end()
+	}
 	rep, err := runBench(ctx, stop, f, stderr)
 	if rep != nil {
 		rep.printTable(stdout)
@@ -142,6 +153,19 @@ func runBenchCmd(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return exitStatus(stderr, "bench", err)
+}
+
+// startCPUProfile profiles the process into path until the returned function is called.
+func startCPUProfile(path string) (func(), error) {
+	file, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(file); err != nil {
+		file.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); file.Close() }, nil
 }
 
 // check validates the flags together; every mistake is a usage error.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packet"
+	"github.com/ternmq/tern/ws"
 )
 
 // defaultBroker is used when neither a broker flag nor TERN_BROKER is given.
@@ -49,7 +50,7 @@ func addConnFlags(c *cliFlags, f *connFlags) { addConnFlagsFor(c, f, true) }
 // addConnFlagsFor registers the shared connection flags on c; without session it leaves out
 // the session flags (-c, -x), for a command whose -c means something else (bench: clients).
 func addConnFlagsFor(c *cliFlags, f *connFlags, session bool) {
-	c.String(&f.url, "L,url,broker", "URL", "", "broker: mqtt://, mqtts://, tcp://, tls://, unix:// URL or bare host:port (default $TERN_BROKER or "+defaultBroker+")")
+	c.String(&f.url, "L,url,broker", "URL", "", "broker: mqtt://, mqtts://, tcp://, tls://, ws://, wss://, unix:// URL or bare host:port (default $TERN_BROKER or "+defaultBroker+")")
 	c.String(&f.host, "h,host", "HOST", "", "broker host (instead of --url)")
 	c.Int(&f.port, "p,port", "PORT", 0, "broker port (default 1883, 8883 with TLS)")
 	c.String(&f.id, "i,id", "ID", "", "client identifier (default: assigned by the broker; required with -c)")
@@ -147,14 +148,33 @@ func (f *connFlags) brokerURL(tlsWanted bool) (string, error) {
 			u.Host = net.JoinHostPort(host, port)
 		}
 	}
-	if tlsWanted && (u.Scheme == "mqtt" || u.Scheme == "tcp") {
+	if tlsWanted {
+		secureScheme(u)
+	}
+	return u.String(), nil
+}
+
+// secureScheme turns a plain scheme into its TLS form, for TLS flags given with a plain
+// URL: mqtt and tcp become mqtts (port 1883 becomes 8883), ws becomes wss (80 becomes 443).
+func secureScheme(u *url.URL) {
+	switch u.Scheme {
+	case "mqtt", "tcp":
 		u.Scheme = "mqtts"
 		if u.Port() == "1883" {
 			u.Host = net.JoinHostPort(u.Hostname(), "8883")
 		}
+	case "ws":
+		u.Scheme = "wss"
+		if u.Port() == "80" {
+			u.Host = net.JoinHostPort(u.Hostname(), "443")
+		}
 	}
-	return u.String(), nil
 }
+
+// wsTransport carries ws:// and wss:// brokers (MQTT over WebSocket, the ws module). Every
+// client the command makes gets it, so a ws URL works wherever a broker URL is taken. It
+// costs nothing for other schemes; one value serves every client (it is safe to share).
+var wsTransport = tern.WithTransport(ws.New())
 
 // parseBrokerArg accepts a URL with a scheme the command supports, or a bare host:port.
 func parseBrokerArg(raw string) (*url.URL, error) {
@@ -169,15 +189,13 @@ func parseBrokerArg(raw string) (*url.URL, error) {
 		return nil, usagef("broker %q: %v", raw, err)
 	}
 	switch u.Scheme {
-	case "mqtt", "tcp", "mqtts", "tls", "ssl":
+	case "mqtt", "tcp", "mqtts", "tls", "ssl", "ws", "wss":
 		if u.Hostname() == "" {
 			return nil, usagef("broker %q: no host", raw)
 		}
 	case "unix":
-	case "ws", "wss":
-		return nil, usagef("broker %q: WebSocket is not built into this command", raw)
 	default:
-		return nil, usagef("broker %q: unknown scheme %q (want mqtt, mqtts, tcp, tls or unix)", raw, u.Scheme)
+		return nil, usagef("broker %q: unknown scheme %q (want mqtt, mqtts, tcp, tls, ws, wss or unix)", raw, u.Scheme)
 	}
 	return u, nil
 }
@@ -195,7 +213,7 @@ func (f *connFlags) options(extra ...tern.Option) (broker string, opts []tern.Op
 	if broker, err = f.brokerURL(tlsCfg != nil); err != nil {
 		return "", nil, err
 	}
-	opts = []tern.Option{tern.WithBroker(broker), tern.WithConnectTimeout(f.connectTimeout)}
+	opts = []tern.Option{tern.WithBroker(broker), tern.WithConnectTimeout(f.connectTimeout), wsTransport}
 	if tlsCfg != nil {
 		opts = append(opts, tern.WithTLSConfig(tlsCfg))
 	}

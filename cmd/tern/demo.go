@@ -107,7 +107,7 @@ loopback port. Exit status 0 pass, 1 a message lost (or the run could not go on)
 error, 130 interrupted (Ctrl-C: the report counts what was stored, acknowledged and
 received; --dir keeps the queue).`, stderr)
 	cfg := demoConfig{}
-	fs.StringVar(&cfg.Broker, "broker", "", "external broker `URL` (mqtt://host:port, tcp://host:port or host:port); default: start the embedded broker")
+	fs.StringVar(&cfg.Broker, "broker", "", "external broker `URL` (mqtt://host:port, tcp://host:port, ws://host:port/path or host:port); default: start the embedded broker")
 	fs.BoolVar(&cfg.Verbose, "v", false, "show the raw last error of the publisher even when the run passes")
 	fs.IntVar(&cfg.Messages, "messages", 20000, "how many messages to publish")
 	qos := fs.String("qos", "12", "QoS of the messages: 1, 2, or 12 for half QoS 1 and half QoS 2")
@@ -134,8 +134,8 @@ received; --dir keeps the queue).`, stderr)
 	cfg.MaxInflight = uint16(*maxInflight)
 	if cfg.Broker != "" {
 		u, err := parseBrokerArg(cfg.Broker)
-		if err == nil && u.Scheme != "mqtt" && u.Scheme != "tcp" {
-			err = usagef("broker %q: the demo proxies plain TCP only (mqtt://, tcp:// or host:port)", cfg.Broker)
+		if err == nil && u.Scheme != "mqtt" && u.Scheme != "tcp" && u.Scheme != "ws" {
+			err = usagef("broker %q: the demo proxies plain TCP only (mqtt://, tcp://, ws:// or host:port)", cfg.Broker)
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "tern demo: --%v\n", err)
@@ -229,7 +229,7 @@ func runDemo(ctx context.Context, cfg demoConfig) (*demoReport, error) {
 		return nil, err
 	}
 	defer endSession(rx)
-	tx, err := connectPublisher(ctx, "mqtt://"+px.Addr(), &ups)
+	tx, err := connectPublisher(ctx, viaProxy(brokerURL, px.Addr()), &ups)
 	if err != nil {
 		return nil, err
 	}
@@ -379,7 +379,7 @@ var fast = tern.ExponentialBackoff{Min: 10 * time.Millisecond, Max: 500 * time.M
 // subscribes it to every demo topic, counting each message in tl.
 func connectReceiver(ctx context.Context, url string, tl *tally, ups *connCounts) (*tern.Client, error) {
 	rx, err := tern.New(
-		tern.WithBroker(url),
+		tern.WithBroker(url), wsTransport,
 		tern.WithClientID(demoRxID),
 		tern.WithCleanStart(false),
 		tern.WithSessionExpiry(time.Hour),
@@ -411,7 +411,7 @@ func connectReceiver(ctx context.Context, url string, tl *tally, ups *connCounts
 // own so that a reconnect resends what was in flight.
 func connectPublisher(ctx context.Context, url string, ups *connCounts) (*tern.Client, error) {
 	tx, err := tern.New(
-		tern.WithBroker(url),
+		tern.WithBroker(url), wsTransport,
 		tern.WithClientID(demoTxID),
 		tern.WithSessionExpiry(time.Hour),
 		tern.WithReconnectBackoff(fast),
@@ -548,14 +548,29 @@ func hostPort(raw string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if u.Scheme != "mqtt" && u.Scheme != "tcp" {
-		return "", fmt.Errorf("broker %q: the demo proxies plain TCP only (mqtt:// or tcp://)", raw)
-	}
 	port := u.Port()
-	if port == "" {
-		port = "1883"
+	switch u.Scheme {
+	case "mqtt", "tcp":
+		if port == "" {
+			port = "1883"
+		}
+	case "ws":
+		if port == "" {
+			port = "80"
+		}
+	default:
+		return "", fmt.Errorf("broker %q: the demo proxies plain TCP only (mqtt://, tcp:// or ws://)", raw)
 	}
 	return net.JoinHostPort(u.Hostname(), port), nil
+}
+
+// viaProxy returns the broker URL raw with its host replaced by the proxy's address: same
+// scheme and path, so a WebSocket broker is reached through the TCP proxy as WebSocket.
+// raw has passed hostPort.
+func viaProxy(raw, proxyAddr string) string {
+	u, _ := url.Parse(raw)
+	u.Host = proxyAddr
+	return u.String()
 }
 
 // tally counts, by sequence number, what the publisher accepted and what the receiver got.

@@ -20,7 +20,7 @@ func TestMain(m *testing.M) {
 	if os.Getenv(childEnv) == "1" { // re-executed as the tern command (spool_test.go)
 		os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	leakcheck.Main(m, "ternmq/tern", "mochi-mqtt")
+	leakcheck.Main(m, "ternmq/tern", "mochi-mqtt", "coder/websocket")
 }
 
 // The demo, in process, on the embedded broker: cuts and a restart lose nothing.

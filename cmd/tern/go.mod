@@ -4,9 +4,11 @@ go 1.26
 
 require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
+	github.com/coder/websocket v1.8.15
 	github.com/goccy/go-yaml v1.19.2
 	github.com/mochi-mqtt/server/v2 v2.7.9
 	github.com/ternmq/tern v0.0.0
+	github.com/ternmq/tern/ws v0.0.0
 	github.com/vmihailenco/msgpack/v5 v5.4.1
 	gonum.org/v1/plot v0.17.0
 )
@@ -27,3 +29,5 @@ require (
 )
 
 replace github.com/ternmq/tern => ../..
+
+replace github.com/ternmq/tern/ws => ../../ws

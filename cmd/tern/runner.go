@@ -302,8 +302,13 @@ func (r *runner) brokerURL(n string, tlsOn bool) (string, error) {
 		if err != nil {
 			return "", failf("client %s: %v", n, err)
 		}
-		if tlsOn && (u.Scheme == "mqtt" || u.Scheme == "tcp") {
-			u.Scheme = "mqtts"
+		if tlsOn {
+			switch u.Scheme { // the port is the file's to say
+			case "mqtt", "tcp":
+				u.Scheme = "mqtts"
+			case "ws":
+				u.Scheme = "wss"
+			}
 		}
 		return u.String(), nil
 	}
@@ -344,7 +349,7 @@ func (r *runner) clientOptions(lc *liveClient, persistent bool, expiryOverride *
 		ct = spec.ConnectTimeout.d
 	}
 	opts := []tern.Option{
-		tern.WithBroker(url), tern.WithClientID(lc.id), tern.WithConnectTimeout(ct),
+		tern.WithBroker(url), tern.WithClientID(lc.id), tern.WithConnectTimeout(ct), wsTransport,
 		tern.WithReconnectBackoff(tern.ExponentialBackoff{Min: 10 * time.Millisecond, Max: 500 * time.Millisecond, Jitter: 0.2}),
 	}
 	if tlsCfg != nil {

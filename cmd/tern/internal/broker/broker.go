@@ -13,6 +13,7 @@
 package broker
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -41,6 +42,12 @@ type Options struct {
 	// CloseGrace bounds how long Close lets mochi say goodbye to its clients before it
 	// closes their connections itself. Default: 2 s.
 	CloseGrace time.Duration
+	// WSAddr, when set, is a second listener for MQTT over WebSocket (ws://WSAddr/ on any
+	// path; host:port, port 0 picks a free one), kept across Restart like the TCP one.
+	// Default: none.
+	WSAddr string
+	// WSTLSConfig, when set with WSAddr, makes that listener wss (tests of wss clients).
+	WSTLSConfig *tls.Config
 	// Hooks are extra mochi hooks added to every mochi server the Broker builds (Start and
 	// each Restart), after its own: observers for tests and diagnostics. A hook must be safe
 	// for concurrent use; mochi calls hooks on its client goroutines, so a hook that blocks
@@ -55,12 +62,14 @@ type Broker struct {
 	opts  Options
 	store *memStore
 	addr  string // resolved at Start; Restart binds it again
+	wsAdr string // the same for Options.WSAddr; "" without it
 
 	op sync.Mutex // one Restart or Close at a time
 
 	mu     sync.Mutex
 	srv    *mqtt.Server
 	ln     *listener
+	wsln   *wsListener // nil without Options.WSAddr
 	closed bool
 
 	stuckCloses atomic.Int64 // closes where mochi had to be forced, see Close
@@ -83,7 +92,7 @@ func Start(addr string, opts Options) (*Broker, error) {
 	if opts.CloseGrace <= 0 {
 		opts.CloseGrace = 2 * time.Second
 	}
-	b := &Broker{opts: opts, store: newMemStore(), addr: addr}
+	b := &Broker{opts: opts, store: newMemStore(), addr: addr, wsAdr: opts.WSAddr}
 	if opts.PersistDir != "" {
 		if err := b.store.load(opts.PersistDir); err != nil {
 			return nil, fmt.Errorf("broker: load %s: %w", opts.PersistDir, err)
@@ -93,6 +102,9 @@ func Start(addr string, opts Options) (*Broker, error) {
 		return nil, err
 	}
 	b.addr = b.ln.Address() // a port chosen by the system stays the same across Restart
+	if b.wsln != nil {
+		b.wsAdr = b.wsln.Address()
+	}
 	if opts.PersistDir != "" {
 		b.saverStop, b.saverDone = make(chan struct{}), make(chan struct{})
 		go b.saver()
@@ -105,6 +117,21 @@ func (b *Broker) Addr() string { return b.addr }
 
 // URL returns the broker's address as an mqtt:// URL.
 func (b *Broker) URL() string { return "mqtt://" + b.addr }
+
+// WSAddr returns the address of the WebSocket listener, host:port; "" without one.
+func (b *Broker) WSAddr() string { return b.wsAdr }
+
+// WSURL returns the WebSocket listener as a ws:// (wss:// with Options.WSTLSConfig) URL
+// with the path /mqtt; "" without one.
+func (b *Broker) WSURL() string {
+	if b.wsAdr == "" {
+		return ""
+	}
+	if b.opts.WSTLSConfig != nil {
+		return "wss://" + b.wsAdr + "/mqtt"
+	}
+	return "ws://" + b.wsAdr + "/mqtt"
+}
 
 // StuckCloses returns how many times a mochi server did not finish closing within
 // Options.CloseGrace and had its client connections closed under it.
@@ -151,14 +178,27 @@ func (b *Broker) serve() error {
 	if err := srv.AddListener(ln); err != nil {
 		return fmt.Errorf("broker: listen %s: %w", b.addr, err)
 	}
+	var wsln *wsListener
+	if b.wsAdr != "" {
+		wsln = newWSListener("ws1", b.wsAdr, b.opts.WSTLSConfig)
+		if err := srv.AddListener(wsln); err != nil {
+			ln.closeAll()
+			ln.wg.Done() // Init counted the accept loop, which never ran
+			return fmt.Errorf("broker: listen %s: %w", b.wsAdr, err)
+		}
+	}
 	if err := srv.Serve(); err != nil {
-		// Serve fails only before it starts the listeners: our accept loop never ran.
+		// Serve fails only before it starts the listeners: our accept loops never ran.
 		ln.closeAll()
 		ln.wg.Done()
+		if wsln != nil {
+			wsln.closeAll()
+			wsln.wg.Done()
+		}
 		return fmt.Errorf("broker: serve: %w", err)
 	}
 	b.mu.Lock()
-	b.srv, b.ln = srv, ln
+	b.srv, b.ln, b.wsln = srv, ln, wsln
 	b.mu.Unlock()
 	return nil
 }
@@ -171,8 +211,8 @@ func (b *Broker) serve() error {
 // closed under it, which unblocks every such write.
 func (b *Broker) stop() {
 	b.mu.Lock()
-	srv, ln := b.srv, b.ln
-	b.srv, b.ln = nil, nil
+	srv, ln, wsln := b.srv, b.ln, b.wsln
+	b.srv, b.ln, b.wsln = nil, nil, nil
 	b.mu.Unlock()
 	if srv == nil {
 		return
@@ -188,10 +228,17 @@ func (b *Broker) stop() {
 		b.stuckCloses.Add(1)
 		b.opts.Logger.Warn("broker: close is stuck; closing client connections")
 		ln.closeAll()
+		if wsln != nil {
+			wsln.closeAll()
+		}
 		<-done
 	}
 	ln.closeAll()
 	ln.wait()
+	if wsln != nil {
+		wsln.closeAll()
+		wsln.wait()
+	}
 }
 
 // Restart closes the broker and starts it again on the same address, keeping sessions,
@@ -267,17 +314,12 @@ type listener struct {
 	id, addr string
 	ln       net.Listener
 	wg       sync.WaitGroup // accept loop and connection goroutines
-
-	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
-	closed bool
+	conns    connSet
 }
 
 var _ listeners.Listener = (*listener)(nil)
 
-func newListener(id, addr string) *listener {
-	return &listener{id: id, addr: addr, conns: make(map[net.Conn]struct{})}
-}
+func newListener(id, addr string) *listener { return &listener{id: id, addr: addr} }
 
 func (l *listener) ID() string       { return l.id }
 func (l *listener) Protocol() string { return "tcp" }
@@ -309,21 +351,19 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return
 		}
-		l.mu.Lock()
-		if l.closed {
-			l.mu.Unlock()
+		if !l.conns.enter(&l.wg) {
 			c.Close()
 			return
 		}
-		l.conns[c] = struct{}{}
-		l.wg.Add(1)
-		l.mu.Unlock()
+		if !l.conns.add(c) {
+			l.wg.Done()
+			c.Close()
+			return
+		}
 		go func() {
 			defer l.wg.Done()
 			establish(l.id, c) // its error only says why the client left
-			l.mu.Lock()
-			delete(l.conns, c)
-			l.mu.Unlock()
+			l.conns.remove(c)
 			c.Close()
 		}()
 	}
@@ -333,11 +373,7 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 // connection is left: one still before its CONNECT would otherwise be attached to the
 // closing server afterwards and keep mochi's Close waiting for it.
 func (l *listener) Close(closeClients listeners.CloseFn) {
-	l.mu.Lock()
-	already := l.closed
-	l.closed = true
-	l.mu.Unlock()
-	if already {
+	if l.conns.markClosed() {
 		return
 	}
 	l.ln.Close()
@@ -347,19 +383,11 @@ func (l *listener) Close(closeClients listeners.CloseFn) {
 
 // closeAll stops accepting and closes every connection now.
 func (l *listener) closeAll() {
-	l.mu.Lock()
-	l.closed = true
-	conns := make([]net.Conn, 0, len(l.conns))
-	for c := range l.conns {
-		conns = append(conns, c)
-	}
-	l.mu.Unlock()
+	l.conns.markClosed()
 	if l.ln != nil {
 		l.ln.Close()
 	}
-	for _, c := range conns {
-		c.Close()
-	}
+	l.conns.closeAll()
 }
 
 // wait waits for the accept loop and every connection goroutine.

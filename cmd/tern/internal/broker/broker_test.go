@@ -13,7 +13,7 @@ import (
 	"github.com/ternmq/tern/packet"
 )
 
-func TestMain(m *testing.M) { leakcheck.Main(m, "ternmq/tern", "mochi-mqtt") }
+func TestMain(m *testing.M) { leakcheck.Main(m, "ternmq/tern", "mochi-mqtt", "coder/websocket") }
 
 func start(t *testing.T, opts Options) *Broker {
 	t.Helper()
