@@ -84,15 +84,16 @@ func newConnackInfo(ca *packet.Connack, cfg *config, broker *url.URL) *ConnackIn
 // the writer (batched writes), plus the keepalive timer. The client's supervisor owns it and
 // waits for both goroutines before starting the next connection; close stops the timer.
 type conn struct {
-	c      *Client
-	broker *url.URL // as dialled: a configured broker or a server's reference
-	nc     net.Conn
-	w      *writer
-	r      *packet.Reader
-	info   *ConnackInfo
-	ver    byte   // protocol level: packet.Version5 or packet.Version311
-	gen    uint64 // connection number within the client's life
-	reads  atomic.Uint64
+	c       *Client
+	broker  *url.URL // as dialled: a configured broker or a server's reference
+	listGen uint64   // Client.brokersGen when the attempt that made it began (redirect.go)
+	nc      net.Conn
+	w       *writer
+	r       *packet.Reader
+	info    *ConnackInfo
+	ver     byte   // protocol level: packet.Version5 or packet.Version311
+	gen     uint64 // connection number within the client's life
+	reads   atomic.Uint64
 
 	pingSent atomic.Int64 // unix nanos of the outstanding PINGREQ, 0 if none
 	ka       *keepalive   // nil without a keepalive; set by start

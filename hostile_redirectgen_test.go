@@ -53,3 +53,27 @@ func TestSetBrokersDuringMovedAttemptForgetsRedirect(t *testing.T) {
 		t.Fatal("no reconnect within 10s")
 	}
 }
+
+// A server reference on a DISCONNECT that a connection made under an older broker list
+// receives is not followed: SetBrokers has replaced that list since the connection was
+// made, and the owner's list wins over the old server's say.
+func TestSetBrokersThenMovedDisconnectIgnored(t *testing.T) {
+	a, b, cpeer := newPeer(t), newPeer(t), newPeer(t)
+	c, pc, _ := connectPeer(t, a, &packet.Connack{}, fastOpts...)
+	if err := c.SetBrokers(cpeer.url()); err != nil {
+		t.Fatal(err)
+	}
+	pc.send(&packet.Disconnect{ReasonCode: packet.ServerMoved, ServerReference: "mqtt://" + b.ln.Addr().String()})
+	select {
+	case pc := <-cpeer.conns:
+		if _, ok := pc.read().(*packet.Connect); !ok {
+			t.Fatal("C: first packet is not CONNECT")
+		}
+		pc.send(&packet.Connack{})
+	case <-b.conns:
+		t.Fatal("followed a server reference from a connection made under the replaced broker list")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reconnect within 10s")
+	}
+	waitFor(t, func() bool { return c.Connected() && c.Info().Broker == cpeer.url() })
+}

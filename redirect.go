@@ -167,6 +167,7 @@ func (c *Client) follow(ctx context.Context, gen uint64, u *url.URL, redirected,
 	for hop := 0; ; hop++ {
 		cn, err := c.dialConn(ctx, u, clean, redirected)
 		if err == nil {
+			cn.listGen = gen
 			if moved {
 				c.mu.Lock()
 				if c.brokersGen == gen {
@@ -261,6 +262,12 @@ func (c *Client) noteRedirect(cn *conn, d *packet.Disconnect) {
 		return
 	}
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.brokersGen != cn.listGen {
+		// SetBrokers replaced the list this connection was made under: the owner's list wins.
+		c.log.Info("tern: server reference not followed: the broker list changed since this connection was made",
+			"reference", redact(u))
+		return
+	}
 	c.redirect, c.redirectMoved = u, d.ReasonCode == packet.ServerMoved
-	c.mu.Unlock()
 }
