@@ -18,8 +18,11 @@ func (cn *conn) readLoop() {
 	for {
 		f, err := cn.r.ReadFrame()
 		if err != nil {
-			cn.readFailed(err)
-			return
+			if ok, err := cn.skipOversized(err); !ok {
+				cn.readFailed(err)
+				return
+			}
+			continue
 		}
 		cn.reads.Add(1)
 		// A batch lasts while the next packet is already in memory: its wake-ups and

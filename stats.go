@@ -32,6 +32,9 @@ type Stats struct {
 	// RedirectsRefused counts server redirects not followed: lowering the transport's
 	// security, or refused by the RedirectPolicy.
 	RedirectsRefused uint64
+	// Oversized counts messages above WithMaximumPacketSize that an MQTT 3.1.1 broker sent
+	// (it cannot be told the limit): skipped unread, acknowledged and logged.
+	Oversized uint64
 	// ReadStalls counts deliveries that stopped the read loop until a consumer made room:
 	// QoS 0 messages, or QoS 1/2 past the hold cap, into a full Block subscription.
 	ReadStalls uint64
@@ -58,7 +61,7 @@ type stats struct {
 	Connects, ConnectErrors, ConnectionLost                 atomic.Uint64
 	PublishSent, PublishResent, PublishAcked, PublishFailed atomic.Uint64
 	Received, Delivered, Dropped, Unrouted, AcksSent        atomic.Uint64
-	PingTimeouts, ReceiveMaxExceeded, ReadStalls            atomic.Uint64
+	PingTimeouts, ReceiveMaxExceeded, ReadStalls, Oversized atomic.Uint64
 	RedirectsRefused                                        atomic.Uint64
 	ServerDisconnects, SubscribesSent, UnsubscribesSent     atomic.Uint64
 	PoolPublishes, PoolFallbacks                            atomic.Uint64
@@ -93,6 +96,7 @@ func (s *stats) snapshot() Stats {
 		Delivered: s.Delivered.Load(), Dropped: s.Dropped.Load(), Unrouted: s.Unrouted.Load(),
 		AcksSent: s.AcksSent.Load(), PingTimeouts: s.PingTimeouts.Load(),
 		ReceiveMaxExceeded: s.ReceiveMaxExceeded.Load(), ReadStalls: s.ReadStalls.Load(),
+		Oversized:        s.Oversized.Load(),
 		RedirectsRefused: s.RedirectsRefused.Load(), ServerDisconnects: s.ServerDisconnects.Load(),
 		SubscribesSent: s.SubscribesSent.Load(), UnsubscribesSent: s.UnsubscribesSent.Load(),
 		PoolPublishes: s.PoolPublishes.Load(), PoolFallbacks: s.PoolFallbacks.Load(),
@@ -117,6 +121,7 @@ func (st *Stats) add(o Stats) {
 	st.ReceiveMaxExceeded += o.ReceiveMaxExceeded
 	st.RedirectsRefused += o.RedirectsRefused
 	st.ReadStalls += o.ReadStalls
+	st.Oversized += o.Oversized
 	st.ServerDisconnects += o.ServerDisconnects
 	st.SubscribesSent += o.SubscribesSent
 	st.UnsubscribesSent += o.UnsubscribesSent

@@ -251,3 +251,69 @@ func TestDecodeRecordingV311(t *testing.T) {
 func TestFaultBrokerRestartV311(t *testing.T) {
 	testFaultBrokerRestart(t, packet.Version311, WithProtocol(MQTT311))
 }
+
+// Against Mosquitto at 3.1.1: a message above the subscriber's limit, queued for its
+// persistent session while it was away, is skipped and acknowledged, the messages around it
+// arrive, and the next connection of the session does not get it again.
+func TestV311OversizedQueuedMessageMosquitto(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	ctx := testCtx(t)
+	opts := append(v311Opts("v311-big-sub"), WithSessionExpiry(time.Hour), WithMaximumPacketSize(1000))
+	sub := newTestClient(t, b.URL, opts...)
+	if _, _, err := sub.Subscribe(ctx, []TopicFilter{{Topic: "v311/big/#", QoS: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.Disconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pub := newTestClient(t, b.URL, v311Opts("v311-big-pub")...)
+	for i, size := range []int{10, 5000, 10} {
+		if err := pub.Publish(ctx, PublishOptions{Topic: fmt.Sprintf("v311/big/%d", i), QoS: 1,
+			Payload: bytes.Repeat([]byte{'x'}, size)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resume := func() (*Client, <-chan *Message) {
+		c, err := New(append([]Option{WithBroker(b.URL), WithStats()}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch, _, err := c.Subscribe(ctx, []TopicFilter{{Topic: "v311/big/#", QoS: 1}}, SubAutoAck())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Connect(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return c, ch
+	}
+	again, ch := resume()
+	for _, want := range []string{"v311/big/0", "v311/big/2"} {
+		if m := recv(t, ch); m.Topic != want {
+			t.Fatalf("got %s, want %s", m.Topic, want)
+		}
+	}
+	waitFor(t, func() bool { return again.Stats().Oversized == 1 })
+	if again.Stats().ConnectionLost != 0 {
+		t.Fatal("the connection was lost over the oversized message")
+	}
+	if err := again.Disconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Mosquitto may take a new connection's CONNECT before it reads the old one's last
+	// PUBACK and DISCONNECT (then it closes the old one unread and sends again what that
+	// PUBACK acknowledged): wait until it has seen the DISCONNECT.
+	waitFor(t, func() bool { return strings.Count(b.Log(), "Client v311-big-sub disconnected.") == 2 })
+	// The session again: nothing is left for it, the oversized message included.
+	third, ch := resume()
+	defer third.Disconnect(ctx)
+	if err := pub.Publish(ctx, PublishOptions{Topic: "v311/big/end", QoS: 1, Payload: []byte("end")}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, ch); m.Topic != "v311/big/end" {
+		t.Fatalf("the session resumed with %s again", m.Topic)
+	}
+	if n := third.Stats().Oversized; n != 0 {
+		t.Fatalf("the oversized message came again (%d)", n)
+	}
+}

@@ -95,6 +95,12 @@ func (f *Frame) Detach() *Buffer {
 type Reader struct {
 	br  *readBuf
 	max int
+	// over describes the packet ReadFrame last refused with ErrTooLarge, whose body is
+	// still unread (SkipTooLarge); zero otherwise.
+	over struct {
+		header byte
+		body   int
+	}
 }
 
 // NewReader returns a Reader that buffers r with a buffer of size bytes (at least 16) and
@@ -144,6 +150,7 @@ func (r *Reader) FrameBuffered() bool {
 // ReadFrame reads the next packet. The error is io.EOF only on a clean end of stream before
 // a packet starts; a stream that ends inside a packet gives io.ErrUnexpectedEOF.
 func (r *Reader) ReadFrame() (Frame, error) {
+	r.over.header = 0
 	h, err := r.br.ReadByte()
 	if err != nil {
 		return Frame{}, err
@@ -170,6 +177,7 @@ func (r *Reader) ReadFrame() (Frame, error) {
 		}
 	}
 	if 1+n+rl > r.max {
+		r.over.header, r.over.body = h, rl
 		return Frame{}, ErrTooLarge
 	}
 	f := Frame{Header: h}

@@ -494,3 +494,52 @@ func TestFrameBuffered(t *testing.T) {
 		})
 	}
 }
+
+// SkipTooLarge moves past a refused packet: the caller gets its header and the start of
+// its body, and the next ReadFrame returns the packet after it.
+func TestSkipTooLarge(t *testing.T) {
+	big := Publish{Topic: "big/t", QoS: 1, PacketID: 7, Payload: bytes.Repeat([]byte{'x'}, 5000), Version: Version311}
+	small := Publish{Topic: "s", Payload: []byte("ok"), Version: Version311}
+	var stream []byte
+	stream = big.AppendTo(stream)
+	stream = small.AppendTo(stream)
+	r := NewReader(bytes.NewReader(stream), 512)
+	if _, _, err := r.SkipTooLarge(10); err == nil {
+		t.Fatal("SkipTooLarge before any refusal succeeded")
+	}
+	r.SetMaxPacketSize(1000)
+	if _, err := r.ReadFrame(); err != ErrTooLarge {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+	h, prefix, err := r.SkipTooLarge(2 + len(big.Topic) + 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Type(h>>4) != PUBLISH || (h>>1)&3 != 1 {
+		t.Fatalf("header %#x", h)
+	}
+	if want := []byte{0, 5, 'b', 'i', 'g', '/', 't', 0, 7}; !bytes.Equal(prefix, want) {
+		t.Fatalf("prefix % x, want % x", prefix, want)
+	}
+	if _, _, err := r.SkipTooLarge(10); err == nil {
+		t.Fatal("skipped the same packet twice")
+	}
+	f, err := r.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Publish
+	got.Version = Version311
+	if err := got.Decode(f.Flags(), f.Body); err != nil || got.Topic != "s" || string(got.Payload) != "ok" {
+		t.Fatalf("next packet %+v %v", got, err)
+	}
+	// A stream that ends inside the skipped body.
+	r = NewReader(bytes.NewReader(stream[:3000]), 512)
+	r.SetMaxPacketSize(1000)
+	if _, err := r.ReadFrame(); err != ErrTooLarge {
+		t.Fatalf("got %v, want ErrTooLarge", err)
+	}
+	if _, _, err := r.SkipTooLarge(100); err != io.ErrUnexpectedEOF {
+		t.Fatalf("truncated body: %v", err)
+	}
+}
