@@ -340,6 +340,10 @@ func WithReceiveMaximum(n uint16) Option {
 // can make the client hold for one packet; without it one 256 MiB packet costs that much
 // memory. Raise it for larger messages. UnlimitedPacketSize (0) leaves only the protocol's
 // own limit of 256 MiB.
+//
+// MQTT 3.1.1 has no way to tell the broker the limit: there a larger PUBLISH is read past
+// without being held, acknowledged (as an MQTT 5 broker would have dropped it), logged at
+// warn level with its topic and counted in Stats().Oversized; the connection stays up.
 func WithMaximumPacketSize(n uint32) Option {
 	return func(c *config) error {
 		if n != 0 && n < 16 {
