@@ -4,6 +4,7 @@ import (
 	"context"
 	stdjson "encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,6 +185,9 @@ func TestTypedDecodeFailureAcknowledged(t *testing.T) {
 	if err := sub.Disconnect(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// Mosquitto may take the next connection's CONNECT before it reads this one's last
+	// PUBACK and DISCONNECT: wait until it has seen the DISCONNECT.
+	waitFor(t, func() bool { return strings.Contains(b.Log(), "Client typed-ack disconnected.") })
 
 	// The same session again: an unacknowledged message would be sent again now.
 	again, err := New(append([]Option{WithBroker(b.URL)}, session...)...)
