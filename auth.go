@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 
 	"github.com/ternmq/tern/packet"
 )
@@ -26,8 +27,16 @@ type Authenticator interface {
 	Done(ctx context.Context, data []byte) error
 }
 
-// WithAuthenticator turns on enhanced authentication with a.
+// WithAuthenticator turns on enhanced authentication with a. Every connection the option
+// configures uses a: the main connection, each publisher pool member (WithPublisherPool) and
+// every client given this same Option value (ClientGroup's WithGroupOptions). Their exchanges
+// run one at a time, as the Authenticator contract promises: a connection that needs one
+// while another runs waits for it in Start, bounded by its connect timeout.
 func WithAuthenticator(a Authenticator) Option {
+	var x *exclusiveAuth
+	if a != nil {
+		x = &exclusiveAuth{a: a, turn: make(chan struct{}, 1)}
+	}
 	return func(c *config) error {
 		if a == nil || a.Method() == "" {
 			return fmt.Errorf("%w: authenticator without a method", ErrInvalidOption)
@@ -35,8 +44,99 @@ func WithAuthenticator(a Authenticator) Option {
 		if err := packet.ValidString(a.Method()); err != nil {
 			return fmt.Errorf("%w: authentication method: %w", ErrInvalidOption, err)
 		}
-		c.auth = a
+		c.auth = x
 		return nil
+	}
+}
+
+// errAuthTurn is the error of a call from an exchange that is no longer the running one.
+var errAuthTurn = errors.New("tern: authentication exchange already ended")
+
+// exclusiveAuth runs the exchanges of several connections on one Authenticator one at a time.
+// An exchange holds turn from Start until Done returns, Start or Continue fails, end is
+// called, or the ctx given to Start ends (the handshake's ctx ends with its attempt). Calls
+// are matched to the running exchange by their ctx, which the client passes unchanged from
+// Start to Continue and Done.
+type exclusiveAuth struct {
+	a    Authenticator
+	turn chan struct{} // one slot: full while an exchange runs
+
+	mu      sync.Mutex
+	cur     context.Context // ctx of the running exchange, nil when none
+	release func()          // ends the running exchange
+}
+
+func (x *exclusiveAuth) Method() string { return x.a.Method() }
+
+func (x *exclusiveAuth) Start(ctx context.Context) ([]byte, error) {
+	select {
+	case x.turn <- struct{}{}:
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			x.mu.Lock()
+			if x.cur == ctx {
+				x.cur, x.release = nil, nil
+			}
+			x.mu.Unlock()
+			<-x.turn
+		})
+	}
+	x.mu.Lock()
+	x.cur = ctx
+	x.mu.Unlock()
+	stop := context.AfterFunc(ctx, release)
+	x.mu.Lock()
+	if x.cur == ctx { // else ctx ended already and release ran
+		x.release = func() { stop(); release() }
+	}
+	x.mu.Unlock()
+	data, err := x.a.Start(ctx)
+	if err != nil {
+		x.end(ctx)
+	}
+	return data, err
+}
+
+// running returns the release of the exchange ctx started, or nil when it has ended.
+func (x *exclusiveAuth) running(ctx context.Context) func() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.cur != ctx {
+		return nil
+	}
+	return x.release // nil when ctx ended as the exchange began
+}
+
+func (x *exclusiveAuth) Continue(ctx context.Context, challenge []byte) ([]byte, error) {
+	release := x.running(ctx)
+	if release == nil {
+		return nil, errAuthTurn
+	}
+	data, err := x.a.Continue(ctx, challenge)
+	if err != nil {
+		release()
+	}
+	return data, err
+}
+
+func (x *exclusiveAuth) Done(ctx context.Context, data []byte) error {
+	release := x.running(ctx)
+	if release == nil {
+		return errAuthTurn
+	}
+	defer release()
+	return x.a.Done(ctx, data)
+}
+
+// end ends the exchange ctx started, if it still runs: for exchanges that stop without a
+// final call (Reauthenticate with a ctx that never ends).
+func (x *exclusiveAuth) end(ctx context.Context) {
+	if release := x.running(ctx); release != nil {
+		release()
 	}
 }
 
@@ -106,6 +206,9 @@ func (c *Client) Reauthenticate(ctx context.Context) error {
 	data, err := a.Start(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrAuthFailed, err)
+	}
+	if x, ok := a.(*exclusiveAuth); ok {
+		defer x.end(ctx)
 	}
 	ch := make(chan *packet.Auth, 1)
 	cn.authMu.Lock()

@@ -233,11 +233,13 @@ func (g *ClientGroup) Connect(ctx context.Context) error {
 	}))
 }
 
-// Disconnect ends the group's merged subscriptions and disconnects every member in
-// parallel (see Client.Disconnect), then waits, bounded by ctx, for the goroutines that merge
+// Disconnect disconnects every member in parallel (see Client.Disconnect), then ends the
+// group's merged subscriptions and waits, bounded by ctx, for the goroutines that merge
 // subscriptions and run their callbacks (a callback still running when ctx ends is reported
-// in the error and left to finish). It returns a *GroupError naming members whose Disconnect
-// failed. The group cannot be used again.
+// in the error and left to finish). Messages a member received that the merged stream had
+// not handed over are not acknowledged to the broker: a session that outlives the connection
+// gets them again on its next connection. It returns a *GroupError naming members whose
+// Disconnect failed. The group cannot be used again.
 func (g *ClientGroup) Disconnect(ctx context.Context) error {
 	g.mu.Lock()
 	g.closed = true
@@ -247,10 +249,13 @@ func (g *ClientGroup) Disconnect(ctx context.Context) error {
 	}
 	clear(g.subs)
 	g.mu.Unlock()
+	// Members first: a message the merging goroutines still hold when they stop is
+	// acknowledged, and only on a closed connection is that acknowledgement not sent, so a
+	// persistent session keeps it for the next process instead of losing it unseen.
+	err := groupErr(g.each(func(_ string, c *Client) error { return c.Disconnect(ctx) }))
 	for _, gs := range subs {
 		gs.stop()
 	}
-	err := groupErr(g.each(func(_ string, c *Client) error { return c.Disconnect(ctx) }))
 	for _, gs := range subs {
 		if werr := gs.wait(ctx); werr != nil {
 			// A callback that does not return: its goroutine outlives Disconnect.

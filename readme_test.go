@@ -12,7 +12,8 @@ import (
 
 // Every Go code block in a README of the repository is a copy of a program that the test
 // command builds: the block is preceded by a line "<!-- file: PATH -->" naming the file (from
-// the repository root), and must equal it byte for byte. So the docs always compile.
+// the repository root), and must equal it byte for byte. So the docs always compile. YAML
+// blocks (tern run scenarios) follow the same rule, naming a scenario the tests run.
 func TestReadmeCodeBlocksAreBuiltPrograms(t *testing.T) {
 	var readmes []string
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
@@ -55,11 +56,11 @@ func TestReadmeCodeBlocksAreBuiltPrograms(t *testing.T) {
 				code = nil
 			case code != nil:
 				code.WriteString(text + "\n")
-			case strings.HasPrefix(text, "```go"):
+			case strings.HasPrefix(text, "```go"), strings.HasPrefix(text, "```yaml"):
 				name, ok := strings.CutPrefix(prev, "<!-- file: ")
 				name, ok2 := strings.CutSuffix(name, " -->")
 				if !ok || !ok2 {
-					t.Errorf("%s:%d: a Go code block must follow a line <!-- file: PATH --> naming the program it copies", readme, line)
+					t.Errorf("%s:%d: a Go or YAML code block must follow a line <!-- file: PATH --> naming the file it copies", readme, line)
 				}
 				file, code = name, &strings.Builder{}
 			}

@@ -60,15 +60,18 @@ func NewTypedQueued[T any](p *QueuePublisher, codec Codec[T]) *Typed[T] {
 
 // Publish encodes v as the payload of opts (any Payload in opts is replaced) and publishes
 // it: through the Client as Client.Publish does (QoS 1 returns on PUBACK, QoS 2 on PUBCOMP),
-// or into the QueuePublisher. The Content Type property is the codec's unless opts sets one.
-// An encoding failure is returned before anything is sent.
+// or into the QueuePublisher. The Content Type property is the codec's unless opts sets one;
+// on a client that speaks MQTT 3.1.1, which has no properties, it is left out (also under
+// MQTT5Fallback311 until an MQTT 5 connection has succeeded), while a Content Type set in
+// opts is refused there with ErrNotInV311 as by Client.Publish. An encoding failure is
+// returned before anything is sent.
 func (t *Typed[T]) Publish(ctx context.Context, opts PublishOptions, v T) error {
 	b, err := t.codec.Encode(v)
 	if err != nil {
 		return fmt.Errorf("tern: encode payload: %w", err)
 	}
 	opts.Payload = b
-	if opts.ContentType == "" {
+	if opts.ContentType == "" && !t.c.mayFallBack311() {
 		opts.ContentType = t.codec.ContentType()
 	}
 	if t.qp != nil {

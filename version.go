@@ -33,7 +33,8 @@ const DefaultMQTT311Window = 20
 // (properties, topic aliases, subscription identifiers, no-local, retain-as-published, retain
 // handling, enhanced authentication, reason codes and properties in DISCONNECT, ...) on a
 // client that speaks 3.1.1. The error names the feature; it also matches
-// packet.ErrNotInV311 when the packet layer found it.
+// packet.ErrNotInV311 when the packet layer found it. For a message with a property it also
+// matches ErrInvalidMessage (a QueuePublisher sets such a message aside).
 var ErrNotInV311 = errors.New("tern: not available in MQTT 3.1.1")
 
 // WithProtocol chooses the protocol version. Default: MQTT5.
@@ -198,7 +199,9 @@ func fitRequest311(p packet.Packet) error {
 	return nil
 }
 
-// check311Publish refuses a message that uses a property, which 3.1.1 cannot carry.
+// check311Publish refuses a message that uses a property, which 3.1.1 cannot carry. The error
+// matches ErrInvalidMessage too: a client on 3.1.1 stays on it, so the message can never be
+// sent by this client, and a QueuePublisher sets it aside instead of retrying it forever.
 func check311Publish(p *packet.Publish) error {
 	if !p.HasProperties() {
 		return nil
@@ -209,7 +212,19 @@ func check311Publish(p *packet.Publish) error {
 	if err == nil {
 		err = packet.ErrNotInV311
 	}
-	return fmt.Errorf("%w: %w", ErrNotInV311, err)
+	return fmt.Errorf("%w (%w): %w", ErrNotInV311, ErrInvalidMessage, err)
+}
+
+// mayFallBack311 reports whether the client speaks 3.1.1 or may yet speak it: configured
+// so, fallen back, or under MQTT5Fallback311 before any MQTT 5 connection succeeded.
+func (c *Client) mayFallBack311() bool {
+	switch c.cfg.protocol {
+	case MQTT311:
+		return true
+	case MQTT5Fallback311:
+		return c.speaks311() || !c.v5ok.Load()
+	}
+	return false
 }
 
 // writeOut311Locked writes a stored publish to a 3.1.1 connection. The stored bytes are the

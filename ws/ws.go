@@ -27,6 +27,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 
 	"github.com/coder/websocket"
 	"github.com/ternmq/tern"
@@ -50,6 +51,8 @@ type Option func(*Transport)
 
 // WithHeader adds HTTP headers to every handshake request (authentication, cookies, an
 // Origin). Default: none. The headers the WebSocket handshake needs are set by the transport.
+// They go to the host of the broker URL only: an HTTP redirect of the handshake to another
+// host is followed without them.
 func WithHeader(h http.Header) Option {
 	return func(t *Transport) { t.header = h.Clone() }
 }
@@ -106,7 +109,7 @@ func (t *Transport) Dial(ctx context.Context, broker *url.URL, env tern.DialEnv)
 		// A ws:// URL redirected to https:// still verifies the server, by host name.
 		hc.TLSClientConfig = &tls.Config{}
 	}
-	client := &http.Client{Transport: hc, CheckRedirect: checkRedirect}
+	client := &http.Client{Transport: hc, CheckRedirect: t.checkRedirect}
 	c, resp, err := websocket.Dial(ctx, broker.String(), &websocket.DialOptions{
 		HTTPClient:      client,
 		HTTPHeader:      t.header,
@@ -130,13 +133,20 @@ func (t *Transport) Dial(ctx context.Context, broker *url.URL, env tern.DialEnv)
 
 // checkRedirect follows at most maxRedirects HTTP redirects of the handshake, and none from
 // TLS to plain HTTP: a redirect must not lower the transport's security (the same rule the
-// client applies to MQTT server redirects).
-func checkRedirect(req *http.Request, via []*http.Request) error {
+// client applies to MQTT server redirects). A redirect to another host goes without the
+// WithHeader headers: any of them may carry a credential, and that host is not the one the
+// user named (net/http itself drops only Authorization, Cookie and WWW-Authenticate).
+func (t *Transport) checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= maxRedirects {
 		return fmt.Errorf("ws: more than %d redirects", maxRedirects)
 	}
 	if via[0].URL.Scheme == "https" && req.URL.Scheme != "https" {
 		return errors.New("ws: redirect from wss to an insecure URL refused")
+	}
+	if !strings.EqualFold(req.URL.Hostname(), via[0].URL.Hostname()) {
+		for k := range t.header {
+			req.Header.Del(k)
+		}
 	}
 	return nil
 }
