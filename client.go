@@ -272,6 +272,11 @@ type DisconnectOptions struct {
 // awaiting acknowledgement fail with ErrClosed; subscriptions are closed. The client cannot
 // be used again. It always returns by the time ctx ends.
 //
+// Over TCP and TLS it then waits, at most a second (or until ctx ends), for the broker to
+// close the connection: by then the broker has read every acknowledgement sent before the
+// DISCONNECT, so the session's next connection, from this process or another, is not sent
+// again what this one acknowledged.
+//
 // With a Store and a session that outlives the connection (a session expiry above zero in
 // force, see WithSessionExpiry and DisconnectOptions.SessionExpiry), the unfinished QoS 1/2
 // exchanges stay in the store: a client started later on it resumes them, so they may still
@@ -323,7 +328,7 @@ func (c *Client) DisconnectWith(ctx context.Context, o DisconnectOptions) error 
 		cn.w.flush(fctx)
 		cancel()
 		c.cancel() // first, so the supervisor does not take the close for a lost connection
-		cn.sendDisconnect(ctx, d, ErrClosed)
+		cn.sendDisconnect(ctx, d, ErrClosed, true)
 	}
 	c.shutdown(ErrClosed, c.sessionOutlives(o.SessionExpiry))
 	err = c.stopPool(ctx)

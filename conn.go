@@ -99,7 +99,9 @@ type conn struct {
 	ka       *keepalive   // nil without a keepalive; set by start
 
 	closeOnce sync.Once
-	closing   chan struct{} // closed when the connection starts to shut down
+	closing   chan struct{}         // closed when the connection starts to shut down
+	readEnd   chan struct{}         // closed when the read loop has returned
+	bye       atomic.Pointer[error] // set by a graceful Disconnect: the reason the read loop closes with
 	errMu     sync.Mutex
 	err       error // why it closed
 	wg        sync.WaitGroup
@@ -211,6 +213,7 @@ func (c *Client) dialConnAt(ctx context.Context, broker *url.URL, clean, redirec
 		info:    info,
 		ver:     v,
 		closing: make(chan struct{}),
+		readEnd: make(chan struct{}),
 	}
 	if c.cfg.outAliases && info.TopicAliasMaximum > 0 {
 		cn.aliases = newAliasTable(info.TopicAliasMaximum)
@@ -342,7 +345,11 @@ func (cn *conn) start() {
 			cn.close(fmt.Errorf("%w: write: %w", ErrConnectionLost, err))
 		}
 	}()
-	go func() { defer cn.wg.Done(); cn.readLoop() }()
+	go func() {
+		defer cn.wg.Done()
+		defer close(cn.readEnd)
+		cn.readLoop()
+	}()
 }
 
 // close shuts the connection down for reason err. It does not wait; use wait for that.
@@ -372,12 +379,13 @@ func (cn *conn) closeWith(code packet.ReasonCode, err error) {
 	if perr := (*packet.Error)(nil); errors.As(err, &perr) && perr.Detail != "" {
 		d.ReasonString = perr.Detail
 	}
-	cn.sendDisconnect(context.Background(), d, err)
+	cn.sendDisconnect(context.Background(), d, err, false)
 }
 
 // sendDisconnect stops the writer, writes d directly (bounded by a short deadline) and
-// closes the connection with reason err.
-func (cn *conn) sendDisconnect(ctx context.Context, d *packet.Disconnect, err error) {
+// closes the connection with reason err. graceful (Client.Disconnect) waits for the broker
+// to close first (awaitPeerClose).
+func (cn *conn) sendDisconnect(ctx context.Context, d *packet.Disconnect, err error, graceful bool) {
 	deadline := time.Now().Add(time.Second)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
 		deadline = dl
@@ -387,12 +395,41 @@ func (cn *conn) sendDisconnect(ctx context.Context, d *packet.Disconnect, err er
 	select {
 	case <-cn.w.stopped:
 		d.Version = cn.ver
-		cn.nc.Write(d.AppendTo(nil))
+		if _, werr := cn.nc.Write(d.AppendTo(nil)); werr == nil && graceful {
+			cn.awaitPeerClose(ctx, deadline, err)
+		}
 	case <-ctx.Done():
 		// The writer is stuck in a write the deadline has not ended yet: give up on
 		// DISCONNECT; closing the socket below frees it.
 	}
 	cn.close(err)
+}
+
+// awaitPeerClose ends a graceful Disconnect: it shuts down the sending side of the
+// connection after the DISCONNECT and waits, until deadline or ctx ends, for the broker to
+// close its side. The broker reads a stream in order, so once it closes it has read every
+// acknowledgement the client sent before the DISCONNECT: the next connection of the same
+// session, from this process or another, is not sent again what they acknowledged (a broker
+// may take a new connection's CONNECT before it reads an old connection's last bytes, and
+// then drops them unread). Transports that cannot half-close (WebSocket) close at once, as
+// before. Messages that arrive meanwhile are not acknowledged: the session sends them again.
+func (cn *conn) awaitPeerClose(ctx context.Context, deadline time.Time, err error) {
+	cw, ok := cn.nc.(interface{ CloseWrite() error })
+	if !ok {
+		return
+	}
+	cn.bye.Store(&err)
+	if cw.CloseWrite() != nil {
+		return
+	}
+	cn.nc.SetReadDeadline(deadline) // the read loop ends by then, whatever the broker does
+	t := time.NewTimer(time.Until(deadline))
+	defer t.Stop()
+	select {
+	case <-cn.readEnd:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 func (cn *conn) reason() error {

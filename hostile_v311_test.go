@@ -57,6 +57,7 @@ func start311(t *testing.T, p *peer, opts ...Option) (*Client, *peerConn, *packe
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
+	pc.closeOnEOF()
 	return c, pc, cp
 }
 

@@ -173,5 +173,20 @@ func connectPeer(t *testing.T, p *peer, ca *packet.Connack, opts ...Option) (*Cl
 		defer cancel()
 		c.Disconnect(ctx)
 	})
+	pc.closeOnEOF()
 	return c, pc, cp
+}
+
+// closeOnEOF makes the peer act as a broker does once the test is over: it reads and
+// discards what the client sends and closes when the client ends its side, so the client's
+// Disconnect (registered as a cleanup before this one, so it runs after) does not wait for
+// the peer to close.
+func (pc *peerConn) closeOnEOF() {
+	pc.t.Cleanup(func() {
+		go func() {
+			pc.nc.SetReadDeadline(time.Time{})
+			_, _ = io.Copy(io.Discard, pc.nc)
+			pc.nc.Close()
+		}()
+	})
 }

@@ -38,6 +38,10 @@ func (cn *conn) readLoop() {
 		}
 		if err != nil {
 			f.Release()
+			if bye := cn.bye.Load(); bye != nil {
+				cn.close(*bye) // a graceful Disconnect is under way: its writer is closed
+				return
+			}
 			// A packet error carries the code the specification names; anything else (a
 			// store failure, say) is our own problem.
 			code := packet.ImplementationSpecificError
@@ -73,6 +77,10 @@ func (cn *conn) endBatch() {
 }
 
 func (cn *conn) readFailed(err error) {
+	if bye := cn.bye.Load(); bye != nil {
+		cn.close(*bye) // the end of a graceful Disconnect, not a lost connection
+		return
+	}
 	var perr *packet.Error
 	if errors.As(err, &perr) {
 		cn.closeWith(perr.Code, fmt.Errorf("%w: %w", ErrConnectionLost, err))
