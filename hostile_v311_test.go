@@ -265,6 +265,15 @@ func TestV311Fallback(t *testing.T) {
 			refuse(pc)
 			pc.nc.Close()
 			pc = p.accept()
+			if name == "close" || name == "reset" {
+				// A close is not taken for a refusal until it happens twice in a row.
+				if cp := readAt(t, pc, packet.Version5).(*packet.Connect); cp.Version != 0 {
+					t.Fatalf("second CONNECT at level %d, want 5 again after a close", cp.Version)
+				}
+				refuse(pc)
+				pc.nc.Close()
+				pc = p.accept()
+			}
 			if cp := readAt(t, pc, packet.Version311).(*packet.Connect); cp.Version != packet.Version311 {
 				t.Fatalf("second CONNECT at level %d, want 4", cp.Version)
 			}
@@ -289,6 +298,38 @@ func TestV311Fallback(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// A broker that closes one level-5 CONNECT (restarting, shedding load) and takes the next
+// does not send the client to 3.1.1 for the rest of its life.
+func TestV311NoFallbackOnOneClose(t *testing.T) {
+	p := newPeer(t)
+	c, err := New(WithBroker(p.url()), WithProtocol(MQTT5Fallback311), WithReconnectBackoff(ConstantBackoff(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.Disconnect(ctx)
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- c.Connect(testCtx(t)) }()
+	pc := p.accept()
+	readAt(t, pc, packet.Version5)
+	pc.nc.Close()
+	pc = p.accept()
+	if cp := readAt(t, pc, packet.Version5).(*packet.Connect); cp.Version != 0 {
+		t.Fatalf("after one close the CONNECT is at level %d, want 5", cp.Version)
+	}
+	pc.send(&packet.Connack{})
+	pc.closeOnEOF()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if v := c.Info().Version; v != packet.Version5 {
+		t.Fatalf("Info().Version = %d, want 5", v)
 	}
 }
 

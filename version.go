@@ -54,7 +54,8 @@ var ErrNotInV311 = errors.New("tern: not available in MQTT 3.1.1")
 // MQTT5Fallback311 sends a level-5 CONNECT first. It falls back to 3.1.1, at once and on the
 // same broker, when the broker answers CONNACK 0x84 (unsupported protocol version), including
 // the 3.1.1 form of that answer (return code 1, which reads 0x84), or when it closes the
-// connection (end of stream or reset) before any CONNACK. After a successful 3.1.1
+// connection (end of stream or reset) before any CONNACK on two level-5 attempts in a row
+// (one close may be a broker restarting or shedding load). After a successful 3.1.1
 // connection the client stays on 3.1.1 (Info().Version says 4). Until then, messages and
 // subscriptions are checked against 3.1.1 when they are written: one that uses a 5-only
 // feature fails with ErrNotInV311 without being sent. Options that 3.1.1 cannot carry
@@ -127,6 +128,19 @@ func (c *Client) dialConn(ctx context.Context, broker *url.URL, clean, redirecte
 	}
 	if ferr := c.cfg.connectFeatures311(); ferr != nil {
 		return nil, fmt.Errorf("%w; no fallback to 3.1.1: %w", err, ferr)
+	}
+	if rc := (*ReasonCodeError)(nil); !errors.As(err, &rc) {
+		// A close before CONNACK says less than 0x84 does: a broker restarting or shedding
+		// load closes too, and falling back is for the client's lifetime. Ask at level 5
+		// once more first; only a second close in a row means the broker refuses it.
+		c.log.Info("tern: broker closed before CONNACK; asking for MQTT 5 once more", "broker", redact(broker), "err", err)
+		cn, err = c.dialConnAt(ctx, broker, clean, redirected, packet.Version5)
+		if err == nil {
+			c.v5ok.Store(true)
+		}
+		if err == nil || !refusedLevel5(err, c.v5ok.Load()) || ctx.Err() != nil {
+			return cn, err
+		}
 	}
 	c.log.Info("tern: broker refused MQTT 5; trying 3.1.1", "broker", redact(broker), "err", err)
 	cn, err2 := c.dialConnAt(ctx, broker, clean, redirected, packet.Version311)
