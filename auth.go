@@ -143,6 +143,8 @@ func (x *exclusiveAuth) end(ctx context.Context) {
 // WithConnectPacketBuilder sets a function that may change each CONNECT just before it is
 // sent, on every connection attempt: the place to rotate a token or password. An error aborts
 // that attempt (the supervisor tries again later). The packet is validated after fn returns.
+// With WithPublisherPool, fn also runs for the members' connections, possibly concurrently
+// (see WithPublisherPool for what a member keeps of its own).
 func WithConnectPacketBuilder(fn func(ctx context.Context, p *packet.Connect) error) Option {
 	return func(c *config) error { c.connectBuilder = fn; return nil }
 }

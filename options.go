@@ -642,8 +642,11 @@ func WithWriteOverflowPolicy(p WriteOverflowPolicy) Option {
 // disconnected by Disconnect. They use the main connection's broker list, credentials, TLS
 // and limits, but Clean Start and session expiry 0, no store, no will, no subscriptions and
 // no lifecycle callbacks: a member that loses its connection republishes what it had in
-// flight on the next one (at least once), so keep work that needs the store or exactly-once
-// across a crash on the main connection (QueuePublisher does, see below). Member client
+// flight on the next one (at least once, whatever WithSessionLossPolicy says for the main
+// connection), so keep work that needs the store or exactly-once across a crash on the main
+// connection (QueuePublisher does, see below). A WithConnectPacketBuilder runs for each
+// member's CONNECT too, possibly at the same time as for others; the member's own client id,
+// Clean Start and session expiry 0 are put back after it. Member client
 // ids come from WithPublisherPoolClientID. While no member is connected, publishes go to the
 // main connection and Stats().PoolFallbacks counts them. Cost: n more connections, with
 // their goroutines; one atomic add per publish for the choice.

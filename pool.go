@@ -7,6 +7,8 @@ import (
 	"hash/fnv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/ternmq/tern/packet"
 )
 
 // PoolRouting decides which member of the publisher pool (WithPublisherPool) carries a
@@ -59,6 +61,20 @@ func defaultPoolClientID(parent string, i int) string {
 	return fmt.Sprintf("%s-pub-%d", parent, i)
 }
 
+// memberBuilder runs the parent's CONNECT builder for a pool member (a token or password it
+// rotates serves the member too) and then puts back what makes the member a member: its own
+// client id and a clean session that ends with the connection. Without that, a builder that
+// sets the id would give every member the parent's, and they would take each other over.
+func memberBuilder(build func(context.Context, *packet.Connect) error, id string) func(context.Context, *packet.Connect) error {
+	return func(ctx context.Context, p *packet.Connect) error {
+		if err := build(ctx, p); err != nil {
+			return err
+		}
+		p.ClientID, p.CleanStart, p.SessionExpiry = id, true, 0
+		return nil
+	}
+}
+
 // startPool makes and starts the pool members. Called by Connect once the client runs; the
 // members connect in the background.
 func (c *Client) startPool() {
@@ -78,6 +94,12 @@ func (c *Client) startPool() {
 		cfg.cleanStart, cfg.cleanOnReconnect, cfg.sessionExpiry = true, true, 0
 		cfg.store, cfg.will, cfg.onUnrouted = nil, nil, nil
 		cfg.onReconnect, cfg.onUp, cfg.onDown, cfg.onConnectErr, cfg.onServerDisc = nil, nil, nil, nil, nil
+		// A member's session never outlives its connection, so a reconnect always finds it
+		// gone: what the member had in flight is republished whatever the parent's policy.
+		cfg.sessionLoss = Republish
+		if build := cfg.connectBuilder; build != nil {
+			cfg.connectBuilder = memberBuilder(build, cfg.clientID)
+		}
 		cfg.background = true
 		cfg.poolSize = 0
 		cfg.logger = c.log.With("pool_member", i+1)
