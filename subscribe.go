@@ -820,9 +820,16 @@ func (c *Client) request(ctx context.Context, p packet.Packet) (packet.Packet, e
 func (c *Client) finishRequest(id uint16, want packet.Type, res packet.Packet) error {
 	c.mu.Lock()
 	r := c.requests[id]
-	if r == nil || r.pkt.Type()+1 != want {
+	if r == nil {
 		c.mu.Unlock()
 		return nil // unknown: nothing waits for it
+	}
+	if r.pkt.Type()+1 != want {
+		c.mu.Unlock()
+		// The identifier is in use by the other kind of request: left unanswered, its
+		// caller would wait until its ctx ends while the broker thinks it answered.
+		return &packet.Error{Code: packet.ProtocolError,
+			Detail: fmt.Sprintf("%v for the packet identifier of a %v", want, r.pkt.Type())}
 	}
 	delete(c.requests, id)
 	c.idFreedLocked()
