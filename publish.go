@@ -161,26 +161,13 @@ func (c *Client) publishAsync(ctx context.Context, m PublishOptions) (*PublishTo
 	c.inflight[om.id] = om
 	c.linkLocked(om)
 	if c.store == nil {
-		cn := c.conn
-		if cn == nil {
-			c.mu.Unlock()
-			return om.tok, nil
+		if cn := c.conn; cn != nil {
+			if err := c.sendOutLocked(cn, om, false); err != nil {
+				c.mu.Unlock()
+				return nil, err
+			}
 		}
-		// Alone in the window (one at a time), this goroutine writes the message itself
-		// if the writer is idle: no wake-up of the writer goroutine. With others in
-		// flight the writer goroutine batches what their publishers add meanwhile.
-		inline := c.inUse <= 1
-		if inline {
-			cn.w.hold()
-		}
-		err := c.sendOutLocked(cn, om, false)
 		c.mu.Unlock()
-		if inline {
-			cn.w.release()
-		}
-		if err != nil {
-			return nil, err
-		}
 		return om.tok, nil
 	}
 	c.mu.Unlock()

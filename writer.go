@@ -28,7 +28,6 @@ type writer struct {
 	space   chan struct{} // closed when buf shrinks below max after being full
 	urgent  int           // bytes sendUrgent appended to buf since the last swap
 	corked  bool          // the read loop is inside a batch: sendUrgent leaves the loop asleep
-	holds   int           // producers that appended without waking the loop and will call release
 
 	// One write at a time: its holder (the loop, or a producer writing inline) swapped buf
 	// into spare and owns spare until it finishes. An inline write the socket takes only in
@@ -144,14 +143,10 @@ func (w *writer) tryReserve() (uint64, error) {
 	return w.gen, nil
 }
 
-// commit releases w.mu after an append and wakes the loop, unless a producer holds the
-// writer (hold): its release writes the bytes or wakes the loop.
+// commit releases w.mu after an append and wakes the loop.
 func (w *writer) commit() {
-	wake := w.holds == 0
 	w.mu.Unlock()
-	if wake {
-		w.wakeLoop()
-	}
+	w.wakeLoop()
 }
 
 // urgentBound is the bound on urgent bytes for a write buffer of limit bytes: the larger of
@@ -183,8 +178,8 @@ func (w *writer) sendUrgent(b []byte) error {
 	}
 	w.urgent += len(b)
 	w.buf = append(w.buf, b...)
-	if w.corked || w.holds > 0 {
-		w.mu.Unlock() // uncork or release writes them, or wakes the loop
+	if w.corked {
+		w.mu.Unlock() // uncork writes them or wakes the loop at the end of the read batch
 		return nil
 	}
 	w.urgentWakes.Add(1)
@@ -213,27 +208,6 @@ func (w *writer) uncork(inline bool) {
 	w.kickLocked(inline)
 }
 
-// hold marks a producer that is about to append (under the session lock) and will call
-// release once it holds no lock: appends made meanwhile, its own and others', do not wake
-// the loop, because release writes them or wakes it. Holds must be short: nothing that can
-// wait may run between hold and release.
-func (w *writer) hold() {
-	w.mu.Lock()
-	w.holds++
-	w.mu.Unlock()
-}
-
-// release ends a hold and writes what is pending from the calling goroutine if no write is
-// in progress (group commit: whoever finds the writer idle writes one batch), or leaves it
-// to the write in progress or to the loop. The caller must hold no lock. Cost when the
-// writer is idle: one non-blocking write system call on the caller's goroutine instead of
-// a wake-up of the loop.
-func (w *writer) release() {
-	w.mu.Lock()
-	w.holds--
-	w.kickLocked(true)
-}
-
 // kickLocked sees that pending bytes get written: inline (if allowed and possible), by the
 // write in progress (which looks again when it ends), or by the loop. Called with w.mu held;
 // releases it.
@@ -250,14 +224,14 @@ func (w *writer) kickLocked(inline bool) {
 }
 
 // inlineRounds bounds the writes one inline writer makes for bytes others appended while
-// it wrote (the publisher and the read loop meeting, say); past it the loop takes over.
+// it wrote (a publisher or a consumer's Ack, say); past it the loop takes over.
 const inlineRounds = 4
 
 // writeInline writes the pending bytes on the calling goroutine with non-blocking system
 // calls. It never waits for the peer: what the socket does not take now (the peer is slow
 // or has stopped reading) goes to the loop as rest, with its generation, and the loop writes
-// it the ordinary blocking way. Bytes appended meanwhile are left to a producer that still
-// holds the writer, written in another round, or after inlineRounds left to the loop.
+// it the ordinary blocking way. Bytes appended meanwhile are written in another round, or
+// after inlineRounds left to the loop.
 // Caller holds w.mu with buf non-empty, no write in progress and no error; writeInline
 // releases w.mu.
 func (w *writer) writeInline() {
@@ -279,7 +253,7 @@ func (w *writer) writeInline() {
 			return
 		}
 		w.finishLocked(gen, err)
-		pending := len(w.buf) > 0 && w.holds == 0 // nobody else will write it
+		pending := len(w.buf) > 0
 		if pending && w.err == nil && round < inlineRounds {
 			continue
 		}
@@ -374,8 +348,8 @@ func (w *writer) waitFlushed(ctx context.Context, gen uint64) error {
 			w.flushed = make(chan struct{}) // made on demand: a write nobody waits for allocates nothing
 		}
 		ch := w.flushed
-		// Bytes a cork or a hold keeps from the loop would otherwise wait for the batch's
-		// end, which may be the caller's own (an inline callback that flushes).
+		// Bytes a cork keeps from the loop would otherwise wait for the batch's end, which
+		// may be the caller's own (an inline callback that acks, then flushes).
 		pending := len(w.buf) > 0
 		w.mu.Unlock()
 		if pending {

@@ -70,7 +70,7 @@ func pipeWriter(t *testing.T) (*writer, net.Conn, func() []byte) {
 	}
 }
 
-// appendBytes appends p like a producer holding the writer would, without waking the loop.
+// appendBytes appends p like sendUrgent in a corked batch would, without waking the loop.
 func appendBytes(w *writer, p []byte) uint64 {
 	w.lock()
 	gen := w.gen
@@ -88,7 +88,7 @@ func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
 	}
 }
 
-// TestWriterFailDuringInlineWrite: fail while a producer's inline write is in progress.
+// TestWriterFailDuringInlineWrite: fail while the read loop's inline write is in progress.
 // The loop waits for that write to end (nothing may write after stopped, where sendDisconnect
 // writes DISCONNECT), and it must then stop: a connection that cannot stop blocks the
 // supervisor forever ("writer.fail/close must still stop everything").
@@ -96,10 +96,10 @@ func TestWriterFailDuringInlineWrite(t *testing.T) {
 	w, a, _ := pipeWriter(t)
 	ft := &fakeTry{conn: a, entered: make(chan struct{}), gate: make(chan struct{})}
 	w.raw = ft
-	w.hold()
+	w.cork()
 	appendBytes(w, []byte("publish"))
 	released := make(chan struct{})
-	go func() { defer close(released); w.release() }()
+	go func() { defer close(released); w.uncork(true) }()
 	<-ft.entered // the inline write is in progress
 	w.fail(ErrConnectionLost)
 	select {
@@ -108,7 +108,7 @@ func TestWriterFailDuringInlineWrite(t *testing.T) {
 	default:
 	}
 	close(ft.gate)
-	waitClosed(t, released, "release")
+	waitClosed(t, released, "uncork")
 	waitClosed(t, w.stopped, "the loop's stop after the inline write ended")
 }
 
@@ -119,9 +119,9 @@ func TestWriterInlineHandoverExact(t *testing.T) {
 	w, a, result := pipeWriter(t)
 	ft := &fakeTry{conn: a, take: func(n int) int { return min(n, 3) }}
 	w.raw = ft
-	w.hold()
+	w.cork()
 	gen := appendBytes(w, []byte("first-batch"))
-	w.release() // takes "fir", hands "st-batch" to the loop
+	w.uncork(true) // the socket takes "fir": "st-batch" goes to the loop
 	if got := w.handovers.Load(); got != 1 {
 		t.Fatalf("handovers %d, want 1", got)
 	}
@@ -130,9 +130,9 @@ func TestWriterInlineHandoverExact(t *testing.T) {
 	if err := w.waitFlushed(ctx, gen); err != nil {
 		t.Fatal(err)
 	}
-	w.hold()
+	w.cork()
 	appendBytes(w, []byte("|second"))
-	w.release()
+	w.uncork(true)
 	if err := w.flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -143,26 +143,26 @@ func TestWriterInlineHandoverExact(t *testing.T) {
 	}
 }
 
-// TestWriterInlineWhileLoopWrites: a producer that finds a write in progress leaves its
-// bytes to that writer (no second writer at once, no lost bytes, order kept).
+// TestWriterInlineWhileLoopWrites: an uncork that finds a write in progress leaves its bytes
+// to that writer (no second writer at once, no lost bytes, order kept).
 func TestWriterInlineWhileLoopWrites(t *testing.T) {
 	w, a, result := pipeWriter(t)
 	ft := &fakeTry{conn: a, entered: make(chan struct{}), gate: make(chan struct{})}
 	w.raw = ft
-	w.hold()
+	w.cork()
 	appendBytes(w, []byte("A"))
 	done := make(chan struct{})
-	go func() { defer close(done); w.release() }()
+	go func() { defer close(done); w.uncork(true) }()
 	<-ft.entered
-	// A second producer while A's write is in progress: it must not write.
-	w.hold()
+	// A second batch while A's write is in progress: it must not write.
+	w.cork()
 	appendBytes(w, []byte("B"))
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); w.release() }()
+	go func() { defer wg.Done(); w.uncork(true) }()
 	wg.Wait() // returned without writing: the write in progress owns the socket
 	close(ft.gate)
-	waitClosed(t, done, "first release")
+	waitClosed(t, done, "first uncork")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := w.flush(ctx); err != nil {
