@@ -29,7 +29,7 @@ type writer struct {
 	urgent  int           // bytes sendUrgent appended to buf since the last swap
 	corked  bool          // the read loop is inside a batch: sendUrgent leaves the loop asleep
 
-	// One write at a time: its holder (the loop, or a producer writing inline) swapped buf
+	// One write at a time: its holder (the loop, or the read loop writing inline) swapped buf
 	// into spare and owns spare until it finishes. An inline write the socket takes only in
 	// part leaves its tail in rest (generation restGen) for the loop, which keeps writing set.
 	writing bool
@@ -46,7 +46,7 @@ type writer struct {
 	// urgentWakes counts sendUrgent calls that woke the loop (not corked): at most one per
 	// read batch when acknowledgements coalesce, which a test checks.
 	urgentWakes atomic.Uint64
-	// inlineWrites counts writes made by producers or the read loop instead of the loop;
+	// inlineWrites counts writes the read loop made itself (writeInline);
 	// handovers counts inline writes the socket took only in part (the loop wrote the rest).
 	// loopWrites counts the loop's writes.
 	inlineWrites, handovers, loopWrites atomic.Uint64
