@@ -120,7 +120,7 @@ func (s *Subscription) isPumping() bool {
 // ends the read batch first: the consumers it would wake and the acknowledgements it corks
 // must not wait for the stall.
 func (s *Subscription) stalled(cn *conn) {
-	cn.endBatch()
+	cn.endBatch(false) // under s.mu: the loop writes
 	if st := s.c.st; st != nil {
 		st.ReadStalls.Add(1)
 	}

@@ -14,7 +14,7 @@ import (
 // nothing from the network can make it panic.
 func (cn *conn) readLoop() {
 	pub := packet.Publish{Version: cn.ver} // reused: decoding into it does not allocate
-	defer cn.endBatch()
+	defer cn.endBatch(false)
 	for {
 		f, err := cn.r.ReadFrame()
 		if err != nil {
@@ -26,15 +26,16 @@ func (cn *conn) readLoop() {
 		}
 		cn.reads.Add(1)
 		// A batch lasts while the next packet is already in memory: its wake-ups and
-		// acknowledgements wait for its end, never for the network.
+		// acknowledgements wait for its end, never for the network. A batch of one packet
+		// is corked too, so that its acknowledgement leaves from here (endBatch).
 		more := cn.r.FrameBuffered()
-		if more && !cn.corked {
+		if !cn.corked {
 			cn.corked = true
 			cn.w.cork()
 		}
 		err = cn.dispatch(&f, &pub)
 		if !more {
-			cn.endBatch()
+			cn.endBatch(true)
 		}
 		if err != nil {
 			f.Release()
@@ -63,8 +64,11 @@ func (cn *conn) readLoop() {
 // endBatch ends a read batch: it wakes the consumers of the queues the batch filled, once
 // each, and lets the acknowledgements the batch caused leave in one write. The read loop
 // calls it when no whole packet is buffered (before it may block on the network) and before
-// any wait for a consumer. Reader only.
-func (cn *conn) endBatch() {
+// any wait for a consumer. With inline set (the read loop holds no lock) that write is made
+// here when the writer is idle, with one system call that never waits (writer.uncork): the
+// read loop cannot block on a peer that has stopped reading, so it never deadlocks with a
+// broker that is itself blocked writing to us. Reader only.
+func (cn *conn) endBatch(inline bool) {
 	for i, q := range cn.wakeLater {
 		q.wake()
 		cn.wakeLater[i] = nil
@@ -72,7 +76,7 @@ func (cn *conn) endBatch() {
 	cn.wakeLater = cn.wakeLater[:0]
 	if cn.corked {
 		cn.corked = false
-		cn.w.uncork()
+		cn.w.uncork(inline)
 	}
 }
 

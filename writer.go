@@ -29,6 +29,14 @@ type writer struct {
 	urgent  int           // bytes sendUrgent appended to buf since the last swap
 	corked  bool          // the read loop is inside a batch: sendUrgent leaves the loop asleep
 
+	// One write at a time: its holder (the loop, or the read loop writing inline) swapped buf
+	// into spare and owns spare until it finishes. An inline write the socket takes only in
+	// part leaves its tail in rest (generation restGen) for the loop, which keeps writing set.
+	writing bool
+	rest    []byte
+	restGen uint64
+	raw     tryWriter // non-blocking writes on the socket; nil: the loop writes everything
+
 	idleTimer *time.Timer // armed while the loop is idle holding buffers; see releaseIdle
 	idleGen   uint64      // w.gen when the idle timer was last armed
 
@@ -38,6 +46,16 @@ type writer struct {
 	// urgentWakes counts sendUrgent calls that woke the loop (not corked): at most one per
 	// read batch when acknowledgements coalesce, which a test checks.
 	urgentWakes atomic.Uint64
+	// inlineWrites counts writes the read loop made itself (writeInline);
+	// handovers counts inline writes the socket took only in part (the loop wrote the rest).
+	// loopWrites counts the loop's writes.
+	inlineWrites, handovers, loopWrites atomic.Uint64
+}
+
+// tryWriter writes what a socket takes now without waiting (see rawWriter): n < len(b) with
+// a nil error means the socket buffer is full.
+type tryWriter interface {
+	tryWrite(b []byte) (n int, err error)
 }
 
 // minUrgentBound is the least urgentMax: above what a correct broker can make the client
@@ -75,6 +93,7 @@ func newWriter(conn net.Conn, max int) *writer {
 		conn:      conn,
 		max:       max,
 		urgentMax: urgentBound(max),
+		raw:       newTryWriter(conn),
 		wake:      make(chan struct{}, 1),
 		stopped:   make(chan struct{}),
 	}
@@ -127,10 +146,7 @@ func (w *writer) tryReserve() (uint64, error) {
 // commit releases w.mu after an append and wakes the loop.
 func (w *writer) commit() {
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
-	}
+	w.wakeLoop()
 }
 
 // urgentBound is the bound on urgent bytes for a write buffer of limit bytes: the larger of
@@ -163,7 +179,7 @@ func (w *writer) sendUrgent(b []byte) error {
 	w.urgent += len(b)
 	w.buf = append(w.buf, b...)
 	if w.corked {
-		w.mu.Unlock() // uncork wakes the loop at the end of the read batch
+		w.mu.Unlock() // uncork writes them or wakes the loop at the end of the read batch
 		return nil
 	}
 	w.urgentWakes.Add(1)
@@ -183,15 +199,106 @@ func (w *writer) cork() {
 	w.mu.Unlock()
 }
 
-// uncork ends a cork and wakes the loop if anything is pending.
-func (w *writer) uncork() {
+// uncork ends a cork. With inline set (the read loop holding no lock) it writes what is
+// pending itself when no write is in progress and the socket takes it without waiting
+// (writeInline); otherwise it wakes the loop if anything is pending.
+func (w *writer) uncork(inline bool) {
 	w.mu.Lock()
 	w.corked = false
-	pending := len(w.buf) > 0
-	w.mu.Unlock()
-	if pending {
+	w.kickLocked(inline)
+}
+
+// kickLocked sees that pending bytes get written: inline (if allowed and possible), by the
+// write in progress (which looks again when it ends), or by the loop. Called with w.mu held;
+// releases it.
+func (w *writer) kickLocked(inline bool) {
+	switch {
+	case len(w.buf) == 0 || w.err != nil || w.writing:
+		w.mu.Unlock()
+	case !inline || w.raw == nil:
+		w.mu.Unlock()
 		w.wakeLoop()
+	default:
+		w.writeInline() // releases w.mu
 	}
+}
+
+// inlineRounds bounds the writes one inline writer makes for bytes others appended while
+// it wrote (a publisher or a consumer's Ack, say); past it the loop takes over.
+const inlineRounds = 4
+
+// writeInline writes the pending bytes on the calling goroutine with non-blocking system
+// calls. It never waits for the peer: what the socket does not take now (the peer is slow
+// or has stopped reading) goes to the loop as rest, with its generation, and the loop writes
+// it the ordinary blocking way. Bytes appended meanwhile are written in another round, or
+// after inlineRounds left to the loop.
+// Caller holds w.mu with buf non-empty, no write in progress and no error; writeInline
+// releases w.mu.
+func (w *writer) writeInline() {
+	for round := 1; ; round++ {
+		out, gen := w.swapLocked()
+		w.mu.Unlock()
+		n, err := w.raw.tryWrite(out)
+		if n > 0 {
+			w.writes.Add(1)
+		}
+		w.inlineWrites.Add(1)
+		w.mu.Lock()
+		if err == nil && n < len(out) {
+			// Hand the tail to the loop; writing stays set, so nobody else writes first.
+			w.rest, w.restGen = out[n:], gen
+			w.mu.Unlock()
+			w.handovers.Add(1)
+			w.wakeLoop()
+			return
+		}
+		w.finishLocked(gen, err)
+		pending := len(w.buf) > 0
+		if pending && w.err == nil && round < inlineRounds {
+			continue
+		}
+		// The loop may be waiting for this write to end: to stop (fail came meanwhile),
+		// or to write what came meanwhile.
+		wake := w.err != nil || pending
+		if !wake {
+			w.armIdleLocked()
+		}
+		w.mu.Unlock()
+		if wake {
+			w.wakeLoop()
+		}
+		return
+	}
+}
+
+// swapLocked takes the pending bytes for a write: buf becomes spare and the generation
+// advances. Caller holds w.mu and becomes the writer until finishLocked.
+func (w *writer) swapLocked() ([]byte, uint64) {
+	w.buf, w.spare = w.spare[:0], w.buf
+	w.urgent = 0
+	gen := w.gen
+	w.gen++
+	if w.space != nil {
+		close(w.space)
+		w.space = nil
+	}
+	w.writing = true
+	return w.spare, gen
+}
+
+// finishLocked ends the write of generation gen with its outcome. Caller holds w.mu.
+func (w *writer) finishLocked(gen uint64, err error) {
+	w.writing = false
+	if err != nil && w.err == nil {
+		w.err, w.werr = err, err
+	}
+	w.done = gen + 1
+	w.wakeFlushWaitersLocked()
+	// Large one-off buffers are not kept: the steady state stays small.
+	if cap(w.spare) > 4*w.max {
+		w.spare = nil
+	}
+	w.spare = w.spare[:0]
 }
 
 // sendRequest appends a SUBSCRIBE or UNSUBSCRIBE without waiting (it is sent under the
@@ -241,7 +348,13 @@ func (w *writer) waitFlushed(ctx context.Context, gen uint64) error {
 			w.flushed = make(chan struct{}) // made on demand: a write nobody waits for allocates nothing
 		}
 		ch := w.flushed
+		// Bytes a cork keeps from the loop would otherwise wait for the batch's end, which
+		// may be the caller's own (an inline callback that acks, then flushes).
+		pending := len(w.buf) > 0
 		w.mu.Unlock()
+		if pending {
+			w.wakeLoop()
+		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
@@ -250,7 +363,9 @@ func (w *writer) waitFlushed(ctx context.Context, gen uint64) error {
 	}
 }
 
-// loop writes pending bytes until the connection fails or close is called.
+// loop writes pending bytes until the connection fails or close is called. It never
+// overlaps an inline write (writeInline): it waits for one in progress to end, and stops
+// only once none is in progress, so after stopped is closed nothing writes to the socket.
 func (w *writer) loop() {
 	defer close(w.stopped)
 	defer func() {
@@ -262,51 +377,61 @@ func (w *writer) loop() {
 		w.mu.Unlock()
 	}()
 	for range w.wake {
-		for {
-			w.mu.Lock()
-			if len(w.buf) == 0 || w.err != nil {
-				w.mu.Unlock()
-				break
-			}
-			w.buf, w.spare = w.spare[:0], w.buf
-			w.urgent = 0
-			gen := w.gen
-			w.gen++
-			if w.space != nil {
-				close(w.space)
-				w.space = nil
-			}
-			out := w.spare
-			w.mu.Unlock()
-
-			_, err := w.conn.Write(out)
-			w.writes.Add(1)
-
-			w.mu.Lock()
-			if err != nil && w.err == nil {
-				w.err, w.werr = err, err
-			}
-			w.done = gen + 1
-			w.wakeFlushWaitersLocked()
-			// Large one-off buffers are not kept: the steady state stays small.
-			if cap(w.spare) > 4*w.max {
-				w.spare = nil
-			}
-			w.spare = w.spare[:0]
-			w.mu.Unlock()
-			if err != nil {
-				w.conn.Close()
-				return
-			}
+		if !w.drain() {
+			return
 		}
+	}
+}
+
+// drain writes until nothing is pending. It reports false when the loop must stop.
+func (w *writer) drain() bool {
+	for {
 		w.mu.Lock()
-		stop := w.err != nil
-		if !stop {
+		var out []byte
+		var gen uint64
+		switch {
+		case w.rest != nil && w.werr == nil:
+			// The tail of an inline write: written even after fail, so that a DISCONNECT
+			// written after stopped never lands inside a packet.
+			out, gen = w.rest, w.restGen
+			w.rest = nil
+		case w.rest != nil:
+			// The socket failed (werr is set): the tail is dropped, its waiters get werr.
+			w.rest = nil
+			w.writing = false
+			w.mu.Unlock()
+			w.conn.Close()
+			return false
+		case w.writing:
+			// An inline write is in progress: it hands over or wakes the loop when it ends.
+			w.mu.Unlock()
+			return true
+		case w.err != nil:
+			werr := w.werr
+			w.mu.Unlock()
+			if werr != nil {
+				w.conn.Close()
+			}
+			return false
+		case len(w.buf) == 0:
 			w.armIdleLocked()
+			w.mu.Unlock()
+			return true
+		default:
+			out, gen = w.swapLocked()
 		}
 		w.mu.Unlock()
-		if stop {
-			return
+
+		_, err := w.conn.Write(out)
+		w.writes.Add(1)
+		w.loopWrites.Add(1)
+
+		w.mu.Lock()
+		w.finishLocked(gen, err)
+		w.mu.Unlock()
+		if err != nil {
+			w.conn.Close()
+			return false
 		}
 	}
 }
