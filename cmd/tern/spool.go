@@ -11,11 +11,20 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/filequeue"
+	"github.com/ternmq/tern/filestore"
 )
 
 // exitInterrupted is the exit status of a run the user interrupted (128 + SIGINT), as
 // shells report it.
 const exitInterrupted = 130
+
+// sessionDir is the directory in DIR where pub --queue -c keeps the session's in-flight
+// state. The broker keeps a persistent session's QoS 2 exchanges that a killed run left
+// open (PUBREC sent, PUBREL not yet received), and they count against its Receive Maximum
+// until they are released: a run that did not know them would be refused with 0x97 forever,
+// or would reuse one of their packet ids and have its new message taken for a resend. With
+// the state on disk the next run resumes the session and finishes them first.
+const sessionDir = "session"
 
 // errInterrupted ends a run the user interrupted before its input was all accepted.
 var errInterrupted = errors.New("interrupted")
@@ -35,6 +44,16 @@ func runSpool(ctx context.Context, f *pubFlags, tmpl tern.PublishOptions, stdout
 	opts, err := f.clientOptions(tern.WithBackgroundConnect()) // storing never waits for the broker
 	if err != nil {
 		return err
+	}
+	if f.conn.persistent {
+		// The broker keeps the session, with the QoS 1/2 exchanges this run leaves open,
+		// for the next run: so must we, or the next run cannot finish them (sessionDir).
+		st, err := filestore.Open(filepath.Join(f.queue, sessionDir))
+		if err != nil {
+			return fmt.Errorf("--queue: %w", err)
+		}
+		defer st.Close()
+		opts = append(opts, tern.WithStore(st))
 	}
 	if f.maxAttempts < 0 {
 		return usagef("--max-attempts %d: want 0 (never give up) or more", f.maxAttempts)

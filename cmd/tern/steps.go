@@ -264,8 +264,10 @@ func (r *runner) expect(ctx context.Context, e *expectSpec) error {
 	if e.Within.set {
 		within = e.Within.d
 	}
-	target := -1 // -1: watch the whole window (only a maximum is given)
+	target := -1 // -1: watch the whole window (only a maximum, or count: 0, is given)
 	switch {
+	case e.Count != nil && *e.Count == 0:
+		// Zero is reached before anything arrives: like max: 0, watch the whole window.
 	case e.Count != nil:
 		target = *e.Count
 	case e.Min != nil:
@@ -273,7 +275,7 @@ func (r *runner) expect(ctx context.Context, e *expectSpec) error {
 	case e.Max == nil:
 		target = max(len(e.Messages), 1)
 	}
-	if target < len(e.Messages) {
+	if target >= 0 && target < len(e.Messages) {
 		target = len(e.Messages)
 	}
 	have := col.waitFor(ctx, target, time.Now().Add(within))

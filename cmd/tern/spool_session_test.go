@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// kill -9 of pub --queue -c -i ID at QoS 2 while it drains into a broker that keeps the
+// session: the broker holds the QoS 2 exchanges the killed process had started (PUBREC sent,
+// no PUBREL yet), so the next process must know them to finish them. Without the session's
+// in-flight state on disk it cannot: the stale exchanges fill the broker's Receive Maximum
+// and every later publish is refused with 0x97 forever (or a new message reuses a stale
+// packet id and the broker takes it for a resend). Promises: kill -9 at any moment loses
+// nothing that was reported accepted; [MQTT-4.3.3-10] a PUBLISH reusing the id of an
+// unreleased exchange is not delivered again.
+func TestPubQueueKill9PersistentQoS2(t *testing.T) {
+	// A small window, so every kill mid-drain leaves the whole window unreleased.
+	url := startMosquitto(t, "max_inflight_messages 4")
+	rx := startReceiver(t, url, "spool/p")
+	dir := t.TempDir()
+	args := []string{"pub", "--queue", dir, "-L", url, "-t", "spool/p", "-q", "2", "-c", "-i", "spool-p"}
+	accepted := map[string]bool{}
+	const lines = 400
+	for round, killAt := range []int{100, 200, 300, 150} {
+		cmd := ternChild(append(args, "-l", "--print-stored", "--drain-timeout", "30s")...)
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr syncBuffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			w := bufio.NewWriter(in)
+			for i := 1; i <= lines; i++ {
+				fmt.Fprintf(w, "r%d-%d\n", round, i)
+			}
+			w.Flush()
+			in.Close()
+		}()
+		sc := bufio.NewScanner(out)
+		stored := 0
+		for stored < killAt && sc.Scan() {
+			var n int
+			if _, err := fmt.Sscanf(sc.Text(), "stored %d", &n); err != nil {
+				t.Fatalf("round %d: unexpected output %q", round, sc.Text())
+			}
+			accepted[fmt.Sprintf("r%d-%d", round, n)] = true
+			stored = n
+		}
+		cmd.Process.Signal(syscall.SIGKILL)
+		io.Copy(io.Discard, out)
+		err = cmd.Wait()
+		if stored < killAt {
+			t.Fatalf("round %d: only %d stored before the output ended (%v): %s", round, stored, err, stderr.String())
+		}
+	}
+	final := ternChild(append(args, "--drain-timeout", "20s")...)
+	outb, err := final.CombinedOutput()
+	if err != nil || !strings.Contains(string(outb), ", waiting 0 in") {
+		t.Fatalf("final drain: %v: %s", err, outb)
+	}
+	t.Logf("final run: %s", strings.TrimSpace(string(outb)))
+	missing, dups := rx.waitAll(accepted, 30*time.Second)
+	t.Logf("%d accepted, %d duplicates", len(accepted), dups)
+	if len(missing) > 0 {
+		t.Fatalf("%d accepted messages lost, e.g. %q", len(missing), missing[:min(5, len(missing))])
+	}
+}
