@@ -28,7 +28,7 @@ func (cn *conn) skipOversized(err error) (bool, error) {
 	}
 	// Skipping reads from the network: end the read batch first, as before any wait, so
 	// the acknowledgements it holds leave now.
-	cn.endBatch()
+	cn.endBatch(true)
 	// Enough for the longest topic and the packet identifier.
 	h, prefix, serr := cn.r.SkipTooLarge(2 + 0xFFFF + 2)
 	if serr != nil {

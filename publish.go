@@ -76,6 +76,7 @@ type outMsg struct {
 	sent       bool           // written on some connection at least once
 	releasing  bool           // QoS 2: PUBREC received, RecordReleased not yet durable
 	released   bool           // QoS 2: PUBREC received, RecordReleased stored, PUBREL sent
+	relGen     uint32         // QoS 2: counts PUBRECs whose RecordReleased was stored; a report for an older one is stale
 	done       bool           // completed
 	restored   bool           // loaded from the store at start
 	prev, next *outMsg        // send order, for replay
@@ -697,9 +698,11 @@ func (c *Client) handlePubrec(cn *conn, a *packet.Ack) error {
 		return err
 	}
 	om.releasing = true
+	om.relGen++
+	gen := om.relGen
 	rec := StoreRecord{Kind: RecordReleased, ID: om.id, Seq: om.seq, Time: om.born}
 	c.mu.Unlock()
-	c.putReleased(om, rec)
+	c.putReleased(om, gen, rec)
 	return nil
 }
 
@@ -708,8 +711,8 @@ func (c *Client) handlePubrec(cn *conn, a *packet.Ack) error {
 func (c *Client) releasedLocked(om *outMsg) {
 	om.released = true
 	om.releasing = false
-	om.buf.Release()
-	om.buf = nil
+	// The bytes stay until PUBCOMP: a broker that loses the session before it has been
+	// released may not have passed the message on, and it is then sent again (resendLocked).
 }
 
 // sendPubrel writes PUBREL for id to cn, ahead of queued publishes.

@@ -88,12 +88,12 @@ func (in *inbound) ackHeld() bool { return in.storing || in.storeFailed }
 // PUBREL must not leave before the record is durable: after a crash the next process would
 // load the RecordPublish and send the message again with DUP under an identifier the broker
 // may have forgotten after PUBCOMP, and the message would be delivered twice.
-func (c *Client) putReleased(om *outMsg, rec StoreRecord) {
+func (c *Client) putReleased(om *outMsg, gen uint32, rec StoreRecord) {
 	if as, ok := c.store.(AsyncStore); ok {
-		as.PutAsync(rec, func(err error) { c.releaseStored(om, err) })
+		as.PutAsync(rec, func(err error) { c.releaseStored(om, gen, err) })
 		return
 	}
-	c.releaseStored(om, c.store.Put(rec))
+	c.releaseStored(om, gen, c.store.Put(rec))
 }
 
 // releaseStored settles the RecordReleased of om. Once it is durable, PUBREL goes on the live
@@ -104,9 +104,14 @@ func (c *Client) putReleased(om *outMsg, rec StoreRecord) {
 // next one sends the PUBLISH again with DUP and the broker's new PUBREC tries the record
 // again (a receiver answers PUBREC to a PUBLISH it holds until PUBREL). Runs on the store's goroutine or the read loop, without c.mu; it
 // does not call the Store.
-func (c *Client) releaseStored(om *outMsg, err error) {
+func (c *Client) releaseStored(om *outMsg, gen uint32, err error) {
 	var failed *conn
 	c.mu.Lock()
+	if om.relGen != gen {
+		// Overtaken: the session was lost and the message sent again (resendLocked).
+		c.mu.Unlock()
+		return
+	}
 	if om.releasing && !om.done {
 		if err == nil {
 			c.releasedLocked(om)

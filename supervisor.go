@@ -53,7 +53,10 @@ type ConstantBackoff time.Duration
 func (b ConstantBackoff) Delay(int) time.Duration { return time.Duration(b) }
 
 // SessionLossPolicy decides what happens to unacknowledged outbound messages when the broker
-// reports, on reconnect, that it no longer has the session.
+// reports, on reconnect, that it no longer has the session. A QoS 2 message that got PUBREC
+// but not yet PUBCOMP counts as unacknowledged here: a broker may hold an incoming QoS 2
+// message until PUBREL and lose it with the session (Mosquitto does). Only one restored
+// from a store after PUBREC, whose bytes are no longer kept, completes as delivered.
 type SessionLossPolicy uint8
 
 const (
@@ -274,7 +277,10 @@ func (c *Client) resendLocked(cn *conn, resumed bool) {
 		case om.released && resumed:
 			rel := packet.Ack{Kind: packet.PUBREL, PacketID: om.id}
 			cn.w.sendUrgent(rel.AppendTo(nil))
+		case (om.released || om.releasing) && om.buf != nil:
+			c.releasedSessionLostLocked(cn, om)
 		case om.released || om.releasing:
+			// Restored from a store after PUBREC: the bytes are gone, nothing can be resent.
 			c.completeLocked(om, nil)
 		case c.expiredLocked(om, now):
 		case !resumed && c.cfg.sessionLoss == FailPending:
@@ -286,6 +292,29 @@ func (c *Client) resendLocked(cn *conn, resumed bool) {
 		}
 		om = next
 	}
+}
+
+// releasedSessionLostLocked settles a QoS 2 message the broker acknowledged with PUBREC when
+// the broker comes back without the session, before PUBCOMP. The broker may not have passed
+// it on: Mosquitto, for one, keeps an incoming QoS 2 message until PUBREL and drops it with a
+// session that ends. Under Republish it is sent again as a new exchange (delivered at least
+// once, possibly twice, never lost); under FailPending it fails with ErrSessionLost. A
+// release record being stored meanwhile is overtaken: the publish record is put back first.
+func (c *Client) releasedSessionLostLocked(cn *conn, om *outMsg) {
+	if c.cfg.sessionLoss == FailPending {
+		c.completeLocked(om, ErrSessionLost)
+		return
+	}
+	om.released, om.releasing = false, false
+	om.relGen++ // a release record still being stored reports to nobody
+	if c.store != nil {
+		rec := StoreRecord{Kind: RecordPublish, ID: om.id, Seq: om.seq, Packet: om.buf.B, Time: om.born}
+		if err := c.store.Put(rec); err != nil {
+			c.completeLocked(om, fmt.Errorf("tern: store: %w", err))
+			return
+		}
+	}
+	c.sendOutLocked(cn, om, false)
 }
 
 // expiredLocked completes om if its message expiry or the in-flight TTL has passed, and
