@@ -75,6 +75,7 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 		}
 		return
 	}
+	s.ackIfRoom(m)
 	select {
 	case s.ch <- m:
 		return
@@ -196,11 +197,23 @@ func (s *Subscription) offer(m *Message, cn *conn) bool {
 	if s.q != nil {
 		return s.offerQueue(m, cn)
 	}
+	s.ackIfRoom(m)
 	select {
 	case s.ch <- m:
 		return true
 	default:
 		return false
+	}
+}
+
+// ackIfRoom acknowledges an auto-acknowledged message before it enters a channel that is
+// certain to take it: only the read loop and the pump send on s.ch, both under s.mu, and the
+// application only receives, so room seen here stays. Acknowledged after the send instead,
+// the consumer could take the message and Disconnect before the acknowledgement is queued,
+// and the session would send it again. Caller holds s.mu.
+func (s *Subscription) ackIfRoom(m *Message) {
+	if s.cfg.autoAck && len(s.ch) < cap(s.ch) {
+		m.Ack()
 	}
 }
 
