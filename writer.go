@@ -292,7 +292,10 @@ func (w *writer) finishLocked(gen uint64, err error) {
 	if err != nil && w.err == nil {
 		w.err, w.werr = err, err
 	}
-	w.done = gen + 1
+	if err == nil {
+		// A failed write is not done: its waiters get the error (waitFlushed).
+		w.done = gen + 1
+	}
 	w.wakeFlushWaitersLocked()
 	// Large one-off buffers are not kept: the steady state stays small.
 	if cap(w.spare) > 4*w.max {
