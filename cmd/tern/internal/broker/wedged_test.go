@@ -1,0 +1,76 @@
+package broker
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/ternmq/tern/packet"
+)
+
+// wedge is a mochi hook that blocks the read loop of one client on a channel, as mochi's own
+// deadlock does ("mochi behaviours met" 8 in cmd/tern/README.md: a recursive read lock of a
+// client's in-flight map against a writer): closing the client's connection does not wake it.
+type wedge struct {
+	mqtt.HookBase
+	client  string
+	entered chan struct{} // closed when the read loop is blocked
+	release chan struct{} // closed at the end of the test
+	once    sync.Once
+}
+
+func (w *wedge) ID() string { return "wedge" }
+
+func (w *wedge) Provides(b byte) bool { return b == mqtt.OnPacketProcessed }
+
+func (w *wedge) OnPacketProcessed(cl *mqtt.Client, _ packets.Packet, _ error) {
+	if cl.ID != w.client {
+		return
+	}
+	w.once.Do(func() { close(w.entered) })
+	<-w.release
+}
+
+// Close returns, with an error and a count, when mochi's goroutines stay blocked after
+// their connections are closed: a deadlocked mochi made a test binary hang until its
+// 40-minute timeout, Close waiting for goroutines that nothing could wake.
+// (A give-up must be visible: error, counter, log.)
+func TestCloseAbandonsWedgedServer(t *testing.T) {
+	w := &wedge{client: "wedged", entered: make(chan struct{}), release: make(chan struct{})}
+	b := start(t, Options{CloseGrace: 200 * time.Millisecond, AbandonAfter: 200 * time.Millisecond, Hooks: []mqtt.Hook{w}})
+	t.Cleanup(func() { close(w.release) }) // before start's cleanup: mochi's goroutines end
+	c, err := net.Dial("tcp", b.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var out []byte
+	out = (&packet.Connect{ClientID: "wedged", CleanStart: true}).AppendTo(out)
+	out = append(out, 0xC0, 0x00) // PINGREQ: processed after CONNACK, where the hook blocks
+	if _, err := c.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client's PINGREQ never reached mochi")
+	}
+	done := make(chan error, 1)
+	go func() { done <- b.Close() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrCloseAbandoned) {
+			t.Errorf("Close: %v, want ErrCloseAbandoned", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waits for ever for a wedged mochi")
+	}
+	if n := b.AbandonedCloses(); n != 1 {
+		t.Errorf("AbandonedCloses = %d, want 1", n)
+	}
+}
