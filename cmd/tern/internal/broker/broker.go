@@ -25,6 +25,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Options configure a Broker. The zero value is usable.
@@ -190,13 +191,14 @@ func (b *Broker) serve() error {
 			return fmt.Errorf("broker: hook %s: %w", h.ID(), err)
 		}
 	}
-	ln := newListener("t1", b.addr)
+	goodbye := func(id string) { sayGoodbye(srv, id) }
+	ln := newListener("t1", b.addr, goodbye)
 	if err := srv.AddListener(ln); err != nil {
 		return fmt.Errorf("broker: listen %s: %w", b.addr, err)
 	}
 	var wsln *wsListener
 	if b.wsAdr != "" {
-		wsln = newWSListener("ws1", b.wsAdr, b.opts.WSTLSConfig)
+		wsln = newWSListener("ws1", b.wsAdr, b.opts.WSTLSConfig, goodbye)
 		if err := srv.AddListener(wsln); err != nil {
 			ln.closeAll()
 			ln.wg.Done() // Init counted the accept loop, which never ran
@@ -335,6 +337,19 @@ func (b *Broker) saver() {
 	}
 }
 
+// sayGoodbye sends DISCONNECT 0x8B (server shutting down) to every client of srv on
+// listener id and stops it, as the CloseFn mochi hands to a listener's Close does, without
+// mochi's Clients.GetByListener: that takes the clients map's read lock twice, which
+// deadlocks against a client leaving at that moment (README, "mochi behaviours met" 9).
+// GetAll takes it once.
+func sayGoodbye(srv *mqtt.Server, id string) {
+	for _, cl := range srv.Clients.GetAll() {
+		if cl.Net.Listener == id && !cl.Closed() {
+			_ = srv.DisconnectClient(cl, packets.ErrServerShuttingDown) // says why it left
+		}
+	}
+}
+
 // listener is a mochi TCP listener that remembers its connections, so the broker can close
 // every one of them, and waits for the goroutines it starts. mochi's own TCP listener can
 // leave a connection accepted during Close attached to the closed server for ever.
@@ -343,11 +358,14 @@ type listener struct {
 	ln       net.Listener
 	wg       sync.WaitGroup // accept loop and connection goroutines
 	conns    connSet
+	goodbye  func(id string) // sayGoodbye for its server
 }
 
 var _ listeners.Listener = (*listener)(nil)
 
-func newListener(id, addr string) *listener { return &listener{id: id, addr: addr} }
+func newListener(id, addr string, goodbye func(string)) *listener {
+	return &listener{id: id, addr: addr, goodbye: goodbye}
+}
 
 func (l *listener) ID() string       { return l.id }
 func (l *listener) Protocol() string { return "tcp" }
@@ -397,15 +415,16 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-// Close stops accepting, lets mochi disconnect the clients it knows, then closes whatever
-// connection is left: one still before its CONNECT would otherwise be attached to the
-// closing server afterwards and keep mochi's Close waiting for it.
-func (l *listener) Close(closeClients listeners.CloseFn) {
+// Close stops accepting, disconnects the clients mochi knows (goodbye, in place of the
+// CloseFn mochi passes), then closes whatever connection is left: one still before its
+// CONNECT would otherwise be attached to the closing server afterwards and keep mochi's
+// Close waiting for it.
+func (l *listener) Close(listeners.CloseFn) {
 	if l.conns.markClosed() {
 		return
 	}
 	l.ln.Close()
-	closeClients(l.id)
+	l.goodbye(l.id)
 	l.closeAll()
 }
 

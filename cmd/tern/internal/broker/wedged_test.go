@@ -74,3 +74,45 @@ func TestCloseAbandonsWedgedServer(t *testing.T) {
 		t.Errorf("AbandonedCloses = %d, want 1", n)
 	}
 }
+
+// Close while clients are leaving: mochi's own way to say goodbye (Clients.GetByListener)
+// takes the clients map's read lock twice, so a client leaving in between (Clients.Delete,
+// write lock) deadlocked both ("mochi behaviours met" 9 in cmd/tern/README.md). The window
+// is a few instructions wide, so the race is run many times.
+func TestCloseWhileClientsLeave(t *testing.T) {
+	const rounds, clients = 150, 16
+	for r := range rounds {
+		b, err := Start("127.0.0.1:0", Options{AbandonAfter: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns := make([]net.Conn, clients)
+		for i := range conns {
+			c, err := net.Dial("tcp", b.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			id := "leaver-" + string(rune('a'+i))
+			if _, err := c.Write((&packet.Connect{ClientID: id, CleanStart: true}).AppendTo(nil)); err != nil {
+				t.Fatal(err)
+			}
+			conns[i] = c
+		}
+		for _, c := range conns { // each CONNACK: every client is attached
+			c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := packet.NewReader(c, 256).ReadFrame(); err != nil {
+				t.Fatalf("round %d: no CONNACK: %v", r, err)
+			}
+		}
+		var wg sync.WaitGroup
+		for _, c := range conns {
+			wg.Go(func() { c.Close() })
+		}
+		err = b.Close()
+		wg.Wait()
+		if err != nil {
+			t.Fatalf("round %d: Close: %v", r, err)
+		}
+	}
+}
