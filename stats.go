@@ -13,7 +13,7 @@ import (
 // PublishAcked, ...), so the parent's Stats describes all the traffic of the client;
 // PoolPublishes tells how many publishes the members carried.
 type Stats struct {
-	Connects       uint64 // successful CONNECT/CONNACK exchanges
+	Connects       uint64 // successful CONNECT/CONNACK exchanges, counted before the connection is used
 	ConnectErrors  uint64 // failed connection attempts
 	ConnectionLost uint64 // connections that ended other than by Disconnect
 	PublishSent    uint64 // PUBLISH packets handed to the writer, resends included

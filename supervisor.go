@@ -205,6 +205,11 @@ func (c *Client) install(cn *conn) {
 		cn.close(ErrClosed)
 		return
 	}
+	if s := c.st; s != nil {
+		// Counted before the connection carries anything: whoever sees an effect of it
+		// (Connect returning, a publish acknowledged over it) sees it counted.
+		s.Connects.Add(1)
+	}
 	c.connGen++
 	cn.gen = c.connGen
 	c.clientID = info.ClientID
@@ -247,9 +252,6 @@ func (c *Client) install(cn *conn) {
 	resubscribe := !info.SessionPresent && c.connGen > 1
 	c.mu.Unlock()
 
-	if s := c.st; s != nil {
-		s.Connects.Add(1)
-	}
 	c.log.Info("tern: connected", "broker", info.Broker, "session_present", info.SessionPresent,
 		"receive_maximum", info.ReceiveMaximum)
 	if resubscribe {

@@ -25,6 +25,7 @@ import (
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 )
 
 // Options configure a Broker. The zero value is usable.
@@ -42,6 +43,10 @@ type Options struct {
 	// CloseGrace bounds how long Close lets mochi say goodbye to its clients before it
 	// closes their connections itself. Default: 2 s.
 	CloseGrace time.Duration
+	// AbandonAfter bounds how long Close then waits for mochi's goroutines to end once their
+	// connections are closed (they finish their pending writes, which fail at once: seconds
+	// under load) before it leaves them behind and returns ErrCloseAbandoned. Default: 30 s.
+	AbandonAfter time.Duration
 	// WSAddr, when set, is a second listener for MQTT over WebSocket (ws://WSAddr/ on any
 	// path; host:port, port 0 picks a free one), kept across Restart like the TCP one.
 	// Default: none.
@@ -72,7 +77,8 @@ type Broker struct {
 	wsln   *wsListener // nil without Options.WSAddr
 	closed bool
 
-	stuckCloses atomic.Int64 // closes where mochi had to be forced, see Close
+	stuckCloses     atomic.Int64 // closes where mochi had to be forced, see Close
+	abandonedCloses atomic.Int64 // closes where even that did not end mochi, see stop
 
 	saverStop chan struct{}
 	saverDone chan struct{}
@@ -80,6 +86,10 @@ type Broker struct {
 
 // ErrClosed is returned by Restart after Close.
 var ErrClosed = errors.New("broker: closed")
+
+// ErrCloseAbandoned is returned by Close when mochi's goroutines were still blocked after
+// their connections had been closed: they are left behind (see stop).
+var ErrCloseAbandoned = errors.New("broker: mochi did not stop; its goroutines are abandoned")
 
 // Start starts a broker listening on addr (host:port; port 0 picks a free one).
 func Start(addr string, opts Options) (*Broker, error) {
@@ -91,6 +101,9 @@ func Start(addr string, opts Options) (*Broker, error) {
 	}
 	if opts.CloseGrace <= 0 {
 		opts.CloseGrace = 2 * time.Second
+	}
+	if opts.AbandonAfter <= 0 {
+		opts.AbandonAfter = 30 * time.Second
 	}
 	b := &Broker{opts: opts, store: newMemStore(), addr: addr, wsAdr: opts.WSAddr}
 	if opts.PersistDir != "" {
@@ -137,6 +150,10 @@ func (b *Broker) WSURL() string {
 // Options.CloseGrace and had its client connections closed under it.
 func (b *Broker) StuckCloses() int64 { return b.stuckCloses.Load() }
 
+// AbandonedCloses returns how many times a mochi server still had not finished closing
+// Options.AbandonAfter after its connections were closed, and was left behind.
+func (b *Broker) AbandonedCloses() int64 { return b.abandonedCloses.Load() }
+
 // capabilities returns mochi's defaults with the changes Tern's tools need (see BROKERS.md).
 func (b *Broker) capabilities() *mqtt.Capabilities {
 	caps := mqtt.NewDefaultServerCapabilities()
@@ -174,13 +191,14 @@ func (b *Broker) serve() error {
 			return fmt.Errorf("broker: hook %s: %w", h.ID(), err)
 		}
 	}
-	ln := newListener("t1", b.addr)
+	goodbye := func(id string) { sayGoodbye(srv, id) }
+	ln := newListener("t1", b.addr, goodbye)
 	if err := srv.AddListener(ln); err != nil {
 		return fmt.Errorf("broker: listen %s: %w", b.addr, err)
 	}
 	var wsln *wsListener
 	if b.wsAdr != "" {
-		wsln = newWSListener("ws1", b.wsAdr, b.opts.WSTLSConfig)
+		wsln = newWSListener("ws1", b.wsAdr, b.opts.WSTLSConfig, goodbye)
 		if err := srv.AddListener(wsln); err != nil {
 			ln.closeAll()
 			ln.wg.Done() // Init counted the accept loop, which never ran
@@ -208,14 +226,17 @@ func (b *Broker) serve() error {
 //
 // mochi's Close sends DISCONNECT to each client while holding that client's lock, and a
 // write to a client that does not read blocks for ever; after CloseGrace the connections are
-// closed under it, which unblocks every such write.
-func (b *Broker) stop() {
+// closed under it, which unblocks every such write. A mochi deadlocked on a lock (README,
+// "mochi behaviours met" 8) is not woken by that: after Options.AbandonAfter stop gives up,
+// logs it, counts it and returns ErrCloseAbandoned, leaving those goroutines behind rather
+// than hanging its caller for ever.
+func (b *Broker) stop() error {
 	b.mu.Lock()
 	srv, ln, wsln := b.srv, b.ln, b.wsln
 	b.srv, b.ln, b.wsln = nil, nil, nil
 	b.mu.Unlock()
 	if srv == nil {
-		return
+		return nil
 	}
 	done := make(chan struct{})
 	go func() {
@@ -231,7 +252,13 @@ func (b *Broker) stop() {
 		if wsln != nil {
 			wsln.closeAll()
 		}
-		<-done
+		select {
+		case <-done:
+		case <-time.After(b.opts.AbandonAfter):
+			b.abandonedCloses.Add(1)
+			b.opts.Logger.Error("broker: mochi still blocked with its connections closed; abandoning it")
+			return ErrCloseAbandoned
+		}
 	}
 	ln.closeAll()
 	ln.wait()
@@ -239,6 +266,7 @@ func (b *Broker) stop() {
 		wsln.closeAll()
 		wsln.wait()
 	}
+	return nil
 }
 
 // Restart closes the broker and starts it again on the same address, keeping sessions,
@@ -253,7 +281,9 @@ func (b *Broker) Restart() error {
 	if closed {
 		return ErrClosed
 	}
-	b.stop()
+	// An abandoned server has closed its listeners: the address is free all the same, and
+	// the new server starts from the shared state (the give-up is logged and counted).
+	_ = b.stop()
 	// The address was ours a moment ago; a bind can still fail briefly, so retry a little.
 	var err error
 	for range 50 {
@@ -276,13 +306,13 @@ func (b *Broker) Close() error {
 	}
 	b.closed = true
 	b.mu.Unlock()
-	b.stop()
+	err := b.stop()
 	if b.saverStop != nil {
 		close(b.saverStop)
 		<-b.saverDone
-		return b.store.save(b.opts.PersistDir)
+		err = errors.Join(err, b.store.save(b.opts.PersistDir))
 	}
-	return nil
+	return err
 }
 
 // saver writes the state to PersistDir whenever it changed, every SaveInterval.
@@ -307,6 +337,19 @@ func (b *Broker) saver() {
 	}
 }
 
+// sayGoodbye sends DISCONNECT 0x8B (server shutting down) to every client of srv on
+// listener id and stops it, as the CloseFn mochi hands to a listener's Close does, without
+// mochi's Clients.GetByListener: that takes the clients map's read lock twice, which
+// deadlocks against a client leaving at that moment (README, "mochi behaviours met" 9).
+// GetAll takes it once.
+func sayGoodbye(srv *mqtt.Server, id string) {
+	for _, cl := range srv.Clients.GetAll() {
+		if cl.Net.Listener == id && !cl.Closed() {
+			_ = srv.DisconnectClient(cl, packets.ErrServerShuttingDown) // says why it left
+		}
+	}
+}
+
 // listener is a mochi TCP listener that remembers its connections, so the broker can close
 // every one of them, and waits for the goroutines it starts. mochi's own TCP listener can
 // leave a connection accepted during Close attached to the closed server for ever.
@@ -315,11 +358,14 @@ type listener struct {
 	ln       net.Listener
 	wg       sync.WaitGroup // accept loop and connection goroutines
 	conns    connSet
+	goodbye  func(id string) // sayGoodbye for its server
 }
 
 var _ listeners.Listener = (*listener)(nil)
 
-func newListener(id, addr string) *listener { return &listener{id: id, addr: addr} }
+func newListener(id, addr string, goodbye func(string)) *listener {
+	return &listener{id: id, addr: addr, goodbye: goodbye}
+}
 
 func (l *listener) ID() string       { return l.id }
 func (l *listener) Protocol() string { return "tcp" }
@@ -369,15 +415,16 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 	}
 }
 
-// Close stops accepting, lets mochi disconnect the clients it knows, then closes whatever
-// connection is left: one still before its CONNECT would otherwise be attached to the
-// closing server afterwards and keep mochi's Close waiting for it.
-func (l *listener) Close(closeClients listeners.CloseFn) {
+// Close stops accepting, disconnects the clients mochi knows (goodbye, in place of the
+// CloseFn mochi passes), then closes whatever connection is left: one still before its
+// CONNECT would otherwise be attached to the closing server afterwards and keep mochi's
+// Close waiting for it.
+func (l *listener) Close(listeners.CloseFn) {
 	if l.conns.markClosed() {
 		return
 	}
 	l.ln.Close()
-	closeClients(l.id)
+	l.goodbye(l.id)
 	l.closeAll()
 }
 

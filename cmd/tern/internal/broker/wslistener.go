@@ -26,7 +26,8 @@ const wsSubprotocol = "mqtt"
 // waits for every goroutine it starts.
 type wsListener struct {
 	id, addr  string
-	tlsConfig *tls.Config // wss when set
+	tlsConfig *tls.Config     // wss when set
+	goodbye   func(id string) // sayGoodbye for its server
 	ln        net.Listener
 	srv       *http.Server
 	establish listeners.EstablishFn
@@ -36,8 +37,8 @@ type wsListener struct {
 
 var _ listeners.Listener = (*wsListener)(nil)
 
-func newWSListener(id, addr string, tlsConfig *tls.Config) *wsListener {
-	return &wsListener{id: id, addr: addr, tlsConfig: tlsConfig}
+func newWSListener(id, addr string, tlsConfig *tls.Config, goodbye func(string)) *wsListener {
+	return &wsListener{id: id, addr: addr, tlsConfig: tlsConfig, goodbye: goodbye}
 }
 
 // wsConn is an upgraded connection as the byte stream mochi reads and writes.
@@ -128,14 +129,14 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	nc.Close()
 }
 
-// Close stops accepting, lets mochi disconnect the clients it knows, then closes whatever
-// connection is left.
-func (l *wsListener) Close(closeClients listeners.CloseFn) {
+// Close stops accepting, disconnects the clients mochi knows (goodbye, as the TCP listener
+// does), then closes whatever connection is left.
+func (l *wsListener) Close(listeners.CloseFn) {
 	if l.conns.markClosed() {
 		return
 	}
 	l.srv.Close()
-	closeClients(l.id)
+	l.goodbye(l.id)
 	l.closeAll()
 }
 
