@@ -180,12 +180,14 @@ func (c *Client) dialConnAt(ctx context.Context, broker *url.URL, clean, redirec
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", redact(broker), attemptErr(parent, ctx, err))
 	}
-	// Close the socket if ctx ends mid-handshake; the deadline covers the rest.
-	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	// The deadline first, then the expiry when ctx ends mid-handshake: the other way round,
+	// a ctx ending between the two would have its expired deadline overwritten by the
+	// connect timeout's, and the handshake would wait for that.
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
 	ca, r, err := c.handshake(ctx, nc, clean, v)
 	if err != nil {
 		err = attemptErr(parent, ctx, err)
