@@ -561,6 +561,9 @@ func (p *QueuePublisher) ackDelivered(seqs []uint64) []uint64 {
 	if len(seqs) == 0 {
 		return seqs
 	}
+	// Counted first: the broker has them, and whoever sees the queue shrink must see them
+	// counted as delivered.
+	p.delivered.Add(int64(len(seqs)))
 	var err error
 	if b, ok := p.q.(BatchAcker); ok {
 		err = b.AckBatch(seqs)
@@ -580,7 +583,6 @@ func (p *QueuePublisher) ackDelivered(seqs []uint64) []uint64 {
 	}
 	p.hold.step = 0
 	p.mu.Unlock()
-	p.delivered.Add(int64(len(seqs)))
 	return seqs[:0]
 }
 
