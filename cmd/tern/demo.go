@@ -60,6 +60,7 @@ type demoReport struct {
 	RxFirst       bool   // the publisher was held back after a restart until the receiver resumed
 	RestartError  error  // why a restart failed
 	StuckCloses   int64  // broker closes that had to be forced (see broker.Close)
+	CloseError    error  // the embedded broker's Close, when it failed or was abandoned
 	PubUps        int64  // publisher connections established
 	RxUps         int64  // receiver connections established
 	RxSessionLost int64  // receiver reconnects that found no session
@@ -199,7 +200,7 @@ func runDemo(ctx context.Context, cfg demoConfig) (*demoReport, error) {
 	}
 	if brk != nil {
 		defer func() {
-			brk.Close()
+			rep.CloseError = brk.Close()
 			rep.StuckCloses = brk.StuckCloses()
 		}()
 	}

@@ -66,6 +66,9 @@ func (r *demoReport) print(w io.Writer) {
 	if r.StuckCloses > 0 {
 		fmt.Fprintf(w, "  broker      %d closes stuck in mochi and forced\n", r.StuckCloses)
 	}
+	if r.CloseError != nil {
+		fmt.Fprintf(w, "  broker      close: %v\n", r.CloseError)
+	}
 	if r.Stalled != "" && !r.Interrupted {
 		fmt.Fprintf(w, "  stopped     %s\n", r.Stalled)
 	}

@@ -109,7 +109,13 @@ func (r *runner) checkFaults(steps []*step) error {
 
 // run runs every step; it returns the index path of the failed step and why.
 func (r *runner) run(ctx context.Context) (failed *step, err error) {
-	defer r.close()
+	defer func() {
+		// A broker that cannot be closed (mochi deadlocked, abandoned after a while) is
+		// reported, so a run that otherwise passed does not hide it.
+		if cerr := r.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("embedded broker: %w", cerr)
+		}
+	}()
 	timeout := defaultScenarioTimeout
 	if r.sc.timeout.set {
 		timeout = r.sc.timeout.d
@@ -208,8 +214,9 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// close disconnects every client and stops the embedded broker and proxies.
-func (r *runner) close() {
+// close disconnects every client and stops the embedded broker and proxies. It returns the
+// embedded broker's Close error.
+func (r *runner) close() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	names := make([]string, 0, len(r.clients))
@@ -231,8 +238,9 @@ func (r *runner) close() {
 		p.Close()
 	}
 	if r.emb != nil {
-		r.emb.Close()
+		return r.emb.Close()
 	}
+	return nil
 }
 
 // live returns client n's state, creating it on first use.
