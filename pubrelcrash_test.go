@@ -1,13 +1,10 @@
 package tern_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -130,49 +127,25 @@ func testQoS2PublishFileStoreKill9(t *testing.T, mode string) {
 		t.Fatal(err)
 	}
 
-	start := func(role string) (*exec.Cmd, *bufio.Scanner, *strings.Builder) {
+	start := func(role string) *crashChild {
 		t.Helper()
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestQoS2PublishCrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), relCrashRoleEnv+"="+role, relCrashModeEnv+"="+mode,
+		return startCrashChild(t, ctx, "TestQoS2PublishCrashChild", "RELCRASH", relCrashRoleEnv+"="+role, relCrashModeEnv+"="+mode,
 			relCrashBrokerEnv+"="+b.URL, relCrashDirEnv+"="+dir, relCrashIDEnv+"="+id)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		stderr := &strings.Builder{}
-		cmd.Stderr = stderr
-		if _, err := cmd.StdinPipe(); err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, bufio.NewScanner(out), stderr
-	}
-	next := func(sc *bufio.Scanner, stderr *strings.Builder) string {
-		t.Helper()
-		for sc.Scan() {
-			if line, ok := strings.CutPrefix(sc.Text(), "RELCRASH "); ok {
-				return line
-			}
-		}
-		t.Fatalf("child ended early: %v\n%s", sc.Err(), stderr)
-		return ""
 	}
 
-	first, sc, stderr := start("first")
-	if line := next(sc, stderr); line != "HELD" {
+	first := start("first")
+	if line := first.next(); line != "HELD" {
 		t.Fatalf("first child: %q", line)
 	}
-	first.Process.Kill() // SIGKILL between PUBREC and PUBREL
-	first.Wait()
+	first.cmd.Process.Kill() // SIGKILL between PUBREC and PUBREL
+	first.cmd.Wait()
 
-	second, sc, stderr := start("second")
-	if line := next(sc, stderr); line != "DONE" {
+	second := start("second")
+	if line := second.next(); line != "DONE" {
 		t.Fatalf("second child: %q", line)
 	}
-	if err := second.Wait(); err != nil {
-		t.Fatalf("second child: %v\n%s", err, stderr)
+	if err := second.cmd.Wait(); err != nil {
+		t.Fatalf("second child: %v\n%s", err, second.stderr)
 	}
 	// The exchange is complete at the broker, which forwarded the message before its PUBCOMP;
 	// an end marker sent after it arrives after it.

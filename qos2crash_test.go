@@ -1,13 +1,10 @@
 package tern_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -134,63 +131,38 @@ func testQoS2UnackedSurvivesKill9(t *testing.T, mode string) {
 			t.Fatal(err)
 		}
 	}
-	start := func(role string) (*exec.Cmd, *bufio.Scanner, *strings.Builder) {
+	start := func(role string) *crashChild {
 		t.Helper()
-		cmd := exec.CommandContext(ctx, os.Args[0], "-test.run=^TestQoS2CrashChild$", "-test.count=1")
-		cmd.Env = append(os.Environ(), q2crashRoleEnv+"="+role, q2crashBrokerEnv+"="+b.URL,
+		return startCrashChild(t, ctx, "TestQoS2CrashChild", "Q2CRASH", q2crashRoleEnv+"="+role, q2crashBrokerEnv+"="+b.URL,
 			q2crashDirEnv+"="+dir, q2crashIDEnv+"="+id, q2crashModeEnv+"="+mode)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		stderr := &strings.Builder{}
-		cmd.Stderr = stderr
-		if _, err := cmd.StdinPipe(); err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, bufio.NewScanner(out), stderr
-	}
-	// next returns the next line of the child's protocol, skipping test output.
-	next := func(sc *bufio.Scanner, stderr *strings.Builder) string {
-		t.Helper()
-		for sc.Scan() {
-			if line, ok := strings.CutPrefix(sc.Text(), "Q2CRASH "); ok {
-				return line
-			}
-		}
-		t.Fatalf("child ended early: %v\n%s", sc.Err(), stderr)
-		return ""
 	}
 
-	first, sc, stderr := start("first")
-	if got := next(sc, stderr); got != "READY" {
+	first := start("first")
+	if got := first.next(); got != "READY" {
 		t.Fatalf("first child: %q", got)
 	}
 	publish("unacked")
-	if got := next(sc, stderr); got != "GOT unacked" {
+	if got := first.next(); got != "GOT unacked" {
 		t.Fatalf("first child: %q", got)
 	}
-	first.Process.Kill() // SIGKILL: the application never acknowledged the message
-	first.Wait()
+	first.cmd.Process.Kill() // SIGKILL: the application never acknowledged the message
+	first.cmd.Wait()
 
-	second, sc, stderr := start("second")
-	if got := next(sc, stderr); got != "READY" {
+	second := start("second")
+	if got := second.next(); got != "READY" {
 		t.Fatalf("second child: %q", got)
 	}
 	publish("end")
 	var got []string
 	for {
-		line := next(sc, stderr)
+		line := second.next()
 		got = append(got, line)
 		if line == "GOT end" {
 			break
 		}
 	}
-	if err := second.Wait(); err != nil {
-		t.Errorf("second child: %v\n%s", err, stderr)
+	if err := second.cmd.Wait(); err != nil {
+		t.Errorf("second child: %v\n%s", err, second.stderr)
 	}
 	if len(got) != 2 || got[0] != "GOT unacked" {
 		t.Fatalf("second process received %q; want the unacknowledged message again, then end", got)
