@@ -54,6 +54,56 @@ type scenario struct {
 // maxScenarioBytes bounds a scenario file: the loader reads it whole.
 const maxScenarioBytes = 16 << 20
 
+// maxFlowNesting bounds how deeply [ ] and { } may nest in a scenario file. The YAML parser
+// takes time that grows faster than the depth (seconds at 50,000), and no scenario needs more
+// than a few levels.
+const maxFlowNesting = 256
+
+// checkNesting refuses a file whose flow collections nest deeper than maxFlowNesting, before
+// the parser sees it. Brackets in quoted scalars and comments do not count; in block scalars
+// they do, which only matters past the limit.
+func checkNesting(src []byte) error {
+	depth, line, col := 0, 1, 0
+	var quote byte // the quote of the scalar we are in, or 0
+	comment, escaped := false, false
+	for i, c := range src {
+		col++
+		if c == '\n' {
+			line, col, comment = line+1, 0, false
+			continue // quoted scalars may span lines
+		}
+		switch {
+		case comment:
+		case quote == '"':
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				quote = 0
+			}
+		case quote == '\'':
+			if c == '\'' {
+				quote = 0 // a doubled '' closes and reopens: two toggles
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '#' && (i == 0 || src[i-1] == ' ' || src[i-1] == '\t' || src[i-1] == '\n'):
+			comment = true
+		case c == '[' || c == '{':
+			if depth++; depth > maxFlowNesting {
+				return errAt(pos{line, col}, "[ and { nested deeper than %d", maxFlowNesting)
+			}
+		case c == ']' || c == '}':
+			if depth > 0 {
+				depth--
+			}
+		}
+	}
+	return nil
+}
+
 // loadScenario reads, decodes and validates one file. overrides (--var) replace or add
 // vars. Every problem found is returned in one *invalidFile.
 func loadScenario(file string, overrides map[string]string) (*scenario, error) {
@@ -85,6 +135,9 @@ func loadScenario(file string, overrides map[string]string) (*scenario, error) {
 
 // parseScenario decodes src (a tern scenario or a venom test suite) and validates it.
 func parseScenario(src []byte, dir string, overrides map[string]string) (*scenario, []error) {
+	if err := checkNesting(src); err != nil {
+		return nil, []error{err}
+	}
 	f, err := parser.ParseBytes(src, 0)
 	if err != nil {
 		return nil, []error{err}

@@ -122,8 +122,24 @@ func TestRunInvalid(t *testing.T) {
 			}
 		})
 	}
+	// A file nested far deeper than any scenario is refused before the YAML parser, which
+	// takes seconds on such input; brackets in quotes and comments do not count.
+	dir := t.TempDir()
+	deep := filepath.Join(dir, "deep.yml")
+	if err := os.WriteFile(deep, []byte("name: deep\nvars:\n  a: "+strings.Repeat("[", 50000)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, errs, st := runScenarios(t, deep)
+	if st != 2 || out != "" || !strings.Contains(errs, deep+":3:262: [ and { nested deeper than 256") {
+		t.Errorf("status %d, stdout %q, stderr:\n%s", st, out, errs)
+	}
+	quoted := "name: q # " + strings.Repeat("[", 300) + "\nvars:\n  a: \"" + strings.Repeat("[", 300) +
+		`\"` + "\"\n  b: '" + strings.Repeat("{", 300) + "'''\n"
+	if err := checkNesting([]byte(quoted)); err != nil {
+		t.Errorf("brackets in quotes and comments counted: %v", err)
+	}
 	// --var defines what the file lacks, but not the rest.
-	_, errs, _ := runScenarios(t, "--var", "room=k", scenarios+"invalid/undefined.yml")
+	_, errs, _ = runScenarios(t, "--var", "room=k", scenarios+"invalid/undefined.yml")
 	if strings.Contains(errs, `"room"`) {
 		t.Errorf("--var room did not define it:\n%s", errs)
 	}
