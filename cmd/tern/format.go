@@ -215,17 +215,70 @@ func escapeToken(c byte) func([]byte, *tern.Message, time.Time) []byte {
 	return func(d []byte, _ *tern.Message, _ time.Time) []byte { return append(d, b) }
 }
 
-// appendMosquittoJSON is %j: mosquitto_sub's JSON form (time, topic, qos, retain, payload).
+// appendMosquittoJSON is %j: mosquitto_sub's JSON form, field for field: tst (local time
+// with microseconds, then a literal Z and the zone offset, as mosquitto_sub writes it), topic,
+// qos, retain, payloadlen, mid (QoS 1 and 2), the MQTT 5 properties present, and payload.
+// The subscription identifiers Tern sets itself are left out: mosquitto_sub sets none.
 func appendMosquittoJSON(d []byte, m *tern.Message, now time.Time) []byte {
-	v := struct {
-		Tst     string `json:"tst"`
-		Topic   string `json:"topic"`
-		QoS     byte   `json:"qos"`
-		Retain  int    `json:"retain"`
-		Payload string `json:"payload"`
-	}{now.Format("2006-01-02T15:04:05.000000-0700"), m.Topic, m.QoS, int(bit(m.Retain) - '0'), string(m.Payload)}
-	b, _ := json.Marshal(v) // strings and numbers only: cannot fail
-	return append(d, b...)
+	str := func(s string) []byte {
+		b, _ := json.Marshal(s) // a string: cannot fail
+		return b
+	}
+	d = append(d, `{"tst":`...)
+	d = append(d, str(now.Format("2006-01-02T15:04:05.000000Z-0700"))...)
+	d = append(d, `,"topic":`...)
+	d = append(d, str(m.Topic)...)
+	d = fmt.Appendf(d, `,"qos":%d,"retain":%c,"payloadlen":%d`, m.QoS, bit(m.Retain), len(m.Payload))
+	if m.QoS > 0 {
+		d = fmt.Appendf(d, `,"mid":%d`, m.PacketID)
+	}
+	// In the order Mosquitto forwards them, so a message through Mosquitto prints as with
+	// mosquitto_sub.
+	var props [][]byte
+	if m.ContentType != "" {
+		props = append(props, append([]byte(`"content-type":`), str(m.ContentType)...))
+	}
+	if len(m.UserProperties) > 0 {
+		up := []byte(`"user-properties":{`)
+		for i, p := range m.UserProperties {
+			if i > 0 {
+				up = append(up, ',')
+			}
+			up = append(up, str(p.Key)...)
+			up = append(up, ':')
+			up = append(up, str(p.Value)...)
+		}
+		props = append(props, append(up, '}'))
+	}
+	if m.CorrelationData != nil {
+		props = append(props, append([]byte(`"correlation-data":`), str(string(m.CorrelationData))...))
+	}
+	if m.ResponseTopic != "" {
+		props = append(props, append([]byte(`"response-topic":`), str(m.ResponseTopic)...))
+	}
+	if m.PayloadFormat != 0 {
+		props = append(props, fmt.Appendf(nil, `"payload-format-indicator":%d`, m.PayloadFormat))
+	}
+	if m.MessageExpiry != 0 {
+		props = append(props, fmt.Appendf(nil, `"message-expiry-interval":%d`, m.MessageExpiry))
+	}
+	if len(props) > 0 {
+		d = append(d, `,"properties":{`...)
+		for i, p := range props {
+			if i > 0 {
+				d = append(d, ',')
+			}
+			d = append(d, p...)
+		}
+		d = append(d, '}')
+	}
+	d = append(d, `,"payload":`...)
+	if len(m.Payload) == 0 {
+		d = append(d, "null"...) // as mosquitto_sub prints an empty payload
+	} else {
+		d = append(d, str(string(m.Payload))...)
+	}
+	return append(d, '}')
 }
 
 // jsonMessage is one line of --json output. Absent properties are omitted; binary fields

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -400,4 +401,36 @@ func startPasswordMosquitto(t *testing.T, user, password string) string {
 	}
 	os.Chmod(pwfile, 0o644)
 	return startMosquitto(t, "allow_anonymous false", "password_file "+pwfile)
+}
+
+// tern sub -F %j prints mosquitto_sub's JSON line for the same message, field for field
+// (the time of receipt aside).
+func TestSubJSONFormatMatchesMosquittoSub(t *testing.T) {
+	url := startMosquitto(t)
+	port := url[strings.LastIndex(url, ":")+1:]
+	ms := startMosqSub(t, url, "-q", "1", "-t", "j/#", "-C", "3", "-F", "%j")
+	s := startTernSub(t, "-L", url, "-q", "1", "-t", "j/#", "-C", "3", "-F", "%j")
+	for _, args := range [][]string{
+		{"-t", "j/a", "-q", "1", "-m", "ünï \"q\"", "-D", "publish", "content-type", "ct", "-D", "publish", "user-property", "x", "y",
+			"-D", "publish", "correlation-data", "cd", "-D", "publish", "response-topic", "r",
+			"-D", "publish", "payload-format-indicator", "1", "-D", "publish", "message-expiry-interval", "60"},
+		{"-t", "j/b", "-q", "0", "-m", "plain"},
+		{"-t", "j/c", "-q", "1", "-n"},
+	} {
+		all := append([]string{"-V", "mqttv5", "-h", "127.0.0.1", "-p", port}, args...)
+		if out, err := exec.Command("mosquitto_pub", all...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v: %s", err, out)
+		}
+	}
+	tst := regexp.MustCompile(`"tst":"[^"]*"`)
+	want := tst.ReplaceAllString(strings.Join(ms.lines(t, 10*time.Second), "\n")+"\n", `"tst":""`)
+	if st := s.wait(t, 10*time.Second); st != 0 {
+		t.Fatalf("status %d: %s", st, s.stderr.String())
+	}
+	if got := tst.ReplaceAllString(s.stdout.String(), `"tst":""`); got != want {
+		t.Fatalf("tern sub -F %%j:\n%s\nmosquitto_sub -F %%j:\n%s", got, want)
+	}
+	if !regexp.MustCompile(`"tst":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z[+-]\d{4}"`).MatchString(s.stdout.String()) {
+		t.Fatalf("tst not in mosquitto_sub's form: %s", s.stdout.String())
+	}
 }
