@@ -301,10 +301,10 @@ func TestV311Fallback(t *testing.T) {
 	}
 }
 
-// A broker that closes one level-5 CONNECT (restarting, shedding load) and takes the next
-// does not send the client to 3.1.1 for the rest of its life.
-func TestV311NoFallbackOnOneClose(t *testing.T) {
-	p := newPeer(t)
+// connectFallback starts Connect of an MQTT5Fallback311 client against p in the background
+// and returns the client and Connect's result.
+func connectFallback(t *testing.T, p *peer) (*Client, <-chan error) {
+	t.Helper()
 	c, err := New(WithBroker(p.url()), WithProtocol(MQTT5Fallback311), WithReconnectBackoff(ConstantBackoff(time.Hour)))
 	if err != nil {
 		t.Fatal(err)
@@ -316,6 +316,14 @@ func TestV311NoFallbackOnOneClose(t *testing.T) {
 	})
 	errc := make(chan error, 1)
 	go func() { errc <- c.Connect(testCtx(t)) }()
+	return c, errc
+}
+
+// A broker that closes one level-5 CONNECT (restarting, shedding load) and takes the next
+// does not send the client to 3.1.1 for the rest of its life.
+func TestV311NoFallbackOnOneClose(t *testing.T) {
+	p := newPeer(t)
+	c, errc := connectFallback(t, p)
 	pc := p.accept()
 	readAt(t, pc, packet.Version5)
 	pc.nc.Close()
@@ -337,17 +345,7 @@ func TestV311NoFallbackOnOneClose(t *testing.T) {
 // error is the broker's, and a 3.1.1 CONNECT would not help.
 func TestV311NoFallbackOnOtherRefusal(t *testing.T) {
 	p := newPeer(t)
-	c, err := New(WithBroker(p.url()), WithProtocol(MQTT5Fallback311), WithReconnectBackoff(ConstantBackoff(time.Hour)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c.Disconnect(ctx)
-	})
-	errc := make(chan error, 1)
-	go func() { errc <- c.Connect(testCtx(t)) }()
+	_, errc := connectFallback(t, p)
 	pc, _ := p.handshake(&packet.Connack{ReasonCode: packet.BadUserNameOrPassword})
 	defer pc.nc.Close()
 	var rc *ReasonCodeError

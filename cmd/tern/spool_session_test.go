@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bufio"
-	"fmt"
-	"io"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -27,44 +23,7 @@ func TestPubQueueKill9PersistentQoS2(t *testing.T) {
 	accepted := map[string]bool{}
 	const lines = 400
 	for round, killAt := range []int{100, 200, 300, 150} {
-		cmd := ternChild(append(args, "-l", "--print-stored", "--drain-timeout", "30s")...)
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr syncBuffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			w := bufio.NewWriter(in)
-			for i := 1; i <= lines; i++ {
-				fmt.Fprintf(w, "r%d-%d\n", round, i)
-			}
-			w.Flush()
-			in.Close()
-		}()
-		sc := bufio.NewScanner(out)
-		stored := 0
-		for stored < killAt && sc.Scan() {
-			var n int
-			if _, err := fmt.Sscanf(sc.Text(), "stored %d", &n); err != nil {
-				t.Fatalf("round %d: unexpected output %q", round, sc.Text())
-			}
-			accepted[fmt.Sprintf("r%d-%d", round, n)] = true
-			stored = n
-		}
-		cmd.Process.Signal(syscall.SIGKILL)
-		io.Copy(io.Discard, out)
-		err = cmd.Wait()
-		if stored < killAt {
-			t.Fatalf("round %d: only %d stored before the output ended (%v): %s", round, stored, err, stderr.String())
-		}
+		spoolAndKill(t, append(args, "-l", "--print-stored", "--drain-timeout", "30s"), round, lines, killAt, accepted)
 	}
 	final := ternChild(append(args, "--drain-timeout", "20s")...)
 	outb, err := final.CombinedOutput()

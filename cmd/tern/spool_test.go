@@ -119,45 +119,8 @@ func TestPubQueueKill9(t *testing.T) {
 	accepted := map[string]bool{}
 	const lines = 400
 	for round, killAt := range []int{50, 150, lines, lines, 250} {
-		cmd := ternChild("pub", "--queue", dir, "-L", url, "-t", "spool/k", "-l", "--print-stored", "--drain-timeout", "30s")
-		in, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr syncBuffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		go func() {
-			w := bufio.NewWriter(in)
-			for i := 1; i <= lines; i++ {
-				fmt.Fprintf(w, "r%d-%d\n", round, i)
-			}
-			w.Flush()
-			in.Close()
-		}()
-		sc := bufio.NewScanner(out)
-		stored := 0
-		for stored < killAt && sc.Scan() {
-			var n int
-			if _, err := fmt.Sscanf(sc.Text(), "stored %d", &n); err != nil {
-				t.Fatalf("round %d: unexpected output %q", round, sc.Text())
-			}
-			accepted[fmt.Sprintf("r%d-%d", round, n)] = true
-			stored = n
-		}
-		cmd.Process.Signal(syscall.SIGKILL)
-		io.Copy(io.Discard, out)
-		err = cmd.Wait()
-		if stored < killAt {
-			t.Fatalf("round %d: only %d stored before the output ended (%v): %s", round, stored, err, stderr.String())
-		}
-		t.Logf("round %d: killed after %d stored", round, stored)
+		spoolAndKill(t, []string{"pub", "--queue", dir, "-L", url, "-t", "spool/k", "-l", "--print-stored",
+			"--drain-timeout", "30s"}, round, lines, killAt, accepted)
 	}
 	final := ternChild("pub", "--queue", dir, "-L", url, "-t", "spool/k", "--drain-timeout", "60s")
 	outb, err := final.CombinedOutput()
@@ -170,4 +133,50 @@ func TestPubQueueKill9(t *testing.T) {
 	if len(missing) > 0 {
 		t.Fatalf("%d accepted messages lost, e.g. %q", len(missing), missing[:min(5, len(missing))])
 	}
+}
+
+// spoolAndKill runs `tern pub` with args (a --queue spool reading lines, --print-stored),
+// feeds it lines r<round>-1 .. r<round>-<lines>, SIGKILLs it once killAt lines are reported
+// stored, and records every line reported stored in accepted.
+func spoolAndKill(t *testing.T, args []string, round, lines, killAt int, accepted map[string]bool) {
+	t.Helper()
+	cmd := ternChild(args...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		w := bufio.NewWriter(in)
+		for i := 1; i <= lines; i++ {
+			fmt.Fprintf(w, "r%d-%d\n", round, i)
+		}
+		w.Flush()
+		in.Close()
+	}()
+	sc := bufio.NewScanner(out)
+	stored := 0
+	for stored < killAt && sc.Scan() {
+		var n int
+		if _, err := fmt.Sscanf(sc.Text(), "stored %d", &n); err != nil {
+			t.Fatalf("round %d: unexpected output %q", round, sc.Text())
+		}
+		accepted[fmt.Sprintf("r%d-%d", round, n)] = true
+		stored = n
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	io.Copy(io.Discard, out)
+	err = cmd.Wait()
+	if stored < killAt {
+		t.Fatalf("round %d: only %d stored before the output ended (%v): %s", round, stored, err, stderr.String())
+	}
+	t.Logf("round %d: killed after %d stored", round, stored)
 }
