@@ -401,16 +401,17 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 			c.Close()
 			return
 		}
-		if !l.conns.add(c) {
+		h := l.conns.add(c)
+		if h == nil {
 			l.wg.Done()
 			c.Close()
 			return
 		}
 		go func() {
 			defer l.wg.Done()
-			establish(l.id, c) // its error only says why the client left
-			l.conns.remove(c)
-			c.Close()
+			establish(l.id, h) // its error only says why the client left
+			l.conns.remove(h)
+			h.Close()
 		}()
 	}
 }
@@ -418,7 +419,8 @@ func (l *listener) Serve(establish listeners.EstablishFn) {
 // Close stops accepting, disconnects the clients mochi knows (goodbye, in place of the
 // CloseFn mochi passes), then closes whatever connection is left: one still before its
 // CONNECT would otherwise be attached to the closing server afterwards and keep mochi's
-// Close waiting for it.
+// Close waiting for it. It returns once mochi has counted every connection handed to it,
+// so that mochi's wait for its clients, which follows, cannot race with a count.
 func (l *listener) Close(listeners.CloseFn) {
 	if l.conns.markClosed() {
 		return
@@ -426,6 +428,7 @@ func (l *listener) Close(listeners.CloseFn) {
 	l.ln.Close()
 	l.goodbye(l.id)
 	l.closeAll()
+	l.conns.awaitAttached()
 }
 
 // closeAll stops accepting and closes every connection now.

@@ -120,17 +120,19 @@ func (l *wsListener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The connection lives until the client or Close ends it, not as long as the request's
 	// context: NetConn reads frames as one byte stream, with no message size limit.
 	nc := &wsConn{Conn: websocket.NetConn(context.Background(), c, websocket.MessageBinary), ws: c}
-	if !l.conns.add(nc) {
+	h := l.conns.add(nc)
+	if h == nil {
 		nc.Close()
 		return
 	}
-	l.establish(l.id, nc) // its error only says why the client left
-	l.conns.remove(nc)
-	nc.Close()
+	l.establish(l.id, h) // its error only says why the client left
+	l.conns.remove(h)
+	h.Close()
 }
 
 // Close stops accepting, disconnects the clients mochi knows (goodbye, as the TCP listener
-// does), then closes whatever connection is left.
+// does), then closes whatever connection is left, and returns once mochi has counted every
+// connection handed to it (listener.Close).
 func (l *wsListener) Close(listeners.CloseFn) {
 	if l.conns.markClosed() {
 		return
@@ -138,6 +140,7 @@ func (l *wsListener) Close(listeners.CloseFn) {
 	l.srv.Close()
 	l.goodbye(l.id)
 	l.closeAll()
+	l.conns.awaitAttached()
 }
 
 // closeAll stops accepting and closes every connection now: upgraded connections are
