@@ -31,7 +31,8 @@ type Message struct {
 	UserProperties  []packet.UserProperty
 
 	in       *inbound
-	client   *Client // the client that received it
+	client   *Client       // the client that received it
+	sub      *Subscription // channel form only: its buffer decides whether Ack holds (ackhold.go)
 	acked    atomic.Bool
 	zeroCopy bool
 }
@@ -59,7 +60,7 @@ func (m *Message) Ack() error {
 	if !m.acked.CompareAndSwap(false, true) {
 		return nil
 	}
-	in := m.in
+	in, s := m.in, m.sub
 	if m.zeroCopy {
 		// The user promised not to touch the message after Ack; recycle it, keeping the
 		// slices' capacity for the next message.
@@ -67,8 +68,20 @@ func (m *Message) Ack() error {
 		*m = Message{SubscriptionIDs: ids, UserProperties: ups}
 		messagePool.Put(m)
 	}
-	if in != nil {
+	if in == nil {
+		return nil
+	}
+	if s == nil || in.qos == 0 {
 		in.release()
+		return nil
+	}
+	// A channel consumer that has more messages waiting acknowledges them in a moment:
+	// hold this acknowledgement back from the writer goroutine until it has caught up,
+	// then write them together from here (ackhold.go).
+	s.chHold.begin()
+	in.release()
+	if len(s.ch) == 0 {
+		s.chHold.end()
 	}
 	return nil
 }
@@ -204,7 +217,7 @@ func (c *Client) flushAcksLocked() {
 		// the packet identifiers anyway.
 		c.inCount--
 		a := packet.Ack{Kind: kind, PacketID: in.id}
-		cn.w.sendUrgent(a.AppendTo(b[:0]))
+		cn.w.sendAck(a.AppendTo(b[:0]))
 		if s := c.st; s != nil {
 			s.AcksSent.Add(1)
 		}
@@ -462,6 +475,9 @@ func (c *Client) newMessage(s *subscription, p *packet.Publish, in *inbound, sha
 	}
 	m.in = in
 	m.client = c
+	if s.chHold != nil {
+		m.sub = s
+	}
 	return m
 }
 

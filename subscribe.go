@@ -152,6 +152,7 @@ type Subscription struct {
 	quit     chan struct{} // closed first on close, to wake a blocked delivery
 	quitOnce sync.Once
 	ch       chan *Message // channel form
+	chHold   *ackHold      // channel form: holds acknowledgements while ch has more (Message.Ack)
 	q        *Queue[*Message]
 	cbDone   chan struct{}  // callback form: closed when the callback goroutine ends
 	inline   func(*Message) // SubInline callback form: called on the read loop under mu
@@ -242,6 +243,7 @@ func (c *Client) Subscribe(ctx context.Context, filters []TopicFilter, opts ...S
 		return nil, nil, err
 	}
 	s.ch = make(chan *Message, s.cfg.buffer)
+	s.chHold = newAckHold(c)
 	s, err = c.subscribe(ctx, s)
 	if s == nil {
 		return nil, nil, err
@@ -291,14 +293,21 @@ func (c *Client) SubscribeCallback(ctx context.Context, filters []TopicFilter, f
 }
 
 // feedCallback pops q's messages and calls fn with each, one at a time, acknowledging each
-// after fn returns unless manual; it closes done when q is closed and drained.
-func feedCallback(q *Queue[*Message], fn func(*Message), manual bool, done chan struct{}) {
+// after fn returns unless manual; it closes done when q is closed and drained. While it
+// takes messages without waiting it holds their acknowledgements back from the writer and
+// writes them itself before it waits for more (ackhold.go).
+func feedCallback(q *Queue[*Message], fn func(*Message), manual bool, hold *ackHold, done chan struct{}) {
 	defer close(done)
+	defer hold.end()
 	for {
-		m, ok := q.Pop(context.Background())
+		m, ok := q.TryPop()
 		if !ok {
-			return
+			hold.end()
+			if m, ok = q.Pop(context.Background()); !ok {
+				return
+			}
 		}
+		hold.begin()
 		fn(m)
 		if !manual {
 			m.Ack()
@@ -311,7 +320,7 @@ func feedCallback(q *Queue[*Message], fn func(*Message), manual bool, done chan 
 func (s *Subscription) startCallback(fn func(*Message)) {
 	s.cbDone = make(chan struct{})
 	manual := s.cfg.manualAck || s.cfg.autoAck
-	go feedCallback(s.q, fn, manual, s.cbDone)
+	go feedCallback(s.q, fn, manual, newAckHold(s.c), s.cbDone)
 }
 
 var errInlineForm = fmt.Errorf("%w: SubInline applies to SubscribeCallback only", ErrInvalidOption)
