@@ -50,3 +50,33 @@ func TestReleasedQoS2ResentWhenSessionLost(t *testing.T) {
 		})
 	}
 }
+
+// A QoS 2 message restored from a store past PUBREC (its bytes no longer kept) when the
+// broker comes back without the session: it cannot be sent again, and the broker may have
+// dropped it, so it must not count as delivered. It fails (Stats.PublishFailed), its record
+// leaves the store, and no PUBREL goes to a broker that has forgotten the exchange. "Every
+// give-up is visible."
+func TestRestoredReleasedQoS2FailsWhenSessionLost(t *testing.T) {
+	st := NewMemoryStore()
+	if err := st.Put(StoreRecord{Kind: RecordReleased, ID: 7, Seq: 1}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPeer(t)
+	c, pc, _ := connectPeer(t, p, &packet.Connack{SessionPresent: false},
+		append(fastOpts, WithStore(st), WithStats())...)
+	pc.closeOnEOF()
+	s := c.Stats()
+	if s.PublishFailed != 1 || s.PublishAcked != 0 || s.InFlight != 0 {
+		t.Fatalf("restored released message after session loss: failed %d, acked %d, in flight %d; want 1, 0, 0",
+			s.PublishFailed, s.PublishAcked, s.InFlight)
+	}
+	recs, err := st.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if r.Kind.outbound() {
+			t.Fatalf("record %v %d still stored", r.Kind, r.ID)
+		}
+	}
+}

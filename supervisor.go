@@ -55,8 +55,9 @@ func (b ConstantBackoff) Delay(int) time.Duration { return time.Duration(b) }
 // SessionLossPolicy decides what happens to unacknowledged outbound messages when the broker
 // reports, on reconnect, that it no longer has the session. A QoS 2 message that got PUBREC
 // but not yet PUBCOMP counts as unacknowledged here: a broker may hold an incoming QoS 2
-// message until PUBREL and lose it with the session (Mosquitto does). Only one restored
-// from a store after PUBREC, whose bytes are no longer kept, completes as delivered.
+// message until PUBREL and lose it with the session (Mosquitto does). One restored from a
+// store after PUBREC, whose bytes are no longer kept, cannot be sent again under either
+// policy: it fails with ErrSessionLost (counted in Stats.PublishFailed) and is logged.
 type SessionLossPolicy uint8
 
 const (
@@ -282,8 +283,12 @@ func (c *Client) resendLocked(cn *conn, resumed bool) {
 		case (om.released || om.releasing) && om.buf != nil:
 			c.releasedSessionLostLocked(cn, om)
 		case om.released || om.releasing:
-			// Restored from a store after PUBREC: the bytes are gone, nothing can be resent.
-			c.completeLocked(om, nil)
+			// Restored from a store after PUBREC: the bytes are gone, nothing can be resent,
+			// and the broker may have dropped the message with the session. Not delivered as
+			// far as anyone can tell: failed, counted and logged.
+			c.log.Warn("tern: QoS 2 message restored past PUBREC cannot be sent again: the broker lost the session, and the message may be lost with it",
+				"id", om.id)
+			c.completeLocked(om, ErrSessionLost)
 		case c.expiredLocked(om, now):
 		case !resumed && c.cfg.sessionLoss == FailPending:
 			c.completeLocked(om, ErrSessionLost)
