@@ -114,12 +114,12 @@ func (p *QueuePublisher) refused(e QueueEntry, err error, round uint64) {
 		kind = refusalConfig // nowhere to put it: keep it and pause
 	}
 	p.mu.Lock()
-	p.lastErr = err
 	n := p.busy[e.Seq] + 1
 	p.busy[e.Seq] = n
 	p.mu.Unlock()
 	if max := p.cfg.maxAttempts; max > 0 && n >= max {
 		if p.setAside(e, fmt.Errorf("%w after %d attempts: %w", ErrPoison, n, err)) {
+			p.setErr(err)
 			return
 		}
 	}
@@ -143,6 +143,9 @@ func (p *QueuePublisher) requeue(e QueueEntry) {
 func (p *QueuePublisher) startHold(pause bool, e QueueEntry, err error, round uint64) {
 	gen := p.c.connGeneration()
 	p.mu.Lock()
+	// The error and the hold it starts are seen together (Stats): never LastError
+	// without Paused for a refusal that pauses.
+	p.lastErr = err
 	if round != p.hold.round {
 		p.mu.Unlock()
 		return
@@ -153,9 +156,11 @@ func (p *QueuePublisher) startHold(pause bool, e QueueEntry, err error, round ui
 	d := p.cfg.backoff.Delay(h.step)
 	h.until, h.gen, h.pause = time.Now().Add(d), gen, pause
 	step := h.step
-	p.mu.Unlock()
 	if pause {
 		p.pauses.Add(1)
+	}
+	p.mu.Unlock()
+	if pause {
 		p.c.log.Warn("tern: queue publisher paused: the broker's configuration refuses a message",
 			"seq", e.Seq, "topic", e.Message.Topic, "err", err, "retry_in", d, "step", step)
 		if fn := p.cfg.onPause; fn != nil {
@@ -254,40 +259,49 @@ func (p *QueuePublisher) finish(seq uint64) {
 // dropOldest gives up the oldest stored message not handed to the client, to make room.
 // Called under sizeMu.
 func (p *QueuePublisher) dropOldest() error {
-	p.mu.Lock()
-	n := len(p.busy) + len(p.dropped) + 1
-	p.mu.Unlock()
-	old, err := p.q.Read(0, n, nil)
-	if err != nil {
-		return err
-	}
-	var victim *QueueEntry
-	p.mu.Lock()
-	for i := range old {
-		_, busy := p.busy[old[i].Seq]
-		_, gone := p.dropped[old[i].Seq]
-		if !busy && !gone {
-			victim = &old[i]
-			p.dropped[victim.Seq] = false // the drain skips it from now on
-			break
-		}
-	}
-	p.mu.Unlock()
-	if victim == nil {
-		return ErrQueueFull // everything stored is in flight
-	}
-	if !p.setAside(*victim, ErrDropped) {
+	// The drain may claim entries between the count and the read: when every entry read is
+	// busy and there may be more, read again, further. Bounded: each round reads further
+	// unless entries left meanwhile, which makes room by itself.
+	for range 8 {
 		p.mu.Lock()
-		delete(p.dropped, victim.Seq)
+		n := len(p.busy) + len(p.dropped) + 1
 		p.mu.Unlock()
-		return ErrQueueFull
+		old, err := p.q.Read(0, n, nil)
+		if err != nil {
+			return err
+		}
+		var victim *QueueEntry
+		p.mu.Lock()
+		for i := range old {
+			_, busy := p.busy[old[i].Seq]
+			_, gone := p.dropped[old[i].Seq]
+			if !busy && !gone {
+				victim = &old[i]
+				p.dropped[victim.Seq] = false // the drain skips it from now on
+				break
+			}
+		}
+		p.mu.Unlock()
+		if victim == nil {
+			if len(old) < n {
+				return ErrQueueFull // everything stored is in flight
+			}
+			continue
+		}
+		if !p.setAside(*victim, ErrDropped) {
+			p.mu.Lock()
+			delete(p.dropped, victim.Seq)
+			p.mu.Unlock()
+			return ErrQueueFull
+		}
+		p.mu.Lock()
+		if _, ok := p.dropped[victim.Seq]; ok {
+			p.dropped[victim.Seq] = true
+		}
+		p.mu.Unlock()
+		return nil
 	}
-	p.mu.Lock()
-	if _, ok := p.dropped[victim.Seq]; ok {
-		p.dropped[victim.Seq] = true
-	}
-	p.mu.Unlock()
-	return nil
+	return ErrQueueFull
 }
 
 // connGeneration returns the number of the live connection, or of the last one.

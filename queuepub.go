@@ -621,12 +621,13 @@ func (p *QueuePublisher) Stats() QueuePublisherStats {
 	st := QueuePublisherStats{
 		Depth: qs.Depth, InFlight: p.inFlight.Load(), Sent: p.sent.Load(),
 		Delivered: p.delivered.Load(), DeadLettered: p.deadLettered.Load(),
-		Retries: p.retries.Load(), Pauses: p.pauses.Load(),
+		Retries: p.retries.Load(),
 	}
 	if !qs.Oldest.IsZero() {
 		st.OldestAge = time.Since(qs.Oldest)
 	}
 	p.mu.Lock()
+	st.Pauses = p.pauses.Load() // counted under p.mu with the hold it begins
 	st.LastError = p.lastErr
 	st.Paused = p.hold.pause && time.Now().Before(p.hold.until)
 	p.mu.Unlock()
