@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,9 +148,53 @@ func BenchmarkReceiveQoS1ZeroCopy(b *testing.B) {
 	benchReceiveQoS(b, 1, SubZeroCopy())
 }
 
+// BenchmarkReceiveQoS1Callback is BenchmarkReceiveQoS1ZeroCopy with a callback goroutine
+// (SubscribeCallback, acknowledged when the callback returns) instead of a channel.
+func BenchmarkReceiveQoS1Callback(b *testing.B) {
+	var n atomic.Int64
+	var want atomic.Int64
+	done := make(chan struct{}, 1)
+	benchReceiveWith(b, 1, func(c *Client) {
+		_, err := c.SubscribeCallback(context.Background(), []TopicFilter{{Topic: "bench/#", QoS: 1}},
+			func(*Message) {
+				if n.Add(1) == want.Load() {
+					done <- struct{}{}
+				}
+			}, SubZeroCopy(), SubBuffer(4096))
+		if err != nil {
+			b.Fatal(err)
+		}
+	}, func(N int) func() {
+		n.Store(0)
+		want.Store(int64(N))
+		return func() { <-done }
+	})
+}
+
 func benchReceive(b *testing.B, opts ...SubOption) { benchReceiveQoS(b, 0, opts...) }
 
 func benchReceiveQoS(b *testing.B, qos byte, opts ...SubOption) {
+	var ch <-chan *Message
+	benchReceiveWith(b, qos, func(c *Client) {
+		var err error
+		ch, _, err = c.Subscribe(context.Background(), []TopicFilter{{Topic: "bench/#", QoS: qos}}, append(opts, SubBuffer(4096))...)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}, func(n int) func() {
+		return func() {
+			for range n {
+				m := <-ch
+				m.Ack()
+			}
+		}
+	})
+}
+
+// benchReceiveWith runs a receive benchmark: sub subscribes to bench/# on the client, then
+// prepare(b.N) is called before the server sends b.N messages, and the wait it returns
+// must return once they have all been taken.
+func benchReceiveWith(b *testing.B, qos byte, sub func(c *Client), prepare func(n int) (wait func())) {
 	start := make(chan int)
 	s := startBenchServer(b, func(nc net.Conn, r *packet.Reader) {
 		f, err := r.ReadFrame() // SUBSCRIBE
@@ -181,19 +226,12 @@ func benchReceiveQoS(b *testing.B, qos byte, opts ...SubOption) {
 			nc.Write(block[:n*len(one)])
 		}
 	})
-	c := benchClient(b, s.ln.Addr().String())
-	ctx := context.Background()
-	ch, _, err := c.Subscribe(ctx, []TopicFilter{{Topic: "bench/#", QoS: qos}}, append(opts, SubBuffer(4096))...)
-	if err != nil {
-		b.Fatal(err)
-	}
+	sub(benchClient(b, s.ln.Addr().String()))
 	b.ReportAllocs()
 	b.ResetTimer()
+	wait := prepare(b.N)
 	start <- b.N
-	for range b.N {
-		m := <-ch
-		m.Ack()
-	}
+	wait()
 	b.StopTimer()
 	close(start)
 }
