@@ -43,7 +43,6 @@ func SinkInfo(sink string) string { return sinkInfo[sink] }
 // publishing child, told when the workload begins, and collected once the child is done.
 type sinkSide struct {
 	kind string
-	n    int
 	// In this process (SinkRaw, SinkPerAck).
 	raw    *rawmqtt.Client
 	k      *stamp.Checker
@@ -67,7 +66,7 @@ type sinkOutcome struct {
 // startSink subscribes the job's sink, of the suite's kind, to the job's topic at
 // at.sinkQoS.
 func (s *Suite) startSink(job Job, at site) (*sinkSide, error) {
-	ss := &sinkSide{kind: s.opt.Sink, n: job.N}
+	ss := &sinkSide{kind: s.opt.Sink}
 	if ss.kind == SinkProc {
 		sj := Job{
 			Kind: KindSink, Lib: "raw", QoS: at.sinkQoS, Size: job.Size, N: job.N, Addr: at.addr,
