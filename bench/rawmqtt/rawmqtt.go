@@ -24,6 +24,11 @@ import (
 type Options struct {
 	ClientID   string
 	ReceiveMax uint16 // advertised in CONNECT; 0 leaves it absent (65535)
+	// AckEach makes the read loop write each acknowledgement it owes (PUBACK, PUBREC,
+	// PUBREL, PUBCOMP) at once, one write(2) per packet, as a client that acknowledges
+	// every message as it reads it does. Default false: the acknowledgements of a read
+	// batch go out in one write when the read buffer runs dry, far cheaper per message.
+	AckEach bool
 }
 
 // Handler receives each PUBLISH on the read goroutine. The packet, its topic and payload are
@@ -45,6 +50,8 @@ type Client struct {
 	done     chan struct{} // closed when the read loop ends
 	err      error         // why the read loop ended, valid after done
 	maxOwed  atomic.Int32  // most QoS 1/2 messages received and not yet acknowledged at once
+	ackEach  bool
+	ackW     atomic.Int64 // acknowledgement writes the read loop has made
 
 	// Publisher state, owned by the one publishing goroutine.
 	nextID uint16
@@ -85,7 +92,7 @@ func Dial(ctx context.Context, addr string, o Options) (*Client, error) {
 	}
 	nc.SetDeadline(time.Time{})
 	c := &Client{
-		nc: nc, r: r, quota: int32(ca.ReceiveMax()),
+		nc: nc, r: r, quota: int32(ca.ReceiveMax()), ackEach: o.AckEach,
 		wake: make(chan struct{}, 1), suback: make(chan error, 1), done: make(chan struct{}),
 		batch: make([]byte, 0, 256<<10),
 	}
@@ -147,7 +154,8 @@ func (c *Client) write(b []byte) error {
 var errClosed = errors.New("rawmqtt: connection closed")
 
 // readLoop dispatches incoming packets. Acknowledgements it owes are collected and written
-// in one go whenever the read buffer runs dry, so a burst of messages costs one write.
+// in one go whenever the read buffer runs dry, so a burst of messages costs one write; with
+// Options.AckEach each is written as soon as it is owed.
 func (c *Client) readLoop() {
 	defer close(c.done)
 	var pub packet.Publish
@@ -216,7 +224,8 @@ func (c *Client) readLoop() {
 			return
 		}
 		f.Release()
-		if len(acks) > 0 && (c.r.Buffered() == 0 || len(acks) >= 4000) {
+		if len(acks) > 0 && (c.ackEach || c.r.Buffered() == 0 || len(acks) >= 4000) {
+			c.ackW.Add(1)
 			if err := c.write(acks); err != nil {
 				c.err = err
 				return
@@ -232,6 +241,10 @@ func (c *Client) readLoop() {
 // acknowledgement written back, at any moment: with a well-behaved broker, never above the
 // Receive Maximum advertised in CONNECT.
 func (c *Client) MaxUnacked() int { return int(c.maxOwed.Load()) }
+
+// AckWrites returns how many writes of acknowledgements the read loop has made (counted
+// as it starts each one): with Options.AckEach one per acknowledgement.
+func (c *Client) AckWrites() int64 { return c.ackW.Load() }
 
 // appendAck appends a four-byte acknowledgement of the given kind.
 func appendAck(dst []byte, kind packet.Type, id uint16) []byte {

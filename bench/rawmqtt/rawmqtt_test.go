@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,5 +92,63 @@ func TestPublishAllocatesNothing(t *testing.T) {
 	})
 	if per := allocs / 1000; per > 0.01 {
 		t.Fatalf("%.3f allocations per message", per)
+	}
+}
+
+// TestAckEach checks the per-message sink mode: with AckEach every QoS 1 message gets its
+// PUBACK in a write of its own, so n messages cost exactly n acknowledgement writes; the
+// default batches them, never more than one write per message.
+func TestAckEach(t *testing.T) {
+	t.Parallel()
+	m := brokertest.StartMosquitto(t, brokertest.Config{})
+	for _, each := range []bool{false, true} {
+		t.Run(fmt.Sprintf("each=%v", each), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			topic := fmt.Sprintf("ackeach/%v", each)
+			const n = 2000
+			sub, err := Dial(ctx, m.Addr, Options{ClientID: topic + "/sub", ReceiveMax: 20, AckEach: each})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Close()
+			var got atomic.Int64
+			done := make(chan struct{})
+			sub.OnMessage(func(p *packet.Publish) {
+				if p.QoS != 1 {
+					t.Errorf("message at QoS %d, want 1", p.QoS)
+				}
+				if got.Add(1) == n {
+					close(done)
+				}
+			})
+			if err := sub.Subscribe(ctx, topic, 1); err != nil {
+				t.Fatal(err)
+			}
+			pub, err := Dial(ctx, m.Addr, Options{ClientID: topic + "/pub"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pub.Close()
+			if err := pub.Publish(ctx, NewTemplate(topic, 1, make([]byte, 64)), n, func(int, []byte) {}); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-done:
+			case <-ctx.Done():
+				t.Fatalf("%d of %d received", got.Load(), n)
+			}
+			// The read loop writes a message's acknowledgement after its handler returns; once
+			// Close has returned the loop has ended, so every write it made is counted.
+			sub.Close()
+			w := sub.AckWrites()
+			switch {
+			case each && w != n:
+				t.Errorf("AckEach: %d acknowledgement writes for %d messages, want one each", w, n)
+			case !each && (w < 1 || w > n):
+				t.Errorf("batched: %d acknowledgement writes for %d messages", w, n)
+			}
+			t.Logf("%d acknowledgement writes for %d messages", w, n)
+		})
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/bench/adapters"
+	"github.com/ternmq/tern/bench/rawmqtt"
 	"github.com/ternmq/tern/bench/stamp"
 )
 
@@ -222,6 +223,9 @@ func (c *child) run() *ChildResult {
 			res.LastRecv = last.UnixNano()
 		}
 	}
+	if w.sink != nil {
+		res.MaxUnacked, res.AckWrites = w.sink.MaxUnacked(), w.sink.AckWrites()
+	}
 	if len(w.lat) > 0 {
 		slices.Sort(w.lat)
 		res.P50 = percentile(w.lat, 0.50)
@@ -249,6 +253,7 @@ type workload struct {
 	finish  func() error // after "stop", before the final snapshot
 	close   func()
 	checker *stamp.Checker
+	sink    *rawmqtt.Client // a sink job's client, for its acknowledgement figures
 	lat     []int64
 }
 
@@ -284,6 +289,9 @@ func disconnect(cl adapters.Client) {
 // setup connects the job's clients and returns its workload.
 func (c *child) setup(ctx context.Context, f *stamp.Format) (*workload, error) {
 	j := c.job
+	if j.Kind == KindSink {
+		return c.setupSink(ctx, f)
+	}
 	cl, err := c.connect(ctx, "")
 	if err != nil {
 		return nil, err
@@ -417,12 +425,15 @@ func (r *receiver) handle(p []byte) {
 }
 
 // wait returns when every message arrived, or reports what is missing once the feeder is
-// done and nothing new has come for idleLimit.
+// done and nothing new has come for idleLimit, counted from the later of the last new
+// message and the moment the parent said "fed" (a sink that waited through a reconnect's
+// hold gets its idleLimit after the cut, as the parent's waitChecker does).
 func (r *receiver) wait(ctx context.Context) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	var lastUnique uint64
 	lastChange := time.Now()
+	fed := false
 	for {
 		select {
 		case <-r.done:
@@ -435,7 +446,11 @@ func (r *receiver) wait(ctx context.Context) error {
 		if counts.Unique != lastUnique {
 			lastUnique, lastChange = counts.Unique, time.Now()
 		}
-		if r.fed.Load() && time.Since(lastChange) > idleLimit {
+		if !fed && r.fed.Load() {
+			fed = true
+			lastChange = time.Now() // nothing older than "fed" counts as idle
+		}
+		if fed && time.Since(lastChange) > idleLimit {
 			return fmt.Errorf("nothing new for %v: %d of %d received", idleLimit, counts.Unique, counts.Expected)
 		}
 	}

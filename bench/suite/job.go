@@ -27,6 +27,7 @@ const (
 	KindReconnect = "reconnect" // 20 QoS 1 in flight when the connection is cut
 	KindQueue     = "queue"     // enqueue a backlog into a durable queue, drain it
 	KindDrain     = "drain"     // the broker holds a backlog for a kept session; the library drains it
+	KindSink      = "sink"      // the receiving side of a publish job in a process of its own (SinkProc)
 )
 
 // Job is what one child process does: one library, one scenario, one run.
@@ -80,6 +81,10 @@ type ChildResult struct {
 	Err      string        `json:"err,omitempty"`
 	// Unavailable: the library lacks what the job needs (Err says what); skip, not fail.
 	Unavailable bool `json:"unavailable,omitempty"`
+	// MaxUnacked: a sink job's most QoS 1/2 messages owed an acknowledgement at once.
+	MaxUnacked int `json:"max_unacked,omitempty"`
+	// AckWrites: a sink job's writes of acknowledgements (rawmqtt.Client.AckWrites).
+	AckWrites int64 `json:"ack_writes,omitempty"`
 }
 
 // idleLimit is how long a receiver waits for the next message once the sender is done

@@ -29,6 +29,7 @@ type Row struct {
 	ReconnectMs float64  `json:"reconnect_ms,omitempty"`
 	Duplicates  uint64   `json:"duplicates,omitempty"`
 	Overrun     int      `json:"broker_overrun,omitempty"` // worst over the runs
+	SinkCPUUs   float64  `json:"sink_cpu_us_per_msg,omitempty"`
 	Errors      []string `json:"errors,omitempty"`
 }
 
@@ -88,6 +89,7 @@ func Rows(results []Result) []Row {
 		row.P50Us = med(func(r *Result) float64 { return r.P50Us })
 		row.P99Us = med(func(r *Result) float64 { return r.P99Us })
 		row.ReconnectMs = med(func(r *Result) float64 { return r.ReconnectMs })
+		row.SinkCPUUs = med(func(r *Result) float64 { return r.SinkCPUUsPerMsg })
 		rows = append(rows, row)
 	}
 	return rows
@@ -104,15 +106,19 @@ func median(v []float64) float64 {
 	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
-// Conditions describes the machine and software a report was measured on.
-func Conditions(runs int, quick bool) string {
+// Conditions describes the machine and software a report was measured on, and the sink
+// (Options.Sink; "" is SinkRaw) the publish scenarios were received by.
+func Conditions(runs int, quick bool, sink string) string {
 	mode := fmt.Sprintf("median of %d runs", runs)
 	if quick {
 		mode = "quick mode (small counts, 1 run): a correctness check, not a measurement"
 	}
-	return fmt.Sprintf("%s %s/%s, %s, %s, %d CPUs (nproc), %s; %s",
+	if sink == "" {
+		sink = SinkRaw
+	}
+	return fmt.Sprintf("%s %s/%s, %s, %s, %d CPUs (nproc), %s; %s; sink %s (%s)",
 		runtime.Version(), runtime.GOOS, runtime.GOARCH, mosquittoVersion(), cpuModel(),
-		runtime.NumCPU(), time.Now().Format("2006-01-02"), mode)
+		runtime.NumCPU(), time.Now().Format("2006-01-02"), mode, sink, SinkInfo(sink))
 }
 
 func cpuModel() string {
@@ -179,6 +185,9 @@ func WriteMarkdown(w io.Writer, rows []Row, conditions string) {
 		}
 		if r.PeakHeapMiB > 0 {
 			other = append(other, fmt.Sprintf("peak heap +%s MiB", num(r.PeakHeapMiB)))
+		}
+		if r.SinkCPUUs > 0 {
+			other = append(other, fmt.Sprintf("sink CPU %s µs/msg", num(r.SinkCPUUs)))
 		}
 		if r.Overrun > 0 {
 			other = append(other, fmt.Sprintf("broker had %d unacked to the sink (window %d)", r.Overrun, brokerWindow))

@@ -16,7 +16,6 @@ import (
 	"github.com/ternmq/tern/bench/stamp"
 	"github.com/ternmq/tern/internal/brokertest"
 	"github.com/ternmq/tern/internal/faultproxy"
-	"github.com/ternmq/tern/packet"
 )
 
 // Options configure a suite run.
@@ -25,6 +24,7 @@ type Options struct {
 	Quick      bool           // small counts: a correctness check
 	Only       *regexp.Regexp // scenarios to run; nil: all
 	ProfileDir string         // if set, tern's children write CPU profiles here
+	Sink       string         // receiving side of publish scenarios (SinkNames); "": SinkRaw
 	Log        io.Writer      // progress lines
 }
 
@@ -50,6 +50,16 @@ type Result struct {
 	Child         *ChildResult `json:"child,omitempty"`
 	Err           string       `json:"err,omitempty"`
 	Skipped       string       `json:"skipped,omitempty"` // the library cannot run this yet
+	// Sink is the receiving side of a publish scenario (Options.Sink) and SinkCPUUsPerMsg
+	// the CPU its process spent per message: for an in-process sink the whole suite
+	// process (the sink's read loop and the suite's bookkeeping), for SinkProc the child.
+	Sink            string  `json:"sink,omitempty"`
+	SinkCPUUsPerMsg float64 `json:"sink_cpu_us_per_msg,omitempty"`
+	// SinkAckWrites is how many writes the sink made to acknowledge what it received: with
+	// SinkPerAck and SinkProc one per acknowledgement, with SinkRaw one per read batch.
+	SinkAckWrites int64 `json:"sink_ack_writes,omitempty"`
+	// SinkChild is what a SinkProc sink's process measured.
+	SinkChild *ChildResult `json:"sink_child,omitempty"`
 }
 
 // OK reports whether the run delivered every message exactly once and intact.
@@ -72,6 +82,12 @@ func New(opt Options) (*Suite, error) {
 	}
 	if opt.Log == nil {
 		opt.Log = io.Discard
+	}
+	if opt.Sink == "" {
+		opt.Sink = SinkRaw
+	}
+	if SinkInfo(opt.Sink) == "" {
+		return nil, fmt.Errorf("unknown sink %q (want one of %s)", opt.Sink, strings.Join(SinkNames(), ", "))
 	}
 	tmp, err := os.MkdirTemp("", "tern-bench-")
 	if err != nil {
@@ -263,27 +279,6 @@ func (r *Result) fill(cr *ChildResult, from, to int64) {
 	r.PeakHeapMiB = float64(cr.PeakHeap) / (1 << 20)
 }
 
-// sink subscribes a raw client to the job's topic at at.sinkQoS and checks what arrives.
-func (s *Suite) sink(job Job, at site) (*rawmqtt.Client, *stamp.Checker, error) {
-	f, err := stamp.NewFormat(job.Run, job.Size)
-	if err != nil {
-		return nil, nil, err
-	}
-	k := stamp.NewChecker(f, job.N)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := rawmqtt.Dial(ctx, at.addr, rawmqtt.Options{ClientID: "sink-" + job.ClientID, ReceiveMax: brokerWindow})
-	if err != nil {
-		return nil, nil, fmt.Errorf("sink: %w", err)
-	}
-	c.OnMessage(func(p *packet.Publish) { k.Check(p.Payload) })
-	if err := c.Subscribe(ctx, job.Topic, at.sinkQoS); err != nil {
-		c.Close()
-		return nil, nil, fmt.Errorf("sink: %w", err)
-	}
-	return c, k, nil
-}
-
 // waitChecker waits until k has every message, or until nothing new arrived for idleLimit,
 // or the timeout.
 func waitChecker(k *stamp.Checker, timeout time.Duration) {
@@ -313,40 +308,45 @@ func startChild(job Job) (*proc, error) {
 	return p, nil
 }
 
-// startSunk starts the sink (see sink), then the child; on error neither is left running.
-func (s *Suite) startSunk(job Job, at site) (*rawmqtt.Client, *stamp.Checker, *proc, error) {
-	sink, k, err := s.sink(job, at)
+// startSunk starts the sink (see startSink), then the child; on error neither is left
+// running.
+func (s *Suite) startSunk(job Job, at site) (*sinkSide, *proc, error) {
+	sk, err := s.startSink(job, at)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	p, err := startChild(job)
 	if err != nil {
-		sink.Close()
-		return nil, nil, nil, err
+		sk.close()
+		return nil, nil, err
 	}
-	return sink, k, p, nil
+	return sk, p, nil
 }
 
-// runPublish: the child publishes, the sink in this process checks.
+// runPublish: the child publishes, the sink checks.
 func (s *Suite) runPublish(job Job, at site, r *Result) error {
-	sink, k, p, err := s.startSunk(job, at)
+	sk, p, err := s.startSunk(job, at)
 	if err != nil {
 		return err
 	}
-	defer sink.Close()
+	defer sk.close()
+	if err := sk.begin(); err != nil {
+		p.kill()
+		return err
+	}
 	p.say("go")
 	if err := p.expect("sent", workTimeout); err != nil {
 		return err
 	}
-	cr, last, err := finishSunk(p, k, workTimeout, r)
+	cr, o, err := finishSunk(p, sk, workTimeout, r)
 	if err != nil {
 		return err
 	}
-	r.fill(cr, cr.Start, last.UnixNano())
-	if m := sink.MaxUnacked(); m > brokerWindow {
-		r.BrokerOverrun = m
+	r.fill(cr, cr.Start, o.last.UnixNano())
+	if o.unacked > brokerWindow {
+		r.BrokerOverrun = o.unacked
 	}
-	return errors.Join(childErr(cr), r.Counts.Verdict(false))
+	return errors.Join(childErr(cr), o.err, r.Counts.Verdict(false))
 }
 
 func childErr(cr *ChildResult) error {
@@ -356,18 +356,24 @@ func childErr(cr *ChildResult) error {
 	return nil
 }
 
-// finishSunk waits up to wait for the sink's checker k to have every message (see
-// waitChecker), stops the child and takes k's counts into r; last is when the last message
-// arrived.
-func finishSunk(p *proc, k *stamp.Checker, wait time.Duration, r *Result) (*ChildResult, time.Time, error) {
-	waitChecker(k, wait)
+// finishSunk waits up to wait for the sink to have every message (see collect), stops the
+// child and takes the sink's counts and CPU into r.
+func finishSunk(p *proc, sk *sinkSide, wait time.Duration, r *Result) (*ChildResult, sinkOutcome, error) {
+	o, err := sk.collect(wait)
+	if err != nil {
+		p.kill()
+		return nil, o, err
+	}
 	cr, err := p.finish(stopTimeout)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, o, err
 	}
-	counts, last := k.Counts()
-	r.Counts = counts
-	return cr, last, nil
+	r.Counts = o.counts
+	r.Sink, r.SinkAckWrites, r.SinkChild = sk.kind, o.ackWrites, o.child
+	if r.N > 0 {
+		r.SinkCPUUsPerMsg = float64(o.cpuNs) / 1e3 / float64(r.N)
+	}
+	return cr, o, nil
 }
 
 // finishCounted stops a child that checked the messages itself (it received them) and
@@ -516,11 +522,15 @@ func (s *Suite) runReconnect(job Job, r *Result) error {
 	}
 	defer px.Close()
 	job.Addr = px.Addr()
-	sink, k, p, err := s.startSunk(job, site{addr: s.broker.Addr, sinkQoS: 2})
+	sk, p, err := s.startSunk(job, site{addr: s.broker.Addr, sinkQoS: 2})
 	if err != nil {
 		return err
 	}
-	defer sink.Close()
+	defer sk.close()
+	if err := sk.begin(); err != nil {
+		p.kill()
+		return err
+	}
 	px.Hold(true) // what the child sends from now on stays in flight, unseen by the broker
 	p.say("go")
 	if err := p.expect("sent", readyTimeout); err != nil {
@@ -536,14 +546,14 @@ func (s *Suite) runReconnect(job Job, r *Result) error {
 	}
 	cut := time.Now()
 	px.Cut()
-	cr, last, err := finishSunk(p, k, 30*time.Second, r)
+	cr, o, err := finishSunk(p, sk, 30*time.Second, r)
 	if err != nil {
 		return err
 	}
-	r.fill(cr, cut.UnixNano(), last.UnixNano())
-	if last.After(cut) {
-		r.ReconnectMs = float64(last.Sub(cut)) / 1e6
+	r.fill(cr, cut.UnixNano(), o.last.UnixNano())
+	if o.last.After(cut) {
+		r.ReconnectMs = float64(o.last.Sub(cut)) / 1e6
 	}
 	// Redelivery after a cut may legitimately duplicate a QoS 1 message: counted, not failed.
-	return errors.Join(childErr(cr), r.Counts.Verdict(true))
+	return errors.Join(childErr(cr), o.err, r.Counts.Verdict(true))
 }

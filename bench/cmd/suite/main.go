@@ -11,6 +11,7 @@
 //	go run ./cmd/suite                  # from bench/: every scenario, 3 runs, medians
 //	go run ./cmd/suite -quick           # every scenario small: a correctness check
 //	go run ./cmd/suite -only 'pub-q0' -runs 5 -json out.json -cpuprofile prof/
+//	go run ./cmd/suite -only 'conc64' -sink proc  # receiving side in a process of its own
 package main
 
 import (
@@ -32,6 +33,7 @@ func main() {
 	only := flag.String("only", "", "run only the scenarios whose name matches this regular expression")
 	profDir := flag.String("cpuprofile", "", "directory for CPU profiles of tern's child processes")
 	report := flag.String("report", "", "print the tables of the results in this -json file instead of running")
+	sink := flag.String("sink", suite.SinkRaw, sinkUsage())
 	flag.Parse()
 
 	if *report != "" {
@@ -45,11 +47,20 @@ func main() {
 		}
 		return
 	}
-	os.Exit(run(*runs, *quick, *jsonOut, *only, *profDir))
+	os.Exit(run(*runs, *quick, *jsonOut, *only, *profDir, *sink))
 }
 
-func run(runs int, quick bool, jsonOut, only, profDir string) int {
-	opt := suite.Options{Runs: runs, Quick: quick, ProfileDir: profDir, Log: os.Stderr}
+// sinkUsage is the help text of -sink: every sink and what it is.
+func sinkUsage() string {
+	u := "receiving side of the publish scenarios:"
+	for _, s := range suite.SinkNames() {
+		u += fmt.Sprintf("\n  %s: %s", s, suite.SinkInfo(s))
+	}
+	return u
+}
+
+func run(runs int, quick bool, jsonOut, only, profDir, sink string) int {
+	opt := suite.Options{Runs: runs, Quick: quick, ProfileDir: profDir, Log: os.Stderr, Sink: sink}
 	if quick {
 		opt.Runs = 1
 	}
@@ -76,15 +87,17 @@ func run(runs int, quick bool, jsonOut, only, profDir string) int {
 	start := time.Now()
 	s.Run()
 	rows := suite.Rows(s.Results)
-	suite.WriteMarkdown(os.Stdout, rows, suite.Conditions(opt.Runs, quick))
+	conditions := suite.Conditions(opt.Runs, quick, sink)
+	suite.WriteMarkdown(os.Stdout, rows, conditions)
 	fmt.Fprintf(os.Stderr, "suite: %d runs in %v\n", len(s.Results), time.Since(start).Round(time.Second))
 
 	if jsonOut != "" {
 		b, _ := json.MarshalIndent(struct {
 			Conditions string         `json:"conditions"`
+			Sink       string         `json:"sink"`
 			Results    []suite.Result `json:"results"`
 			Rows       []suite.Row    `json:"medians"`
-		}{suite.Conditions(opt.Runs, quick), s.Results, rows}, "", "  ")
+		}{conditions, sink, s.Results, rows}, "", "  ")
 		if err := os.WriteFile(jsonOut, b, 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "suite:", err)
 			return 1
