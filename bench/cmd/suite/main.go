@@ -61,6 +61,10 @@ func sinkUsage() string {
 
 func run(runs int, quick bool, jsonOut, only, profDir, sink string) int {
 	opt := suite.Options{Runs: runs, Quick: quick, ProfileDir: profDir, Log: os.Stderr, Sink: sink}
+	if suite.SinkInfo(sink) == "" {
+		fmt.Fprintf(os.Stderr, "suite: -sink %q: want one of %v\n", sink, suite.SinkNames())
+		return 2
+	}
 	if quick {
 		opt.Runs = 1
 	}
