@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -17,7 +19,7 @@ import (
 type printer func(dst []byte, m *tern.Message, now time.Time) []byte
 
 // printer returns the output form the flags ask for.
-func (f *subFlags) printer() (printer, error) {
+func (f *subFlags) printer(stderr io.Writer) (printer, error) {
 	n := 0
 	for _, b := range []bool{f.verbose, f.format != "", f.json} {
 		if b {
@@ -31,7 +33,7 @@ func (f *subFlags) printer() (printer, error) {
 	case f.json:
 		return printJSON, nil
 	case f.format != "":
-		return compileFormat(f.format)
+		return compileFormat(f.format, stderr)
 	case f.verbose:
 		return func(dst []byte, m *tern.Message, _ time.Time) []byte {
 			dst = append(dst, m.Topic...)
@@ -48,15 +50,24 @@ func (f *subFlags) printer() (printer, error) {
 
 // compileFormat parses a -F format once. It knows mosquitto_sub's common sequences:
 //
-//	%% %t %p %q %r %l %m %x %X %C %R %E %F %P %D %S %A %I %U %j
+//	%% %t %p %q %r %l %m %x %X %C %R %E %F %P %D %S %A %I %U %j %J
 //	@@ @Y @m @d @H @M @S @s @N @z    (a subset of strftime)
 //	\\ \0 \a \e \n \r \t \v
 //
 // Width and precision flags are not supported. A newline ends every message, as
-// mosquitto_sub prints it.
-func compileFormat(format string) (printer, error) {
+// mosquitto_sub prints it. %J, like mosquitto_sub's, prints the payload as JSON (compacted)
+// and needs it to be JSON: for a payload that is not, it prints nothing and writes an error
+// to stderr.
+func compileFormat(format string, stderr io.Writer) (printer, error) {
 	type step func(dst []byte, m *tern.Message, now time.Time) []byte
 	var steps []step
+	rawJSON := func(d []byte, m *tern.Message, now time.Time) []byte {
+		out, ok := appendMosquittoJSONRaw(d, m, now)
+		if !ok {
+			fmt.Fprintf(stderr, "Error: Message payload is not valid JSON on topic %s.\n", m.Topic)
+		}
+		return out
+	}
 	lit := func(s string) step {
 		return func(dst []byte, _ *tern.Message, _ time.Time) []byte { return append(dst, s...) }
 	}
@@ -76,12 +87,14 @@ func compileFormat(format string) (printer, error) {
 		}
 		i++
 		var s step
-		switch ch {
-		case '%':
+		switch {
+		case ch == '%' && format[i] == 'J':
+			s = rawJSON
+		case ch == '%':
 			s = percentToken(format[i])
-		case '@':
+		case ch == '@':
 			s = timeToken(format[i])
-		case '\\':
+		case ch == '\\':
 			s = escapeToken(format[i])
 		}
 		if s == nil {
@@ -215,11 +228,26 @@ func escapeToken(c byte) func([]byte, *tern.Message, time.Time) []byte {
 	return func(d []byte, _ *tern.Message, _ time.Time) []byte { return append(d, b) }
 }
 
+// appendMosquittoJSONRaw is %J: %j with the payload as JSON itself rather than a string,
+// compacted (mosquitto_sub re-serialises it; numbers here keep the form they were sent in).
+// ok is false, and d unchanged, when the payload is not JSON. An empty payload is null.
+func appendMosquittoJSONRaw(d []byte, m *tern.Message, now time.Time) ([]byte, bool) {
+	if len(m.Payload) > 0 && !json.Valid(m.Payload) {
+		return d, false
+	}
+	return appendJSONLine(d, m, now, true), true
+}
+
 // appendMosquittoJSON is %j: mosquitto_sub's JSON form, field for field: tst (local time
 // with microseconds, then a literal Z and the zone offset, as mosquitto_sub writes it), topic,
 // qos, retain, payloadlen, mid (QoS 1 and 2), the MQTT 5 properties present, and payload.
 // The subscription identifiers Tern sets itself are left out: mosquitto_sub sets none.
 func appendMosquittoJSON(d []byte, m *tern.Message, now time.Time) []byte {
+	return appendJSONLine(d, m, now, false)
+}
+
+// appendJSONLine is %j, or %J with raw set (the payload, known to be JSON, compacted).
+func appendJSONLine(d []byte, m *tern.Message, now time.Time, raw bool) []byte {
 	str := func(s string) []byte {
 		b, _ := json.Marshal(s) // a string: cannot fail
 		return b
@@ -273,9 +301,14 @@ func appendMosquittoJSON(d []byte, m *tern.Message, now time.Time) []byte {
 		d = append(d, '}')
 	}
 	d = append(d, `,"payload":`...)
-	if len(m.Payload) == 0 {
+	switch {
+	case len(m.Payload) == 0:
 		d = append(d, "null"...) // as mosquitto_sub prints an empty payload
-	} else {
+	case raw:
+		var b bytes.Buffer
+		json.Compact(&b, m.Payload) // valid: checked by the caller
+		d = append(d, b.Bytes()...)
+	default:
 		d = append(d, str(string(m.Payload))...)
 	}
 	return append(d, '}')

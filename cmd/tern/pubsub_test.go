@@ -434,3 +434,40 @@ func TestSubJSONFormatMatchesMosquittoSub(t *testing.T) {
 		t.Fatalf("tst not in mosquitto_sub's form: %s", s.stdout.String())
 	}
 }
+
+// tern sub -F %J prints the payload as JSON, as mosquitto_sub does: compacted, null when
+// empty, and for a payload that is not JSON nothing in its place and an error on stderr.
+func TestSubRawJSONFormatMatchesMosquittoSub(t *testing.T) {
+	url := startMosquitto(t)
+	port := url[strings.LastIndex(url, ":")+1:]
+	ms := startMosqSub(t, url, "-q", "1", "-t", "j/#", "-C", "4", "-F", "<%t> %J <end>")
+	s := startTernSub(t, "-L", url, "-q", "1", "-t", "j/#", "-C", "4", "-F", "<%t> %J <end>")
+	for _, args := range [][]string{
+		{"-t", "j/a", "-q", "1", "-m", `{ "a" : [1, 2, "x y"],  "b": {"c": null}, "d": true }`},
+		{"-t", "j/b", "-q", "0", "-m", "not json"},
+		{"-t", "j/c", "-q", "1", "-n"},
+		{"-t", "j/d", "-q", "1", "-m", ` "text" `},
+	} {
+		all := append([]string{"-V", "mqttv5", "-h", "127.0.0.1", "-p", port}, args...)
+		if out, err := exec.Command("mosquitto_pub", all...).CombinedOutput(); err != nil {
+			t.Fatalf("mosquitto_pub: %v: %s", err, out)
+		}
+	}
+	tst := regexp.MustCompile(`"tst":"[^"]*"`)
+	var lines []string
+	for _, l := range ms.lines(t, 10*time.Second) {
+		if !strings.HasPrefix(l, "Error: ") { // mosquitto_sub's stderr, read with its stdout
+			lines = append(lines, l)
+		}
+	}
+	want := tst.ReplaceAllString(strings.Join(lines, "\n")+"\n", `"tst":""`)
+	if st := s.wait(t, 10*time.Second); st != 0 {
+		t.Fatalf("status %d: %s", st, s.stderr.String())
+	}
+	if got := tst.ReplaceAllString(s.stdout.String(), `"tst":""`); got != want {
+		t.Fatalf("tern sub -F %%J:\n%s\nmosquitto_sub -F %%J:\n%s", got, want)
+	}
+	if !strings.Contains(s.stderr.String(), "Error: Message payload is not valid JSON on topic j/b.") {
+		t.Fatalf("no error for the payload that is not JSON; stderr: %s", s.stderr.String())
+	}
+}

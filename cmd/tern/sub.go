@@ -78,7 +78,7 @@ func runSubCmd(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return exitStatus(stderr, "sub", err)
 	}
-	pr, err := f.printer()
+	pr, err := f.printer(stderr)
 	if err != nil {
 		return exitStatus(stderr, "sub", err)
 	}
