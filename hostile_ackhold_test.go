@@ -2,6 +2,7 @@ package tern
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,5 +131,257 @@ func TestHostileAckHoldEndRace(t *testing.T) {
 			t.Fatalf("a hold did not end within 10 s (holding %v, holds %d)", h.holding.Load(), c.ackHolds.Load())
 		}
 		time.Sleep(time.Millisecond) // polling a condition with a deadline
+	}
+}
+
+// heldAckConsumer subscribes a channel consumer to topic that takes one message,
+// acknowledges it while the channel still has more (so the acknowledgement is held; with
+// ackHoldMax an hour, for good unless something else writes it), reports that on acked and
+// waits for resume before it goes on taking and acknowledging the rest.
+func heldAckConsumer(t *testing.T, c *Client, topic string) (acked <-chan struct{}, resume func(), err error) {
+	c.ackHoldMax = time.Hour
+	ch, _, err := c.Subscribe(context.Background(), []TopicFilter{{Topic: topic, QoS: 1}})
+	if err != nil {
+		return nil, nil, err
+	}
+	a, r := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	resume = func() { once.Do(func() { close(r) }) }
+	t.Cleanup(resume)
+	go func() {
+		first := true
+		for m := range ch {
+			m.Ack()
+			if first {
+				first = false
+				close(a)
+				<-r
+			}
+		}
+	}()
+	return a, resume, nil
+}
+
+// TestHostileAckHoldKeepalive: PINGREQ is never held. A consumer holds an acknowledgement
+// for good (its bound lengthened to an hour) and the connection goes quiet: the keepalive
+// still writes PINGREQ (sendUrgent wakes the writer), taking the held PUBACK with it, and
+// keeps doing so, so a broker never closes the connection for a missing ping.
+// [MQTT-3.1.2-22]: the client must send a packet within the Keep Alive.
+func TestHostileAckHoldKeepalive(t *testing.T) {
+	var acked <-chan struct{}
+	_, pc, _ := connectPeerWith(t, func(c *Client) error {
+		var err error
+		acked, _, err = heldAckConsumer(t, c, "k")
+		return err
+	}, WithKeepAlive(time.Second))
+	pc.closeOnEOF()
+	answerSubscribes(t, pc, 1)
+	pc.sendRaw(recvBurst("k", 1, 2))
+	<-acked
+	puback, pings := false, 0
+	for pings < 2 {
+		switch p := pc.read().(type) {
+		case *packet.Ack:
+			if p.Kind != packet.PUBACK || p.PacketID != 1 || puback {
+				t.Fatalf("peer: got %v %d, want one PUBACK 1", p.Kind, p.PacketID)
+			}
+			puback = true
+		case *packet.Pingreq:
+			pings++
+			pc.send(&packet.Pingresp{})
+		default:
+			t.Fatalf("peer: unexpected %T", p)
+		}
+	}
+	if !puback {
+		t.Fatal("the held PUBACK did not leave with PINGREQ")
+	}
+}
+
+// TestHostileAckHoldDisconnect: acknowledgements held when the application disconnects are
+// written before DISCONNECT, so the broker does not send again what the consumer took.
+// Promise: Disconnect flushes every acknowledgement made before it.
+func TestHostileAckHoldDisconnect(t *testing.T) {
+	var acked <-chan struct{}
+	c, pc, _ := connectPeerWith(t, func(c *Client) error {
+		var err error
+		acked, _, err = heldAckConsumer(t, c, "d")
+		return err
+	})
+	answerSubscribes(t, pc, 1)
+	pc.sendRaw(recvBurst("d", 1, 2))
+	<-acked
+	done := make(chan error, 1)
+	go func() { done <- c.Disconnect(testCtx(t)) }()
+	readAck(t, pc, packet.PUBACK, 1)
+	if rc := pc.expectDisconnect(); rc != packet.Success {
+		t.Fatalf("DISCONNECT reason %v", rc)
+	}
+	pc.nc.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHostileAckHoldReconnect: a hold outlives the connection it began on. The consumer
+// holds an acknowledgement for good when the connection is cut; after the reconnection
+// (session resumed) it goes on: the new connection's acknowledgements leave when it
+// catches up, and nothing the old connection held (PUBACK 1) is written on the new one.
+// [MQTT-4.4.0-1]: on a resumed session the broker resends unacknowledged messages, which
+// the client acknowledges on the new connection.
+func TestHostileAckHoldReconnect(t *testing.T) {
+	p := newPeer(t)
+	c, err := New(WithBroker(p.url()), WithReconnectBackoff(ConstantBackoff(time.Millisecond)),
+		WithClientID("holdrev"), WithCleanStart(false), WithSessionExpiry(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acked, resume, err := heldAckConsumer(t, c, "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- c.Connect(testCtx(t)) }()
+	pc1, _ := p.handshake(&packet.Connack{})
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		c.Disconnect(ctx)
+	})
+	answerSubscribes(t, pc1, 1)
+	pc1.sendRaw(recvBurst("r", 1, 2))
+	<-acked
+	pc1.nc.Close() // the cut
+
+	pc2, _ := p.handshake(&packet.Connack{SessionPresent: true})
+	pc2.closeOnEOF()
+	// The broker resends the unacknowledged message 2 and sends a new one.
+	pc2.send(&packet.Publish{Topic: "r", QoS: 1, PacketID: 2, Dup: true, Payload: []byte{2}})
+	pc2.send(&packet.Publish{Topic: "r", QoS: 1, PacketID: 3, Payload: []byte{3}})
+	resume()
+	readAck(t, pc2, packet.PUBACK, 2)
+	readAck(t, pc2, packet.PUBACK, 3)
+	if !pc2.quiet(50 * time.Millisecond) {
+		t.Fatal("the new connection carried more than the acknowledgements of its own messages")
+	}
+}
+
+// TestHostileAckHoldSlowConsumer: a callback that takes 50 ms per message (it holds while
+// it still has messages, and its hold's bound passes while it works) acknowledges every
+// message, in arrival order ([MQTT-4.6.0-2]), with nothing left behind.
+func TestHostileAckHoldSlowConsumer(t *testing.T) {
+	const n = 5
+	_, pc := subscribeAtPeer(t, func(c *Client) error {
+		_, err := c.SubscribeCallback(context.Background(), []TopicFilter{{Topic: "s", QoS: 1}},
+			func(*Message) { time.Sleep(50 * time.Millisecond) }) // slow work, not synchronisation
+		return err
+	})
+	pc.closeOnEOF()
+	pc.sendRaw(recvBurst("s", 1, n))
+	readAcksInOrder(t, pc, n)
+}
+
+// strictBroker plays a broker that keeps the client's Receive Maximum exactly: it sends
+// window messages, then one more for each PUBACK it reads, until total have been
+// acknowledged, checking that PUBACKs come in the order it sent ([MQTT-4.6.0-2]). It answers
+// PINGREQ and returns how long the exchange took.
+func strictBroker(t *testing.T, pc *peerConn, topic string, window, total int) time.Duration {
+	t.Helper()
+	start := time.Now()
+	var order []uint16 // identifiers sent and not yet acknowledged, in order
+	sent, acked := 0, 0
+	send := func(id uint16) {
+		pc.send(&packet.Publish{Topic: topic, QoS: 1, PacketID: id, Payload: []byte{byte(sent)}})
+		order = append(order, id)
+		sent++
+	}
+	for i := range min(window, total) {
+		send(uint16(i + 1))
+	}
+	for acked < total {
+		switch p := pc.read().(type) {
+		case *packet.Ack:
+			if p.Kind != packet.PUBACK || p.PacketID != order[0] {
+				t.Fatalf("peer: got %v %d, want PUBACK %d", p.Kind, p.PacketID, order[0])
+			}
+			order = order[1:]
+			acked++
+			if sent < total {
+				send(p.PacketID)
+			}
+		case *packet.Pingreq:
+			pc.send(&packet.Pingresp{})
+		default:
+			t.Fatalf("peer: unexpected %T", p)
+		}
+	}
+	return time.Since(start)
+}
+
+// TestHostileAckHoldStrictWindow: against a broker that sends the next message only once
+// it has an acknowledgement (a small Receive Maximum kept exactly), every consumer form
+// gets through, even with the hold's time bound lengthened to an hour: a hold never waits
+// for its bound once the consumer has caught up, which would make the exchange crawl at
+// one window per ackHoldMax (or, with the hour, stall). The rates are logged
+// for the record, not asserted (no wall-clock thresholds in tests).
+// Promise: a hold ends when its consumer catches up; [MQTT-4.9.0-2] the broker sends no
+// more than Receive Maximum unacknowledged messages.
+func TestHostileAckHoldStrictWindow(t *testing.T) {
+	const total = 1000
+	drain := func(ch <-chan *Message) {
+		for range ch {
+		}
+	}
+	forms := []struct {
+		name string
+		sub  func(c *Client) error
+	}{
+		{"channel", func(c *Client) error {
+			ch, _, err := c.Subscribe(context.Background(), []TopicFilter{{Topic: "w", QoS: 1}})
+			if err == nil {
+				go consume(ch, func(*Message) {})
+			}
+			return err
+		}},
+		{"channel, buffer 1", func(c *Client) error {
+			ch, _, err := c.Subscribe(context.Background(), []TopicFilter{{Topic: "w", QoS: 1}}, SubBuffer(1))
+			if err == nil {
+				go consume(ch, func(*Message) {})
+			}
+			return err
+		}},
+		{"channel auto-ack, buffer 1", func(c *Client) error {
+			ch, _, err := c.Subscribe(context.Background(), []TopicFilter{{Topic: "w", QoS: 1}}, SubBuffer(1), SubAutoAck())
+			if err == nil {
+				go drain(ch)
+			}
+			return err
+		}},
+		{"callback", func(c *Client) error {
+			_, err := c.SubscribeCallback(context.Background(), []TopicFilter{{Topic: "w", QoS: 1}}, func(*Message) {})
+			return err
+		}},
+		{"callback, buffer 1", func(c *Client) error {
+			_, err := c.SubscribeCallback(context.Background(), []TopicFilter{{Topic: "w", QoS: 1}}, func(*Message) {}, SubBuffer(1))
+			return err
+		}},
+	}
+	// First with the hold's time bound out of the way: an exchange that needs it stalls.
+	for _, bound := range []time.Duration{time.Hour, ackHoldMax} {
+		for _, f := range forms {
+			for _, window := range []int{1, 4, 16} {
+				_, pc := subscribeAtPeer(t, func(c *Client) error {
+					c.ackHoldMax = bound
+					return f.sub(c)
+				}, WithReceiveMaximum(uint16(window)))
+				pc.closeOnEOF()
+				d := strictBroker(t, pc, "w", window, total)
+				t.Logf("hold bound %-6v %-27s Receive Maximum %2d: %6.0f msg/s",
+					bound, f.name, window, total/d.Seconds())
+			}
+		}
 	}
 }
