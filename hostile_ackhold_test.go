@@ -3,6 +3,7 @@ package tern
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -383,5 +384,40 @@ func TestHostileAckHoldStrictWindow(t *testing.T) {
 					bound, f.name, window, total/d.Seconds())
 			}
 		}
+	}
+}
+
+// TestHostileAckHoldGroupCallback: ClientGroup.SubscribeCallback gives its callback
+// goroutine no hold (its messages come from several members, each with its own writer), so
+// its acknowledgements must wake each member's writer themselves. Two members on two
+// Mosquitto brokers, each granting the broker a window of 4 (WithReceiveMaximum): 200 QoS 1
+// messages per member all reach the callback, which needs every PUBACK to leave.
+// [MQTT-4.9.0-2]: the broker sends no more than Receive Maximum unacknowledged messages.
+func TestHostileAckHoldGroupCallback(t *testing.T) {
+	const n = 200
+	ba, bb := twoBrokers(t)
+	g := newTestGroup(t, []string{ba.URL, bb.URL}, WithGroupOptions(WithReceiveMaximum(4)))
+	ctx := testCtx(t)
+	var got atomic.Int32
+	all := make(chan struct{})
+	if _, err := g.SubscribeCallback(ctx, []TopicFilter{{Topic: "gh/x", QoS: 1}}, func(*Message) {
+		if got.Add(1) == 2*n {
+			close(all)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, url := range []string{ba.URL, bb.URL} {
+		pub := newTestClient(t, url)
+		for i := range n {
+			if _, err := pub.PublishAsync(ctx, PublishOptions{Topic: "gh/x", QoS: 1, Payload: []byte{byte(i)}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	select {
+	case <-all:
+	case <-ctx.Done():
+		t.Fatalf("the group callback got %d of %d messages", got.Load(), 2*n)
 	}
 }
