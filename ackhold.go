@@ -30,12 +30,18 @@ const ackHoldMax = 500 * time.Microsecond
 // timer may end the hold concurrently, so the state is atomic.
 type ackHold struct {
 	c       *Client
+	max     time.Duration // ackHoldMax, or Client.ackHoldMax when a test set it
 	holding atomic.Bool
 	timer   *time.Timer
+	// endGap, tests only: runs in end between the hold's end and what follows it.
+	endGap func()
 }
 
 func newAckHold(c *Client) *ackHold {
-	h := &ackHold{c: c}
+	h := &ackHold{c: c, max: ackHoldMax}
+	if c.ackHoldMax > 0 {
+		h.max = c.ackHoldMax
+	}
 	h.timer = time.AfterFunc(time.Hour, h.expire)
 	h.timer.Stop()
 	return h
@@ -48,17 +54,25 @@ func (h *ackHold) begin() {
 		return
 	}
 	h.c.ackHolds.Add(1)
-	h.timer.Reset(ackHoldMax)
+	h.timer.Reset(h.max)
 }
 
 // end ends the hold and writes what is pending on the calling goroutine when the writer is
 // idle (one non-blocking system call; the writer goroutine takes what the socket does not).
 // The caller must hold no lock.
+//
+// end leaves the timer alone: a channel's hold is shared by every goroutine reading it, and
+// another may begin a new hold (and re-arm the timer) right after this one ended; stopping
+// the timer then would cancel the new hold's bound, and nothing but its consumer would ever
+// end it. A timer left armed fires once, at most ackHoldMax later, and finds no hold or ends
+// one early, which only writes sooner.
 func (h *ackHold) end() {
 	if h == nil || !h.holding.CompareAndSwap(true, false) {
 		return
 	}
-	h.timer.Stop()
+	if h.endGap != nil {
+		h.endGap()
+	}
 	h.c.ackHolds.Add(-1)
 	h.c.kickWriter(true)
 }

@@ -29,6 +29,8 @@ type Client struct {
 	// ackHolds counts the consumer goroutines holding acknowledgements back (ackhold.go);
 	// every connection's writer reads it.
 	ackHolds atomic.Int32
+	// ackHoldMax, when set (tests), replaces the bound ackHoldMax for the holds made after.
+	ackHoldMax time.Duration
 
 	// mu is the session lock: everything below it up to subMu.
 	mu       sync.Mutex

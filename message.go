@@ -56,7 +56,14 @@ func (m *Message) Member() string {
 // idempotent and safe from any goroutine; for QoS 0 it only releases a zero-copy buffer.
 // An Ack for a message from a connection that has since closed sends nothing: the broker
 // delivers the message again.
-func (m *Message) Ack() error {
+func (m *Message) Ack() error { return m.ack(true) }
+
+// ack acknowledges m. consumer says the caller is the application's consumer, whose Ack on
+// a channel subscription may hold the acknowledgement while the channel has more messages
+// (ackhold.go). The client's own acknowledgements (auto-ack, drop policies, a closed
+// subscription, the pump, an abandoned message) pass false: no consumer would end their
+// hold, so it would last until its time bound and keep every other acknowledgement back.
+func (m *Message) ack(consumer bool) error {
 	if !m.acked.CompareAndSwap(false, true) {
 		return nil
 	}
@@ -71,7 +78,7 @@ func (m *Message) Ack() error {
 	if in == nil {
 		return nil
 	}
-	if s == nil || in.qos == 0 {
+	if s == nil || in.qos == 0 || !consumer {
 		in.release()
 		return nil
 	}
@@ -92,7 +99,7 @@ func (m *Message) abandon() {
 	if in := m.in; in != nil && !m.acked.Load() {
 		in.abandoned.Add(1)
 	}
-	m.Ack()
+	m.ack(false)
 }
 
 var messagePool = sync.Pool{New: func() any { return new(Message) }}
