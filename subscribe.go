@@ -300,14 +300,19 @@ func feedCallback(q *Queue[*Message], fn func(*Message), manual bool, hold *ackH
 	defer close(done)
 	defer hold.end()
 	for {
-		m, ok := q.TryPop()
+		m, ok, more := q.tryPopMore()
 		if !ok {
 			hold.end()
 			if m, ok = q.Pop(context.Background()); !ok {
 				return
 			}
+			more = q.Len() > 0
 		}
-		hold.begin()
+		if more {
+			// The next message is already here: this one's acknowledgement can wait for
+			// it. A consumer with nothing behind holds nothing, however slow its callback.
+			hold.begin()
+		}
 		fn(m)
 		if !manual {
 			m.Ack()
