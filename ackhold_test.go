@@ -47,13 +47,7 @@ func testAcksHeld(t *testing.T, sub func(c *Client, fn func(*Message)) error) {
 	c, pc := subscribeAtPeer(t, func(c *Client) error {
 		return sub(c, func(*Message) { got.Add(1) })
 	})
-	// The first burst moves the reader to its large buffer; the second is measured.
-	pc.sendRaw(recvBurst("b", 1, n))
-	readAcksInOrder(t, pc, n)
-	before := ackWakes(c)
-	pc.sendRaw(recvBurst("b", 1, n))
-	readAcksInOrder(t, pc, n)
-	if w := ackWakes(c) - before; w > 10 {
+	if w := burstAckWakes(t, c, pc, "b", n); w > 10 {
 		t.Fatalf("%d acknowledgements from the consumer woke the writer %d times; want a handful", n, w)
 	}
 	if g := got.Load(); g != 2*n {

@@ -241,17 +241,7 @@ func TestHostileAckHoldReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- c.Connect(testCtx(t)) }()
-	pc1, _ := p.handshake(&packet.Connack{})
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c.Disconnect(ctx)
-	})
+	pc1, _ := startAtPeer(t, p, c, &packet.Connack{})
 	answerSubscribes(t, pc1, 1)
 	pc1.sendRaw(recvBurst("r", 1, 2))
 	<-acked

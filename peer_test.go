@@ -162,6 +162,15 @@ func connectPeer(t *testing.T, p *peer, ca *packet.Connack, opts ...Option) (*Cl
 	if err != nil {
 		t.Fatal(err)
 	}
+	pc, cp := startAtPeer(t, p, c, ca)
+	pc.closeOnEOF()
+	return c, pc, cp
+}
+
+// startAtPeer connects c to p, completing the handshake with ca, and disconnects c when the
+// test ends.
+func startAtPeer(t *testing.T, p *peer, c *Client, ca *packet.Connack) (*peerConn, *packet.Connect) {
+	t.Helper()
 	errc := make(chan error, 1)
 	go func() { errc <- c.Connect(testCtx(t)) }()
 	pc, cp := p.handshake(ca)
@@ -173,8 +182,7 @@ func connectPeer(t *testing.T, p *peer, ca *packet.Connack, opts ...Option) (*Cl
 		defer cancel()
 		c.Disconnect(ctx)
 	})
-	pc.closeOnEOF()
-	return c, pc, cp
+	return pc, cp
 }
 
 // closeOnEOF makes the peer act as a broker does once the test is over: it reads and

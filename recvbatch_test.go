@@ -59,18 +59,22 @@ func connectPeerWith(t *testing.T, sub func(c *Client) error, opts ...Option) (*
 	if err := sub(c); err != nil {
 		t.Fatal(err)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- c.Connect(testCtx(t)) }()
-	pc, cp := p.handshake(&packet.Connack{})
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10e9)
-		defer cancel()
-		c.Disconnect(ctx)
-	})
+	pc, cp := startAtPeer(t, p, c, &packet.Connack{})
 	return c, pc, cp
+}
+
+// burstAckWakes sends two bursts of n QoS 1 messages on topic t, reads their PUBACKs in
+// arrival order and returns how many acknowledgements woke the writer during the second
+// (the first moves the reader to its large buffer: an idle connection reads through a
+// 512-byte one, which splits the first batch).
+func burstAckWakes(t *testing.T, c *Client, pc *peerConn, topic string, n int) uint64 {
+	t.Helper()
+	pc.sendRaw(recvBurst(topic, 1, n))
+	readAcksInOrder(t, pc, n)
+	before := ackWakes(c)
+	pc.sendRaw(recvBurst(topic, 1, n))
+	readAcksInOrder(t, pc, n)
+	return ackWakes(c) - before
 }
 
 // readAcksInOrder reads n PUBACKs and checks they come in arrival order ([MQTT-4.6.0-2]).
@@ -96,18 +100,11 @@ func TestReadBatchAcksOneWrite(t *testing.T) {
 			func(m *Message) { got.Add(1) }, SubInline())
 		return err
 	})
-	// A first burst wakes the reader's large buffer (an idle connection reads through a
-	// 512-byte one, which splits the first batch); the second is measured.
-	pc.sendRaw(recvBurst("b", 1, n))
-	readAcksInOrder(t, pc, n)
-	before := ackWakes(c)
-	pc.sendRaw(recvBurst("b", 1, n))
-	readAcksInOrder(t, pc, n)
 	// The burst is one 8 KB write on loopback: one read batch, rarely a few. Inside a
 	// batch the acknowledgements are corked; only the last packet's wakes the writer, so
 	// the writer is woken once per batch, not once per message. (How many writes that
 	// makes depends on how fast the writer runs beside the reader: not checked.)
-	if w := ackWakes(c) - before; w > 10 {
+	if w := burstAckWakes(t, c, pc, "b", n); w > 10 {
 		t.Fatalf("%d acknowledgements woke the writer %d times; want about one per read batch", n, w)
 	}
 	if got := got.Load(); got != 2*n {
