@@ -26,11 +26,6 @@ type Client struct {
 	info atomic.Pointer[ConnackInfo]
 	v311 atomic.Bool // speaks MQTT 3.1.1: configured, or fallen back (see WithProtocol)
 	v5ok atomic.Bool // a level-5 connection has succeeded: a close is no reason to fall back
-	// ackHolds counts the consumer goroutines holding acknowledgements back (ackhold.go);
-	// every connection's writer reads it.
-	ackHolds atomic.Int32
-	// ackHoldMax, when set (tests), replaces the bound ackHoldMax for the holds made after.
-	ackHoldMax time.Duration
 
 	// mu is the session lock: everything below it up to subMu.
 	mu       sync.Mutex

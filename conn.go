@@ -210,7 +210,7 @@ func (c *Client) dialConnAt(ctx context.Context, broker *url.URL, clean, redirec
 		c:       c,
 		broker:  broker,
 		nc:      nc,
-		w:       newWriter(nc, c.cfg.writeBufMax, &c.ackHolds),
+		w:       newWriter(nc, c.cfg.writeBufMax),
 		r:       r,
 		info:    info,
 		ver:     v,

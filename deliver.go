@@ -53,12 +53,12 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 		}
 	}
 	if s.cfg.autoAck {
-		defer m.ack(false) // after the hand-over, so acknowledgement follows arrival
+		defer m.Ack() // after the hand-over, so acknowledgement follows arrival
 	}
 	s.mu.Lock() // while a pump runs, this waits until the hold list has drained
 	defer s.mu.Unlock()
 	if s.closed {
-		m.ack(false)
+		m.Ack()
 		return
 	}
 	if s.q != nil {
@@ -104,7 +104,7 @@ func (s *Subscription) deliver(m *Message, cn *conn) {
 		select {
 		case s.ch <- m:
 		case <-s.quit:
-			m.ack(false)
+			m.Ack()
 		case <-cn.closing:
 			s.notDelivered(m, cn)
 		}
@@ -133,13 +133,13 @@ func (s *Subscription) deliverInline(m *Message) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		m.ack(false)
+		m.Ack()
 		return
 	}
 	s.inline(m)
 	s.mu.Unlock()
 	if !s.cfg.manualAck {
-		m.ack(false) // idempotent: a callback may have acknowledged already
+		m.Ack() // idempotent: a callback may have acknowledged already
 	}
 }
 
@@ -172,13 +172,13 @@ func (s *Subscription) hold(m *Message, cn *conn) bool {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		m.ack(false)
+		m.Ack()
 		return true
 	}
 	if s.offer(m, cn) {
 		s.mu.Unlock()
 		if s.cfg.autoAck {
-			m.ack(false)
+			m.Ack()
 		}
 		return true
 	}
@@ -213,7 +213,7 @@ func (s *Subscription) offer(m *Message, cn *conn) bool {
 // and the session would send it again. Caller holds s.mu.
 func (s *Subscription) ackIfRoom(m *Message) {
 	if s.cfg.autoAck && len(s.ch) < cap(s.ch) {
-		m.ack(false)
+		m.Ack()
 	}
 }
 
@@ -236,7 +236,7 @@ func (s *Subscription) pump() {
 		s.held = s.held[1:]
 		s.heldMu.Unlock()
 		if s.handOver(h.m, h.cn) && s.cfg.autoAck {
-			h.m.ack(false)
+			h.m.Ack()
 		}
 	}
 }
@@ -255,7 +255,7 @@ func (s *Subscription) handOver(m *Message, cn *conn) bool {
 	case s.ch <- m:
 		return true
 	case <-s.quit:
-		m.ack(false)
+		m.Ack()
 	case <-cn.closing:
 		s.notDelivered(m, cn)
 	}
@@ -271,7 +271,7 @@ func (s *Subscription) notDelivered(m *Message, cn *conn) {
 	case <-cn.closing:
 		m.abandon()
 	default:
-		m.ack(false) // the subscription ended: discarded on purpose
+		m.Ack() // the subscription ended: discarded on purpose
 	}
 }
 
@@ -283,7 +283,7 @@ func (s *Subscription) dropped(m *Message) {
 	if s.cfg.onDrop != nil {
 		s.cfg.onDrop(m)
 	}
-	m.ack(false)
+	m.Ack()
 }
 
 // droppedByQueue is the queue form's drop hook.

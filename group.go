@@ -435,7 +435,7 @@ func (g *ClientGroup) SubscribeCallback(ctx context.Context, filters []TopicFilt
 	q := newQueue[*Message](cfg.buffer, Block, nil)
 	manual := cfg.manualAck || cfg.autoAck
 	cbDone := make(chan struct{})
-	go feedCallback(q, fn, manual, nil, cbDone) // members' acknowledgements go to several writers: no hold
+	go feedCallback(q, fn, manual, cbDone)
 	gs, err := g.subscribe(ctx, filters, opts, func(m *Message, quit <-chan struct{}) bool {
 		return q.push(m, quit, nil) == pushQueued
 	}, func() {

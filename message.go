@@ -31,8 +31,7 @@ type Message struct {
 	UserProperties  []packet.UserProperty
 
 	in       *inbound
-	client   *Client       // the client that received it
-	sub      *Subscription // channel form only: its buffer decides whether Ack holds (ackhold.go)
+	client   *Client // the client that received it
 	acked    atomic.Bool
 	zeroCopy bool
 }
@@ -56,18 +55,11 @@ func (m *Message) Member() string {
 // idempotent and safe from any goroutine; for QoS 0 it only releases a zero-copy buffer.
 // An Ack for a message from a connection that has since closed sends nothing: the broker
 // delivers the message again.
-func (m *Message) Ack() error { return m.ack(true) }
-
-// ack acknowledges m. consumer says the caller is the application's consumer, whose Ack on
-// a channel subscription may hold the acknowledgement while the channel has more messages
-// (ackhold.go). The client's own acknowledgements (auto-ack, drop policies, a closed
-// subscription, the pump, an abandoned message) pass false: no consumer would end their
-// hold, so it would last until its time bound and keep every other acknowledgement back.
-func (m *Message) ack(consumer bool) error {
+func (m *Message) Ack() error {
 	if !m.acked.CompareAndSwap(false, true) {
 		return nil
 	}
-	in, s := m.in, m.sub
+	in := m.in
 	if m.zeroCopy {
 		// The user promised not to touch the message after Ack; recycle it, keeping the
 		// slices' capacity for the next message.
@@ -75,20 +67,8 @@ func (m *Message) ack(consumer bool) error {
 		*m = Message{SubscriptionIDs: ids, UserProperties: ups}
 		messagePool.Put(m)
 	}
-	if in == nil {
-		return nil
-	}
-	if s == nil || in.qos == 0 || !consumer {
+	if in != nil {
 		in.release()
-		return nil
-	}
-	// A channel consumer that has more messages waiting acknowledges them in a moment:
-	// hold this acknowledgement back from the writer goroutine until it has caught up,
-	// then write them together from here (ackhold.go).
-	s.chHold.begin()
-	in.release()
-	if len(s.ch) == 0 {
-		s.chHold.end()
 	}
 	return nil
 }
@@ -99,7 +79,7 @@ func (m *Message) abandon() {
 	if in := m.in; in != nil && !m.acked.Load() {
 		in.abandoned.Add(1)
 	}
-	m.ack(false)
+	m.Ack()
 }
 
 var messagePool = sync.Pool{New: func() any { return new(Message) }}
@@ -224,7 +204,7 @@ func (c *Client) flushAcksLocked() {
 		// the packet identifiers anyway.
 		c.inCount--
 		a := packet.Ack{Kind: kind, PacketID: in.id}
-		cn.w.sendAck(a.AppendTo(b[:0]))
+		cn.w.sendUrgent(a.AppendTo(b[:0]))
 		if s := c.st; s != nil {
 			s.AcksSent.Add(1)
 		}
@@ -482,9 +462,6 @@ func (c *Client) newMessage(s *subscription, p *packet.Publish, in *inbound, sha
 	}
 	m.in = in
 	m.client = c
-	if s.chHold != nil {
-		m.sub = s
-	}
 	return m
 }
 

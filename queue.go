@@ -149,17 +149,6 @@ func (q *Queue[T]) TryPop() (v T, ok bool) {
 	return q.popLocked(), true
 }
 
-// tryPopMore is TryPop that also says whether more items wait behind the one returned.
-func (q *Queue[T]) tryPopMore() (v T, ok, more bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if q.n == 0 {
-		return v, false, false
-	}
-	v = q.popLocked()
-	return v, true, q.n > 0
-}
-
 func (q *Queue[T]) popLocked() T {
 	var zero T
 	v := q.items[q.head]

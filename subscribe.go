@@ -152,7 +152,6 @@ type Subscription struct {
 	quit     chan struct{} // closed first on close, to wake a blocked delivery
 	quitOnce sync.Once
 	ch       chan *Message // channel form
-	chHold   *ackHold      // channel form: holds acknowledgements while ch has more (Message.Ack)
 	q        *Queue[*Message]
 	cbDone   chan struct{}  // callback form: closed when the callback goroutine ends
 	inline   func(*Message) // SubInline callback form: called on the read loop under mu
@@ -243,7 +242,6 @@ func (c *Client) Subscribe(ctx context.Context, filters []TopicFilter, opts ...S
 		return nil, nil, err
 	}
 	s.ch = make(chan *Message, s.cfg.buffer)
-	s.chHold = newAckHold(c)
 	s, err = c.subscribe(ctx, s)
 	if s == nil {
 		return nil, nil, err
@@ -293,25 +291,13 @@ func (c *Client) SubscribeCallback(ctx context.Context, filters []TopicFilter, f
 }
 
 // feedCallback pops q's messages and calls fn with each, one at a time, acknowledging each
-// after fn returns unless manual; it closes done when q is closed and drained. While it
-// takes messages without waiting it holds their acknowledgements back from the writer and
-// writes them itself before it waits for more (ackhold.go).
-func feedCallback(q *Queue[*Message], fn func(*Message), manual bool, hold *ackHold, done chan struct{}) {
+// after fn returns unless manual; it closes done when q is closed and drained.
+func feedCallback(q *Queue[*Message], fn func(*Message), manual bool, done chan struct{}) {
 	defer close(done)
-	defer hold.end()
 	for {
-		m, ok, more := q.tryPopMore()
+		m, ok := q.Pop(context.Background())
 		if !ok {
-			hold.end()
-			if m, ok = q.Pop(context.Background()); !ok {
-				return
-			}
-			more = q.Len() > 0
-		}
-		if more {
-			// The next message is already here: this one's acknowledgement can wait for
-			// it. A consumer with nothing behind holds nothing, however slow its callback.
-			hold.begin()
+			return
 		}
 		fn(m)
 		if !manual {
@@ -325,7 +311,7 @@ func feedCallback(q *Queue[*Message], fn func(*Message), manual bool, hold *ackH
 func (s *Subscription) startCallback(fn func(*Message)) {
 	s.cbDone = make(chan struct{})
 	manual := s.cfg.manualAck || s.cfg.autoAck
-	go feedCallback(s.q, fn, manual, newAckHold(s.c), s.cbDone)
+	go feedCallback(s.q, fn, manual, s.cbDone)
 }
 
 var errInlineForm = fmt.Errorf("%w: SubInline applies to SubscribeCallback only", ErrInvalidOption)

@@ -28,7 +28,6 @@ type writer struct {
 	space   chan struct{} // closed when buf shrinks below max after being full
 	urgent  int           // bytes sendUrgent appended to buf since the last swap
 	corked  bool          // the read loop is inside a batch: sendUrgent leaves the loop asleep
-	holds   *atomic.Int32 // consumer goroutines holding acknowledgements (ackhold.go); nil: none
 
 	// One write at a time: its holder (the loop, or the read loop writing inline) swapped buf
 	// into spare and owns spare until it finishes. An inline write the socket takes only in
@@ -89,10 +88,9 @@ func (w *writer) lock() {
 	}
 }
 
-func newWriter(conn net.Conn, max int, holds *atomic.Int32) *writer {
+func newWriter(conn net.Conn, max int) *writer {
 	return &writer{
 		conn:      conn,
-		holds:     holds,
 		max:       max,
 		urgentMax: urgentBound(max),
 		raw:       newTryWriter(conn),
@@ -160,14 +158,7 @@ func urgentBound(limit int) int { return max(limit, minUrgentBound) }
 // bounded all the same: when more than urgentMax bytes of them pile up between two writes,
 // the peer is not reading what it makes us owe (a hostile or dead broker), and rather than
 // grow memory without bound the connection fails with ErrWriteQueueFull. Cost: one append.
-func (w *writer) sendUrgent(b []byte) error { return w.appendUrgent(b, false) }
-
-// sendAck is sendUrgent for an acknowledgement of a received message: while a consumer
-// goroutine holds acknowledgements (ackhold.go) it leaves the loop asleep, like a cork; the
-// hold's end writes them.
-func (w *writer) sendAck(b []byte) error { return w.appendUrgent(b, true) }
-
-func (w *writer) appendUrgent(b []byte, holdable bool) error {
+func (w *writer) sendUrgent(b []byte) error {
 	w.lock()
 	if w.err != nil {
 		err := w.err
@@ -187,9 +178,8 @@ func (w *writer) appendUrgent(b []byte, holdable bool) error {
 	}
 	w.urgent += len(b)
 	w.buf = append(w.buf, b...)
-	if w.corked || holdable && w.holds != nil && w.holds.Load() > 0 {
-		// The end of the read batch (uncork) or of the hold writes them or wakes the loop.
-		w.mu.Unlock()
+	if w.corked {
+		w.mu.Unlock() // uncork writes them or wakes the loop at the end of the read batch
 		return nil
 	}
 	w.urgentWakes.Add(1)

@@ -10,7 +10,7 @@ import (
 func TestFlushReportsFailedWrite(t *testing.T) {
 	a, b := net.Pipe()
 	b.Close() // every write on a now fails
-	w := newWriter(a, 64<<10, nil)
+	w := newWriter(a, 64<<10)
 	looped := make(chan struct{})
 	go func() { defer close(looped); w.loop() }()
 	defer func() {

@@ -53,7 +53,7 @@ func pipeWriter(t *testing.T) (*writer, net.Conn, func() []byte) {
 		defer close(read)
 		io.Copy(&got, b)
 	}()
-	w := newWriter(a, 64<<10, nil)
+	w := newWriter(a, 64<<10)
 	looped := make(chan struct{})
 	go func() { defer close(looped); w.loop() }()
 	t.Cleanup(func() {

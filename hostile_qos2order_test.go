@@ -19,15 +19,14 @@ import (
 	"github.com/ternmq/tern/packet"
 )
 
-// TestHostileAckHoldQoS2FileStoreOrder: acknowledgement holds with QoS 2 and an AsyncStore
-// (filestore), against Mosquitto with a small window. Three subscriptions share the
-// connection: a channel read by three goroutines that acknowledge in whatever order they
-// get to it, a channel acknowledged at once by one goroutine, and a callback. Their holds
-// begin and end while the store completes receipts on its own goroutine (which sends the
-// PUBRECs it releases) and PUBRELs arrive. On the wire, PUBRECs go in the order the
+// TestHostileQoS2FileStoreAckOrder: QoS 2 with an AsyncStore (filestore), against
+// Mosquitto with a small window. Three subscriptions share the connection: a channel read
+// by three goroutines that acknowledge in whatever order they get to it, a channel
+// acknowledged at once by one goroutine, and a callback. The store completes receipts on
+// its own goroutine (which sends the PUBRECs it releases) while PUBRELs arrive. On the wire, PUBRECs go in the order the
 // PUBLISHes came ([MQTT-4.6.0-2]), every PUBREL gets its PUBCOMP, and each message reaches
 // its subscription exactly once.
-func TestHostileAckHoldQoS2FileStoreOrder(t *testing.T) {
+func TestHostileQoS2FileStoreAckOrder(t *testing.T) {
 	const n = 600
 	b := brokertest.StartMosquitto(t, brokertest.Config{})
 	px := faultproxy.New(t, b.Addr)
