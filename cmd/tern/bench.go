@@ -62,8 +62,9 @@ and latency is measured from that time, so a stalled broker shows as latency ins
 slowing the sender down (coordinated omission). --rate 0 is a closed loop: as fast as the
 --inflight window allows, latency from the actual send time.
 
-Without a broker (--url, -h, $TERN_BROKER) the embedded broker is started on loopback.
-One status line a second goes to stderr; Ctrl-C ends the run and still prints the report.
+Without a broker (--url, -h, -p, $TERN_BROKER) the embedded broker is started on loopback.
+One status line a second goes to stderr; Ctrl-C ends the run and still prints the report
+(acknowledgements and messages in flight are waited for --wait at most; a second Ctrl-C kills).
 Each connection takes a file descriptor: for -c 10000 raise the limit first (ulimit -n 11000).
 
 Exit status: 0 success; 1 a runtime failure, a lost message at QoS 1 or 2, or a duplicate
@@ -92,6 +93,8 @@ func newBenchFlags(workload string, stderr io.Writer) (*cliFlags, *benchFlags) {
 	c.String(&f.jsonFile, "json", "FILE", "", "write the full report, with conditions and encoded HDR histograms, to FILE")
 	c.String(&f.plotFile, "plot", "FILE", "", "plot throughput over time and the latency percentile curve to FILE (.svg or .png)")
 	addConnFlagsFor(c, &f.conn, false)
+	c.setUsage("L", "broker: mqtt://, mqtts://, tcp://, tls://, ws://, wss://, unix:// URL or bare host:port (default $TERN_BROKER, else the embedded broker on loopback)")
+	c.setUsage("i", "client id prefix: clients are PREFIX-RUN-p0, -s0, -c0 ... (default tern-bench)")
 	// Not in the usage listing: a tool for working on tern bench, not for using it.
 	c.fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the run to FILE")
 	return c, f
@@ -187,8 +190,14 @@ func (f *benchFlags) check(c *cliFlags) error {
 		return usagef("--rate needs --duration (or -n): an open loop runs for a set time")
 	case f.rate > 1e7:
 		return usagef("--rate %g: at most 10,000,000 a second per publisher", f.rate)
+	case f.rate > 0 && f.rate < minRate:
+		return usagef("--rate %g: at least %g a second (one message per %g s), 0 for a closed loop", f.rate, minRate, 1/minRate)
+	case f.rate > 0 && f.countGiven && float64(f.count)/f.rate > maxRunSeconds:
+		return usagef("--rate %g with -n %d: the run would last more than %g years", f.rate, f.count, maxRunSeconds/(365*24*3600))
 	case f.connectRate < 0 || math.IsNaN(f.connectRate) || math.IsInf(f.connectRate, 0):
 		return usagef("--connect-rate %g: want connections a second, 0 for no limit", f.connectRate)
+	case f.connectRate > 0 && (f.connectRate < minRate || f.connectRate > 1e6):
+		return usagef("--connect-rate %g: want %g to 1,000,000 connections a second, 0 for no limit", f.connectRate, minRate)
 	case f.qos < 0 || f.qos > 2:
 		return usagef("-q %d: want 0, 1 or 2", f.qos)
 	case f.size < stampSize || f.size > 16<<20:
@@ -229,6 +238,14 @@ func (f *benchFlags) check(c *cliFlags) error {
 	return nil
 }
 
+// Bounds of --rate and --connect-rate, so every interval and due time fits a
+// time.Duration: at least one message or connection per 1000 s, and an open-loop -n run
+// of at most 100 years.
+const (
+	minRate       = 0.001
+	maxRunSeconds = 100 * 365 * 24 * 3600.0
+)
+
 // filterOf turns a topic template into the filter that matches every topic it makes: each
 // level holding a % becomes +.
 func filterOf(tmpl string) string {
@@ -254,7 +271,8 @@ func runBench(ctx context.Context, stop func(), f *benchFlags, stderr io.Writer)
 		return nil, err
 	}
 	var embedded *broker.Broker
-	if f.conn.url == "" && f.conn.host == "" && os.Getenv("TERN_BROKER") == "" {
+	// -p alone names a broker on localhost, as in pub and sub.
+	if f.conn.url == "" && f.conn.host == "" && f.conn.port == 0 && os.Getenv("TERN_BROKER") == "" {
 		embedded, err = broker.Start("127.0.0.1:0", broker.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("embedded broker: %w", err)

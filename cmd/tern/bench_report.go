@@ -120,11 +120,12 @@ type benchReport struct {
 	Sources     []conditions `json:"sources,omitempty"` // set by merge: one per input report
 	Interrupted bool         `json:"interrupted,omitempty"`
 	Duration    float64      `json:"duration_s"`          // publishing time (pub, pubsub), run time otherwise
-	ReceiveTime float64      `json:"receive_s,omitempty"` // from the start to the last message received
+	ReceiveTime float64      `json:"receive_s,omitempty"` // from the start (sub: the first message) to the last message received
 
 	Sent          uint64  `json:"sent"`
 	PublishErrors uint64  `json:"publish_errors"`
 	Acked         uint64  `json:"acked"`
+	Unacked       uint64  `json:"unacknowledged,omitempty"` // given up on: Ctrl-C or the --duration deadline, then --wait
 	Received      uint64  `json:"received"`
 	Expected      uint64  `json:"expected,omitempty"`
 	Lost          uint64  `json:"lost"`
@@ -231,7 +232,11 @@ func (r *benchReport) printTable(w io.Writer) {
 		fmt.Fprintf(tw, "duration\t%.2f s\n", r.Duration)
 		fmt.Fprintf(tw, "sent\t%d (%.0f msg/s), %d publish errors\n", r.Sent, r.OutRate, r.PublishErrors)
 		if c.QoS > 0 {
-			fmt.Fprintf(tw, "acknowledged\t%d\n", r.Acked)
+			fmt.Fprintf(tw, "acknowledged\t%d", r.Acked)
+			if r.Unacked > 0 {
+				fmt.Fprintf(tw, ", %d not acknowledged when the run stopped waiting", r.Unacked)
+			}
+			fmt.Fprintln(tw)
 		}
 		fmt.Fprintf(tw, "received\t%d (%.0f msg/s over %.2f s)\n", r.Received, r.InRate, r.ReceiveTime)
 		fmt.Fprintf(tw, "lost\t%d\n", r.Lost)
@@ -291,6 +296,7 @@ func mergeReports(in []*benchReport) (*benchReport, error) {
 		out.Sent += r.Sent
 		out.PublishErrors += r.PublishErrors
 		out.Acked += r.Acked
+		out.Unacked += r.Unacked
 		out.Received += r.Received
 		out.Expected += r.Expected
 		out.Lost += r.Lost

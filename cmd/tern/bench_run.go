@@ -28,12 +28,12 @@ type run struct {
 	base   []tern.Option
 	stderr io.Writer
 
-	out, in, acked, pubErrs, connErrs atomic.Uint64
-	lastIn                            atomic.Int64 // Unix ns of the latest message received
-	connsUp                           atomic.Int64
-	e2e, ack, connect                 *latency
-	trackers                          []*tracker
-	sentBy                            []atomic.Uint64 // per publisher
+	out, in, acked, unacked, pubErrs, connErrs atomic.Uint64
+	firstIn, lastIn                            atomic.Int64 // Unix ns of the first and latest message received
+	connsUp                                    atomic.Int64
+	e2e, ack, connect                          *latency
+	trackers                                   []*tracker
+	sentBy                                     []atomic.Uint64 // per publisher
 
 	pubs, subs              []*tern.Client
 	heapPerConn, gorPerConn float64
@@ -47,6 +47,10 @@ type run struct {
 
 // benchHook lets tests watch a run; nil otherwise.
 var benchHook func(*run)
+
+// benchSubscribed, when set (by tests), is called once the subscribers of a run have
+// subscribed.
+var benchSubscribed func()
 
 func newRun(f *benchFlags, stderr io.Writer) (*run, error) {
 	broker, opts, err := f.conn.options()
@@ -101,7 +105,9 @@ func (r *run) run(ctx context.Context, stop func()) (*benchReport, error) {
 	var err error
 	switch r.f.workload {
 	case "sub":
-		err = r.connectSubs(ctx)
+		if err = r.connectSubs(ctx); err == nil && benchSubscribed != nil {
+			benchSubscribed()
+		}
 	case "pub":
 		r.pubs, r.connsFailed, err = r.connectMany(ctx, "p", r.f.clients, true)
 	case "pubsub":
@@ -134,7 +140,7 @@ func (r *run) run(ctx context.Context, stop func()) (*benchReport, error) {
 			pctx, cancel = context.WithDeadline(ctx, begin.Add(r.f.duration+r.f.wait))
 			defer cancel()
 		}
-		r.publishAll(pctx, begin)
+		r.publishAll(ctx, pctx, stop, begin)
 		pubEnd = time.Now()
 		if r.f.workload == "pubsub" {
 			r.drain(ctx, stop)
@@ -214,6 +220,9 @@ func (r *run) handler(i int, t *tracker) func(*tern.Message) {
 			return
 		}
 		r.in.Add(1)
+		if r.firstIn.Load() == 0 {
+			r.firstIn.CompareAndSwap(0, now.UnixNano())
+		}
 		r.lastIn.Store(now.UnixNano())
 		if t.add(s) {
 			r.e2e.record(i, now.Sub(time.Unix(0, s.due)))
@@ -307,18 +316,42 @@ loop:
 	return up, int(failed.Load()), nil
 }
 
-// publishAll runs every publisher from begin to its end and waits for their acks.
-func (r *run) publishAll(ctx context.Context, begin time.Time) {
+// publishAll runs every publisher from begin to its end and waits for their acks. Once
+// pctx (the publishers' context: runCtx, or the --duration deadline) ends, outstanding
+// acknowledgements are waited for --wait at most, so a broker that stopped answering
+// cannot hold the run; after an interrupt (runCtx ended) stop releases the signal handler,
+// so a second Ctrl-C ends the process.
+func (r *run) publishAll(runCtx, pctx context.Context, stop func(), begin time.Time) {
 	r.sentBy = make([]atomic.Uint64, len(r.pubs))
+	giveUp, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(giveUp)
+		select {
+		case <-pctx.Done():
+		case <-finished:
+			return
+		}
+		if runCtx.Err() != nil {
+			stop()
+		}
+		t := time.NewTimer(r.f.wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-finished:
+		}
+	}()
 	var wg sync.WaitGroup
 	for i, c := range r.pubs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.publisher(ctx, i, c, begin)
+			r.publisher(pctx, i, c, begin, giveUp)
 		}()
 	}
 	wg.Wait()
+	close(finished)
+	<-giveUp
 }
 
 // window is one QoS 1/2 publish waiting for its acknowledgement.
@@ -329,14 +362,11 @@ type window struct {
 
 // publisher sends one client's messages. In open loop message k is due at begin + k/rate
 // and stamped with that time whenever it actually goes out; in closed loop it is stamped
-// when it is handed to the client.
-func (r *run) publisher(ctx context.Context, i int, c *tern.Client, begin time.Time) {
+// when it is handed to the client, once the --inflight window has room. giveUp closes when
+// acknowledgements still outstanding are no longer waited for.
+func (r *run) publisher(ctx context.Context, i int, c *tern.Client, begin time.Time, giveUp <-chan struct{}) {
 	f := r.f
 	payload := make([]byte, f.size)
-	var interval time.Duration
-	if f.rate > 0 {
-		interval = time.Duration(float64(time.Second) / f.rate)
-	}
 	end := time.Time{}
 	if f.duration > 0 {
 		end = begin.Add(f.duration)
@@ -344,19 +374,22 @@ func (r *run) publisher(ctx context.Context, i int, c *tern.Client, begin time.T
 	perSeq := strings.Contains(f.topic, "%n")
 	topic := strings.ReplaceAll(f.topic, "%i", strconv.Itoa(i))
 	var acks chan window
-	var ackDone chan struct{}
+	var slots, ackDone chan struct{}
 	if f.qos > 0 {
-		acks = make(chan window, f.inflight-1)
+		// A slot per unacknowledged publish: taken before PublishAsync, given back by the
+		// collector, so at most --inflight are outstanding and the send to acks never waits.
+		slots = make(chan struct{}, f.inflight)
+		acks = make(chan window, f.inflight)
 		ackDone = make(chan struct{})
-		go r.collectAcks(i, acks, ackDone)
+		go r.collectAcks(i, acks, slots, ackDone, giveUp)
 	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
 	for seq := uint64(0); f.duration > 0 || seq < uint64(f.count); seq++ {
 		due := time.Now()
-		if interval > 0 {
-			due = begin.Add(time.Duration(seq) * interval)
+		if f.rate > 0 {
+			due = dueAt(begin, seq, f.rate)
 			if wait := time.Until(due); wait > 0 {
 				timer.Reset(wait)
 				select {
@@ -367,6 +400,18 @@ func (r *run) publisher(ctx context.Context, i int, c *tern.Client, begin time.T
 		}
 		if ctx.Err() != nil || (!end.IsZero() && !due.Before(end)) {
 			break
+		}
+		if slots != nil {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			if f.rate == 0 {
+				due = time.Now() // closed loop: timed from the send, not from the wait for room
+			}
 		}
 		if r.beforePublish != nil {
 			r.beforePublish(i, seq)
@@ -385,16 +430,16 @@ func (r *run) publisher(ctx context.Context, i int, c *tern.Client, begin time.T
 		} else {
 			tok, err := c.PublishAsync(ctx, m)
 			if err != nil {
+				<-slots
 				r.pubErrs.Add(1)
 				continue
 			}
-			// Counted before the collector can see a refusal, which takes it back.
+			// Counted before the collector can see a refusal, which takes it back. Every
+			// token goes to the collector (room is reserved), which gives up on it at the
+			// latest at giveUp.
 			r.sentBy[i].Add(1)
 			r.out.Add(1)
-			select {
-			case acks <- window{tok, due}:
-			case <-ctx.Done():
-			}
+			acks <- window{tok, due}
 			continue
 		}
 		r.sentBy[i].Add(1)
@@ -407,21 +452,38 @@ func (r *run) publisher(ctx context.Context, i int, c *tern.Client, begin time.T
 }
 
 // collectAcks waits for a publisher's tokens in send order and times each from its due
-// time. Brokers acknowledge in order, so waiting in order delays no measurement.
-func (r *run) collectAcks(i int, acks <-chan window, done chan<- struct{}) {
+// time. Brokers acknowledge in order, so waiting in order delays no measurement. Tokens
+// still outstanding when giveUp closes count as unacknowledged (still sent: the broker
+// may have taken them).
+func (r *run) collectAcks(i int, acks <-chan window, slots <-chan struct{}, done chan<- struct{}, giveUp <-chan struct{}) {
 	defer close(done)
 	for w := range acks {
-		<-w.tok.Done()
-		if err := w.tok.Err(); err != nil {
-			// Refused or failed: not sent as far as the receivers' count goes.
-			r.sentBy[i].Add(^uint64(0))
-			r.out.Add(^uint64(0))
-			r.pubErrs.Add(1)
-			continue
-		}
-		r.ack.record(i, time.Since(w.due))
-		r.acked.Add(1)
+		r.awaitAck(i, w, giveUp)
+		<-slots
 	}
+}
+
+// awaitAck waits for one token (at most until giveUp) and counts its outcome.
+func (r *run) awaitAck(i int, w window, giveUp <-chan struct{}) {
+	select {
+	case <-w.tok.Done():
+	case <-giveUp:
+		select {
+		case <-w.tok.Done():
+		default:
+			r.unacked.Add(1)
+			return
+		}
+	}
+	if err := w.tok.Err(); err != nil {
+		// Refused or failed: not sent as far as the receivers' count goes.
+		r.sentBy[i].Add(^uint64(0))
+		r.out.Add(^uint64(0))
+		r.pubErrs.Add(1)
+		return
+	}
+	r.ack.record(i, time.Since(w.due))
+	r.acked.Add(1)
 }
 
 // expected is the number of messages the receiving sides should get in pubsub.
@@ -521,17 +583,22 @@ func (r *run) disconnectAll() {
 }
 
 // report builds the report of the run; took is the publishing (or receiving) time. The
-// receive rate counts from begin to the last message received.
+// receive rate counts from begin to the last message received; in sub, which may wait for
+// its publishers, from the first message received.
 func (r *run) report(begin time.Time, took time.Duration, series []seriesPoint) *benchReport {
 	rep := &benchReport{Workload: r.f.workload, Conditions: r.cond, Duration: took.Seconds(),
-		Sent: r.out.Load(), PublishErrors: r.pubErrs.Load(), Acked: r.acked.Load(), Received: r.in.Load(),
+		Sent: r.out.Load(), PublishErrors: r.pubErrs.Load(), Acked: r.acked.Load(), Unacked: r.unacked.Load(), Received: r.in.Load(),
 		ConnsUp: int(r.connsUp.Load()), ConnsFailed: r.connsFailed, ConnErrors: r.connErrs.Load(),
 		HeapPerConn: r.heapPerConn, GoroutinesPerCon: r.gorPerConn, Series: series}
 	if s := took.Seconds(); s > 0 {
 		rep.OutRate = float64(rep.Sent) / s
 	}
-	if last := r.lastIn.Load(); last > begin.UnixNano() {
-		rep.ReceiveTime = time.Duration(last - begin.UnixNano()).Seconds()
+	from := begin.UnixNano()
+	if first := r.firstIn.Load(); r.f.workload == "sub" && first > 0 {
+		from = first
+	}
+	if last := r.lastIn.Load(); last > from {
+		rep.ReceiveTime = time.Duration(last - from).Seconds()
 		rep.InRate = float64(rep.Received) / rep.ReceiveTime
 	}
 	var local map[pubKey]uint64
@@ -590,3 +657,13 @@ func (r *run) measureMemory(base memSample) {
 
 // errFDLimit names the fix when the process may not open enough connections.
 var errFDLimit = errors.New("file descriptor limit too low")
+
+// dueAt is when message seq of an open-loop publisher at rate messages a second is due:
+// begin + seq/rate, computed whole rather than as seq rounded intervals, which would drift.
+func dueAt(begin time.Time, seq uint64, rate float64) time.Time {
+	ns := float64(seq) * float64(time.Second) / rate
+	if ns >= 9e18 { // beyond a Duration; the flag checks keep runs far shorter
+		return begin.Add(math.MaxInt64)
+	}
+	return begin.Add(time.Duration(ns))
+}

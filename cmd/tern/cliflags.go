@@ -84,6 +84,19 @@ func (c *cliFlags) Var(v flag.Value, names, arg, usage string) {
 	}
 }
 
+// setUsage replaces the usage text of the option whose first name is name, for a command
+// that gives a shared option a meaning of its own.
+func (c *cliFlags) setUsage(name, usage string) {
+	for i := range c.specs {
+		if c.specs[i].names[0] == name {
+			c.specs[i].usage = usage
+			for _, n := range c.specs[i].names {
+				c.fs.Lookup(n).Usage = usage
+			}
+		}
+	}
+}
+
 // set reports whether any of the option's names was given on the command line.
 func (c *cliFlags) set(names string) bool {
 	found := false
