@@ -63,6 +63,7 @@ type pubTrack struct {
 	base     uint64   // sequence number of bit 0 of seen, a multiple of 64
 	seen     []uint64 // bit per sequence number from base
 	low      uint64   // lowest sequence seen (0 for a publisher known to start at 0)
+	floor    uint64   // sequence numbers below it were slid out of seen (see slide)
 	next     uint64   // highest sequence seen + 1
 	distinct uint64
 	dups     uint64
@@ -72,8 +73,11 @@ type pubTrack struct {
 // Bounds on what a hostile or broken publisher can make a receiver keep: a sequence number
 // more than maxSeqJump away from those seen, and publishers beyond maxPublishers per
 // receiving side, count as foreign. A bitmap so grows by at most 128 KiB per jump.
-// All bitmaps of one receiving side together stay under maxWords (64 MiB): 2^29 messages of
-// one publisher, or 100,000 publishers of 5,000 each.
+// All bitmaps of one receiving side together stay under maxWords (64 MiB). When a bitmap
+// would pass it, the publisher's bitmap slides instead: the part more than maxSeqJump below
+// its highest sequence number is dropped (what it lacks there stays counted as lost, since
+// loss is expected minus distinct), so a long run of any length keeps being counted; a
+// message that arrives later than that (more than maxSeqJump late) counts as foreign.
 const (
 	maxSeqJump    = 1 << 20
 	maxPublishers = 100_000
@@ -87,14 +91,15 @@ type tracker struct {
 	mu       sync.Mutex
 	pubs     map[pubKey]*pubTrack
 	zeroBase bool   // publishers start at sequence 0 (this process's own, in pubsub)
-	words    int    // bitmap words of all publishers, at most maxWords
+	words    int    // bitmap words of all publishers, at most limit
+	limit    int    // bound on words: maxWords
 	foreign  uint64 // messages without a bench stamp, of another run, or out of bounds
 }
 
 // newTracker returns a tracker. Without zeroBase a publisher's count starts at the first
 // sequence number received: a sub run may join a publisher mid-way.
 func newTracker(zeroBase bool) *tracker {
-	return &tracker{pubs: make(map[pubKey]*pubTrack), zeroBase: zeroBase}
+	return &tracker{pubs: make(map[pubKey]*pubTrack), zeroBase: zeroBase, limit: maxWords}
 }
 
 // add records one message; it returns false for a duplicate or a foreign one.
@@ -118,11 +123,14 @@ func (t *tracker) add(s stamp) bool {
 	case s.seq >= p.next && s.seq-p.next >= maxSeqJump, s.seq < p.base && p.base-s.seq > maxSeqJump:
 		t.foreign++
 		return false
+	case s.seq < p.floor:
+		t.foreign++ // later than the window the bitmap keeps
+		return false
 	case s.seq < p.base:
 		// Earlier than the first one seen (members of a shared group race): grow downwards.
 		nb := s.seq &^ 63
 		grow := int((p.base - nb) / 64)
-		if t.words+grow > maxWords {
+		if t.words+grow > t.limit {
 			t.foreign++
 			return false
 		}
@@ -138,10 +146,15 @@ func (t *tracker) add(s stamp) bool {
 	w := int(off / 64)
 	if w >= len(p.seen) {
 		grow := w + 1 - len(p.seen) + len(p.seen)/2
-		if t.words+grow > maxWords {
-			if grow = w + 1 - len(p.seen); t.words+grow > maxWords {
-				t.foreign++
-				return false
+		if t.words+grow > t.limit {
+			if grow = w + 1 - len(p.seen); t.words+grow > t.limit {
+				t.slide(p, s.seq)
+				off = s.seq - p.base
+				w = int(off / 64)
+				if grow = max(w+1-len(p.seen), 0); t.words+grow > t.limit {
+					t.foreign++
+					return false
+				}
 			}
 		}
 		t.words += grow
@@ -160,6 +173,24 @@ func (t *tracker) add(s stamp) bool {
 		p.next = s.seq + 1
 	}
 	return true
+}
+
+// slide drops the words of p's bitmap wholly below maxSeqJump under seq (the highest
+// sequence number about to be recorded), keeping the array. Caller holds t.mu.
+func (t *tracker) slide(p *pubTrack, seq uint64) {
+	if seq < maxSeqJump {
+		return
+	}
+	cut := (seq - maxSeqJump) &^ 63
+	if cut <= p.base {
+		return
+	}
+	drop := min(int((cut-p.base)/64), len(p.seen))
+	n := copy(p.seen, p.seen[drop:])
+	clear(p.seen[n:])
+	p.seen = p.seen[:n]
+	t.words -= drop
+	p.base, p.floor = cut, cut
 }
 
 func (t *tracker) addForeign() {

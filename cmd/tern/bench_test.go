@@ -377,12 +377,50 @@ func TestTrackerBoundsMemory(t *testing.T) {
 	if len(tr.pubs) != maxPublishers || tr.foreign != 2+11 {
 		t.Fatalf("%d publishers tracked, %d foreign", len(tr.pubs), tr.foreign)
 	}
+	// Creeping up by just under the jump limit: the bitmap slides, memory stays bounded,
+	// every message is counted and the gaps are loss.
 	one := newTracker(true)
-	for seq := uint64(0); one.foreign == 0; seq += maxSeqJump - 1 {
-		one.add(stamp{run: 3, seq: seq})
+	const steps = 600 // 600 jumps of 2^20 pass the 2^29 bits of maxWords
+	for i := range uint64(steps) {
+		one.add(stamp{run: 3, seq: i * (maxSeqJump - 1)})
 	}
-	if one.words > maxWords {
-		t.Fatalf("%d bitmap words, bound %d", one.words, maxWords)
+	if one.words > maxWords || one.foreign != 0 {
+		t.Fatalf("%d bitmap words (bound %d), %d foreign", one.words, maxWords, one.foreign)
+	}
+	if v := one.verdicts(nil)[0]; v.Received != steps || v.Lost != v.Expected-steps {
+		t.Fatalf("verdict %+v, want %d received and the rest lost", v, steps)
+	}
+}
+
+// A publisher that sends more than the bitmaps' bound (2^29 messages of one publisher) is
+// still counted exactly: the bitmap slides along, keeping the last maxSeqJump sequence
+// numbers. Here with the bound lowered, so that 5 million messages pass it many times:
+// every message received, gaps counted as loss, a late duplicate within the window found,
+// and one later than the window counted as foreign, never as a second receipt.
+func TestTrackerSlidesPastItsBound(t *testing.T) {
+	tr := newTracker(true)
+	tr.limit = 2 * maxSeqJump / 64 // two windows
+	const n = 5_000_000
+	for seq := uint64(0); seq < n; seq++ {
+		if seq%1000 == 7 {
+			continue // lost
+		}
+		tr.add(stamp{run: 1, seq: seq})
+	}
+	if tr.words > tr.limit {
+		t.Fatalf("%d bitmap words, bound %d", tr.words, tr.limit)
+	}
+	if tr.add(stamp{run: 1, seq: n - 10}) { // a duplicate inside the window
+		t.Fatal("duplicate within the window counted as new")
+	}
+	if tr.add(stamp{run: 1, seq: 8}) { // far behind the window: unknown, foreign
+		t.Fatal("a message older than the window counted as new")
+	}
+	v := tr.verdicts(map[pubKey]uint64{{1, 0}: n})[0]
+	want := uint64(n - n/1000)
+	if v.Received != want || v.Lost != n/1000 || v.Duplicates != 1 || tr.foreign != 1 {
+		t.Fatalf("verdict %+v, foreign %d; want %d received, %d lost, 1 duplicate, 1 foreign",
+			v, tr.foreign, want, n/1000)
 	}
 }
 
