@@ -206,8 +206,8 @@ func (f *benchFlags) check(c *cliFlags) error {
 		return usagef("--inflight %d: want 1 to 65535", f.inflight)
 	case f.wait < 0:
 		return usagef("--wait %v: want a positive duration", f.wait)
-	case f.interval <= 0:
-		return usagef("--interval %v: want a positive duration", f.interval)
+	case f.interval < minInterval:
+		return usagef("--interval %v: at least %v (one status line each)", f.interval, minInterval)
 	case f.clients > 1_000_000 || f.subs > 1_000_000:
 		return usagef("at most 1,000,000 clients and 1,000,000 subscribers")
 	}
@@ -237,6 +237,10 @@ func (f *benchFlags) check(c *cliFlags) error {
 	}
 	return nil
 }
+
+// minInterval bounds --interval from below: a status line every 10 ms is already more than
+// anyone reads.
+const minInterval = 10 * time.Millisecond
 
 // Bounds of --rate and --connect-rate, so every interval and due time fits a
 // time.Duration: at least one message or connection per 1000 s, and an open-loop -n run
@@ -273,6 +277,9 @@ func runBench(ctx context.Context, stop func(), f *benchFlags, stderr io.Writer)
 	var embedded *broker.Broker
 	// -p alone names a broker on localhost, as in pub and sub.
 	if f.conn.url == "" && f.conn.host == "" && f.conn.port == 0 && os.Getenv("TERN_BROKER") == "" {
+		if f.conn.cafile != "" || f.conn.cert != "" || f.conn.key != "" || f.conn.insecure {
+			return nil, usagef("TLS flags need a broker (-L, -h or -p): the embedded broker speaks plain TCP")
+		}
 		embedded, err = broker.Start("127.0.0.1:0", broker.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("embedded broker: %w", err)

@@ -70,6 +70,8 @@ func TestBenchRateBounds(t *testing.T) {
 		{[]string{"conn", "-c", "2", "--connect-rate", "1e-12"}, "--connect-rate 1e-12"},
 		{[]string{"pub", "--rate", "1e-300", "-d", "1s"}, "--rate 1e-300"},
 		{[]string{"pub", "--rate", "0.001", "-n", "1000000000"}, "--rate 0.001"},
+		{[]string{"pub", "--interval", "1ns"}, "--interval 1ns"},
+		{[]string{"pub", "--insecure"}, "TLS flags need a broker"},
 	} {
 		var stdout, stderr syncBuffer
 		code := dispatch(append([]string{"bench"}, tc.args...), &stdout, &stderr)
