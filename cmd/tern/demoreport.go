@@ -53,6 +53,13 @@ func (r *demoReport) print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  waiting     %d (%s)\n", r.Waiting, where)
 	}
+	// A Publish cut short by Ctrl-C may still have stored its message: the queue holds more
+	// than the callers were told, and the report says so instead of leaving the sum short.
+	if more := r.Acked + int64(r.Waiting) - int64(r.Sent); r.Interrupted && more > 0 {
+		fmt.Fprintf(w, "  also stored %d beyond those accepted (acked + waiting): Publish calls cut short by\n", more)
+		fmt.Fprintf(w, "              the interruption after their message reached the disk, or left in --dir by\n")
+		fmt.Fprintf(w, "              an earlier run\n")
+	}
 	if r.Foreign > 0 {
 		fmt.Fprintf(w, "  foreign     %d (from an earlier run, ignored)\n", r.Foreign)
 	}
