@@ -32,6 +32,8 @@ func TestMain(m *testing.M) {
 	default:
 		fmt.Fprintln(os.Stderr, "SKIPPING the Example functions: no broker:", err)
 		flag.Set("test.skip", "^Example")
+		// Counted in test.sh's closing summary, like every test that skips for want of a broker.
+		brokertest.NoteSkip("Example functions of package tern")
 	}
 	code := m.Run()
 	if broker != nil {

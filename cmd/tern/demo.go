@@ -587,6 +587,7 @@ type tally struct {
 	total    int
 	foreign  int
 	dupQoS   [3]int // deliveries beyond the first, by the QoS they arrived at
+	dupDUP   [3]int // of those, the ones with DUP set: the broker's own resend to the receiver
 }
 
 func newTally(run uint64, n int) *tally {
@@ -624,6 +625,9 @@ func (t *tally) add(m *tern.Message) {
 	t.total++
 	if t.counts[seq] > 0 && m.QoS <= 2 {
 		t.dupQoS[m.QoS]++
+		if m.Dup {
+			t.dupDUP[m.QoS]++
+		}
 	}
 	if t.counts[seq] == 0 {
 		t.unique++
@@ -664,6 +668,8 @@ type seqCount struct {
 	Duplicates int   // deliveries beyond the first of a sequence number
 	DupQoS1    int   // of which arrived at QoS 1
 	DupQoS2    int   // of which arrived at QoS 2
+	DupResent1 int   // of DupQoS1, those with DUP set: the broker resent its own delivery
+	DupResent2 int   // of DupQoS2, the same
 	Foreign    int   // messages not from this run (an old session on an external broker)
 }
 
@@ -676,7 +682,7 @@ func (t *tally) compare() seqCount {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	c := seqCount{Received: t.unique, Duplicates: t.total - t.unique, Foreign: t.foreign,
-		DupQoS1: t.dupQoS[1], DupQoS2: t.dupQoS[2]}
+		DupQoS1: t.dupQoS[1], DupQoS2: t.dupQoS[2], DupResent1: t.dupDUP[1], DupResent2: t.dupDUP[2]}
 	for seq := 1; seq < len(t.counts); seq++ {
 		switch {
 		case t.accepted[seq] && t.counts[seq] == 0:

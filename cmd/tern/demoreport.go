@@ -53,6 +53,13 @@ func (r *demoReport) print(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  waiting     %d (%s)\n", r.Waiting, where)
 	}
+	// A Publish cut short by Ctrl-C may still have stored its message: the queue holds more
+	// than the callers were told, and the report says so instead of leaving the sum short.
+	if more := r.Acked + int64(r.Waiting) - int64(r.Sent); r.Interrupted && more > 0 {
+		fmt.Fprintf(w, "  also stored %d beyond those accepted (acked + waiting): Publish calls cut short by\n", more)
+		fmt.Fprintf(w, "              the interruption after their message reached the disk, or left in --dir by\n")
+		fmt.Fprintf(w, "              an earlier run\n")
+	}
 	if r.Foreign > 0 {
 		fmt.Fprintf(w, "  foreign     %d (from an earlier run, ignored)\n", r.Foreign)
 	}
@@ -86,25 +93,40 @@ func (r *demoReport) print(w io.Writer) {
 }
 
 // printDuplicates prints the duplicate count and where the duplicates came from. The
-// receiver cannot see why a message came twice, but the QoS it came at narrows it down:
-// QoS 2 is exactly once within a session, so a QoS 2 duplicate means the publisher sent
-// the message again as a new one (after a refusal or a lost session); a QoS 1 duplicate
-// may also be the resend after a cut that QoS 1 (at least once) allows.
+// receiver cannot see why a message came twice, but the DUP flag and the QoS narrow it down.
+// DUP clear: the broker forwarded a new publication, so the publisher sent the message again
+// (after a refusal the queue absorbed or a lost session, or at QoS 1 the resend after a cut,
+// which the broker forwards as new). DUP set: the broker resent its own delivery after the
+// receiver reconnected (in the demo, the broker restart), although the receiver had already
+// completed it: the restored broker's record lagged the last acknowledgements, and a
+// finished QoS 2 exchange cannot recognise the message again.
 func (r *demoReport) printDuplicates(w io.Writer) {
 	if r.Duplicates == 0 {
 		fmt.Fprintf(w, "  duplicates  0\n")
 		return
 	}
 	fmt.Fprintf(w, "  duplicates  %d: %d at QoS 1, %d at QoS 2\n", r.Duplicates, r.DupQoS1, r.DupQoS2)
-	if r.DupQoS2 > 0 {
-		fmt.Fprintf(w, "              QoS 2 is exactly once within a session; these were sent again as new messages:\n")
-		fmt.Fprintf(w, "              %d refusals the queue absorbed by resending (e.g. mochi's 0x91 for a message it had\n", r.Retries)
-		fmt.Fprintf(w, "              already taken before a cut), %d publisher sessions the broker lost (the queue then\n", r.TxSessionLost)
-		fmt.Fprintf(w, "              republishes everything unacknowledged)\n")
+	fromPub1, fromPub2 := r.DupQoS1-r.DupResent1, r.DupQoS2-r.DupResent2
+	if fromPub1+fromPub2 > 0 {
+		fmt.Fprintf(w, "              %d sent again by the publisher (%d at QoS 1, %d at QoS 2), forwarded as new:\n",
+			fromPub1+fromPub2, fromPub1, fromPub2)
+		fmt.Fprintf(w, "                %d refusals the queue absorbed by resending (e.g. mochi's 0x91 for a\n", r.Retries)
+		fmt.Fprintf(w, "                message it had already taken before a cut), %d publisher sessions the\n", r.TxSessionLost)
+		fmt.Fprintf(w, "                broker lost (the queue then republishes everything unacknowledged)\n")
+		if fromPub1 > 0 {
+			fmt.Fprintf(w, "                and at QoS 1 the resend after a cut before the acknowledgement came back,\n")
+			fmt.Fprintf(w, "                as QoS 1 (at least once) allows\n")
+		}
+		if r.TxSessionLost == 0 && int64(fromPub2) > r.Retries {
+			fmt.Fprintf(w, "                (%d at QoS 2 more than those refusals explain)\n", int64(fromPub2)-r.Retries)
+		}
 	}
-	if r.DupQoS1 > 0 {
-		fmt.Fprintf(w, "              QoS 1 duplicates: resent after a cut before the acknowledgement came back, as\n")
-		fmt.Fprintf(w, "              QoS 1 (at least once) allows, or sent again for the reasons above\n")
+	if resent := r.DupResent1 + r.DupResent2; resent > 0 {
+		fmt.Fprintf(w, "              %d resent by the broker to the receiver with DUP set (%d at QoS 1, %d at QoS 2):\n",
+			resent, r.DupResent1, r.DupResent2)
+		fmt.Fprintf(w, "                after the receiver reconnected (the broker restart) the broker still held\n")
+		fmt.Fprintf(w, "                them as in flight although the receiver had completed them; QoS 2 is exactly\n")
+		fmt.Fprintf(w, "                once per exchange, and a finished exchange cannot recognise them again\n")
 	}
 }
 

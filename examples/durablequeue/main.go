@@ -20,7 +20,7 @@ import (
 func main() {
 	broker := flag.String("broker", "mqtt://localhost:1883", "broker URL")
 	dir := flag.String("dir", "outbox", "queue directory")
-	n := flag.Int("n", 1000, "messages to enqueue")
+	n := flag.Uint("n", 1000, "messages to enqueue")
 	flag.Parse()
 	ctx := context.Background()
 
@@ -60,7 +60,7 @@ func main() {
 	// returns at once with a token resolved when the message is synced: messages given
 	// meanwhile share each fsync (group commit), so one goroutine stores tens of thousands
 	// a second. Several goroutines calling Publish share fsyncs too.
-	toks := make([]*tern.QueueToken, 0, *n)
+	var toks []*tern.QueueToken
 	for i := range *n {
 		m := tern.PublishOptions{Topic: "orders", Payload: fmt.Appendf(nil, "order %d", i), QoS: 1}
 		tok, err := p.PublishAsync(ctx, m)
