@@ -163,6 +163,17 @@ type Subscription struct {
 
 type subscription = Subscription
 
+// Identifier returns the subscription identifier sent with the subscription's SUBSCRIBE:
+// the one given with SubIdentifier, or one the client chose itself so that it can tell which
+// subscription each copy of a message is for; 0 when there is none (the broker does not
+// support them) or the subscription has not been made yet. A message delivered for this
+// subscription carries it in SubscriptionIDs.
+func (s *Subscription) Identifier() uint32 {
+	s.c.subMu.RLock()
+	defer s.c.subMu.RUnlock()
+	return s.id
+}
+
 // Filters returns the subscription's filters.
 func (s *Subscription) Filters() []TopicFilter { return append([]TopicFilter(nil), s.filters...) }
 

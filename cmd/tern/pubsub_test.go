@@ -218,7 +218,7 @@ func TestMosquittoPubToSubJSON(t *testing.T) {
 func TestSubFormatMatchesMosquittoSub(t *testing.T) {
 	url := startMosquitto(t)
 	port := url[strings.LastIndex(url, ":")+1:]
-	format := propsFormat + `|%p|%X|%%|\t|@@`
+	format := propsFormat + `|%p|%X|%S|%%|\t|@@`
 	ms := startMosqSub(t, url, "-q", "1", "-t", "f/#", "-C", "2", "-F", format)
 	s := startTernSub(t, "-L", url, "-q", "1", "-t", "f/#", "-C", "2", "-F", format)
 	for _, args := range [][]string{

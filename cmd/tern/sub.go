@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -200,6 +201,9 @@ func subscribeAndPrint(ctx context.Context, broker string, opts []tern.Option, f
 			}
 		}
 	}
+	// The identifier the client gave the subscription to route its messages is Tern's, not
+	// the user's: %S, %j and --json leave it out, as mosquitto_sub (which sets none) prints.
+	own := sub.Identifier()
 	printed := 0
 	buf := make([]byte, 0, 4096)
 	for {
@@ -215,6 +219,9 @@ func subscribeAndPrint(ctx context.Context, broker string, opts []tern.Option, f
 		if f.skipRetained && m.Retain {
 			m.Ack()
 			continue
+		}
+		if own != 0 {
+			m.SubscriptionIDs = slices.DeleteFunc(m.SubscriptionIDs, func(id uint32) bool { return id == own })
 		}
 		buf = pr(buf[:0], m, time.Now())
 		if _, err := stdout.Write(buf); err != nil {
