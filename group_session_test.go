@@ -93,18 +93,7 @@ func testGroupDisconnectKeepsUnseen(t *testing.T, form string) {
 	}
 
 	// A new process resumes the member's session.
-	c, err := New(WithBroker(b.URL), WithClientID(id), WithCleanStart(false), WithSessionExpiry(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ch, _, err := c.Subscribe(ctx, filters, SubAutoAck())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Disconnect(context.Background())
+	ch := resumeMember(t, ctx, b.URL, id, filters)
 	seen := make(map[string]bool)
 	timeout := time.After(5 * time.Second)
 	for len(seen) < n {
@@ -167,18 +156,7 @@ func TestGroupDisconnectMidStreamLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-done
-	c, err := New(WithBroker(b.URL), WithClientID(id), WithCleanStart(false), WithSessionExpiry(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	rch, _, err := c.Subscribe(ctx, filters, SubAutoAck())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Connect(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Disconnect(context.Background())
+	rch := resumeMember(t, ctx, b.URL, id, filters)
 	defer func() {
 		if len(seen) < n {
 			t.Logf("%d of %d messages seen or redelivered", len(seen), n)
@@ -196,4 +174,24 @@ func TestGroupDisconnectMidStreamLosesNothing(t *testing.T) {
 		}
 		return len(seen) == n
 	})
+}
+
+// resumeMember is a new process resuming a group member's persistent session id at url,
+// its subscription (auto-acknowledged) in place before CONNACK; disconnected at the end of
+// the test.
+func resumeMember(t *testing.T, ctx context.Context, url, id string, filters []TopicFilter) <-chan *Message {
+	t.Helper()
+	c, err := New(WithBroker(url), WithClientID(id), WithCleanStart(false), WithSessionExpiry(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, _, err := c.Subscribe(ctx, filters, SubAutoAck())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Connect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Disconnect(context.Background()) })
+	return ch
 }

@@ -41,14 +41,21 @@ func TestSetBrokersDuringMovedAttemptForgetsRedirect(t *testing.T) {
 	}
 
 	pcB.nc.Close() // B goes away: the client reconnects
+	expectReconnectAt(t, cpeer, b, "the reconnect went to the redirect target B, which SetBrokers had dropped")
+}
+
+// expectReconnectAt waits for the client's next connection: it must come to want, which
+// accepts it, and not to wrong (failing with why).
+func expectReconnectAt(t *testing.T, want, wrong *peer, why string) {
+	t.Helper()
 	select {
-	case pc := <-cpeer.conns:
+	case pc := <-want.conns:
 		if _, ok := pc.read().(*packet.Connect); !ok {
-			t.Fatal("C: first packet is not CONNECT")
+			t.Fatal("first packet is not CONNECT")
 		}
 		pc.send(&packet.Connack{})
-	case <-b.conns:
-		t.Fatal("the reconnect went to the redirect target B, which SetBrokers had dropped")
+	case <-wrong.conns:
+		t.Fatal(why)
 	case <-time.After(10 * time.Second):
 		t.Fatal("no reconnect within 10s")
 	}
@@ -64,16 +71,6 @@ func TestSetBrokersThenMovedDisconnectIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	pc.send(&packet.Disconnect{ReasonCode: packet.ServerMoved, ServerReference: "mqtt://" + b.ln.Addr().String()})
-	select {
-	case pc := <-cpeer.conns:
-		if _, ok := pc.read().(*packet.Connect); !ok {
-			t.Fatal("C: first packet is not CONNECT")
-		}
-		pc.send(&packet.Connack{})
-	case <-b.conns:
-		t.Fatal("followed a server reference from a connection made under the replaced broker list")
-	case <-time.After(10 * time.Second):
-		t.Fatal("no reconnect within 10s")
-	}
+	expectReconnectAt(t, cpeer, b, "followed a server reference from a connection made under the replaced broker list")
 	waitFor(t, func() bool { return c.Connected() && c.Info().Broker == cpeer.url() })
 }

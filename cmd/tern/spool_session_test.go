@@ -1,10 +1,6 @@
 package main
 
-import (
-	"strings"
-	"testing"
-	"time"
-)
+import "testing"
 
 // kill -9 of pub --queue -c -i ID at QoS 2 while it drains into a broker that keeps the
 // session: the broker holds the QoS 2 exchanges the killed process had started (PUBREC sent,
@@ -25,15 +21,5 @@ func TestPubQueueKill9PersistentQoS2(t *testing.T) {
 	for round, killAt := range []int{100, 200, 300, 150} {
 		spoolAndKill(t, append(args, "-l", "--print-stored", "--drain-timeout", "30s"), round, lines, killAt, accepted)
 	}
-	final := ternChild(append(args, "--drain-timeout", "20s")...)
-	outb, err := final.CombinedOutput()
-	if err != nil || !strings.Contains(string(outb), ", waiting 0 in") {
-		t.Fatalf("final drain: %v: %s", err, outb)
-	}
-	t.Logf("final run: %s", strings.TrimSpace(string(outb)))
-	missing, dups := rx.waitAll(accepted, 30*time.Second)
-	t.Logf("%d accepted, %d duplicates", len(accepted), dups)
-	if len(missing) > 0 {
-		t.Fatalf("%d accepted messages lost, e.g. %q", len(missing), missing[:min(5, len(missing))])
-	}
+	drainAndCheck(t, rx, accepted, append(args, "--drain-timeout", "20s")...)
 }

@@ -122,8 +122,14 @@ func TestPubQueueKill9(t *testing.T) {
 		spoolAndKill(t, []string{"pub", "--queue", dir, "-L", url, "-t", "spool/k", "-l", "--print-stored",
 			"--drain-timeout", "30s"}, round, lines, killAt, accepted)
 	}
-	final := ternChild("pub", "--queue", dir, "-L", url, "-t", "spool/k", "--drain-timeout", "60s")
-	outb, err := final.CombinedOutput()
+	drainAndCheck(t, rx, accepted, "pub", "--queue", dir, "-L", url, "-t", "spool/k", "--drain-timeout", "60s")
+}
+
+// drainAndCheck runs `tern pub args` (a --queue run without input) until the spool is empty
+// and checks that rx received every line in accepted.
+func drainAndCheck(t *testing.T, rx *receiver, accepted map[string]bool, args ...string) {
+	t.Helper()
+	outb, err := ternChild(args...).CombinedOutput()
 	if err != nil || !strings.Contains(string(outb), ", waiting 0 in") {
 		t.Fatalf("final drain: %v: %s", err, outb)
 	}
