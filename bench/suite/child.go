@@ -300,7 +300,7 @@ func (c *child) setup(ctx context.Context, f *stamp.Format) (*workload, error) {
 	switch j.Kind {
 	case KindPublish:
 		w.work = func(ctx context.Context, src *payloads) error {
-			if j.Lib == "raw" {
+			if j.Lib == "raw" && !j.OneAtATime {
 				return adapters.Pipelined(ctx, cl, j.QoS, j.N, brokerWindow, src)
 			}
 			buf := src.New()

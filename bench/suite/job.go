@@ -54,6 +54,8 @@ type Job struct {
 	Pool     int           `json:"pool,omitempty"` // tern's publisher pool size
 	V311     bool          `json:"v311,omitempty"` // tern on MQTT 3.1.1
 	WS       bool          `json:"ws,omitempty"`   // tern over WebSocket; Addr is the WebSocket listener
+	// OneAtATime: raw publishes one message at a time in a synchronous publish scenario.
+	OneAtATime bool `json:"one_at_a_time,omitempty"`
 }
 
 // Event is one line a child writes to its standard output.

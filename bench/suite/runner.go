@@ -174,7 +174,7 @@ func (s *Suite) runJob(sc Scenario, lib Lib, run int) Result {
 		Mode: sc.Mode, ZeroCopy: lib.ZeroCopy, Inline: lib.Inline, Queue: lib.Queue, Addr: s.broker.Addr,
 		Topic: "bench/" + id, ClientID: "bench-" + lib.Name + "-" + id, Run: rand.Uint32(),
 		Heap: sc.Kind == KindSlow || sc.Kind == KindQueue, Pool: lib.Pool,
-		V311: lib.V311,
+		V311: lib.V311, OneAtATime: lib.OneAtATime,
 	}
 	if lib.Store != "" {
 		job.Store = lib.Store

@@ -36,6 +36,9 @@ type Lib struct {
 	Pool     int  // tern's publisher pool size (WithPublisherPool); 0: none
 	V311     bool // tern on MQTT 3.1.1
 	WS       bool // tern over WebSocket (the broker's WebSocket listener)
+	// OneAtATime: raw publishes one message and waits for its acknowledgement, like the
+	// libraries' synchronous Publish (raw otherwise pipelines).
+	OneAtATime bool
 }
 
 // Row names. The ratio columns compare "tern" with the other three.
@@ -44,6 +47,8 @@ const (
 	rowAutopaho = "autopaho"
 	rowPaho3    = "paho3"
 	rowRaw      = "raw"
+	// rowRawSync is raw publishing one message at a time: the floor of a synchronous publish.
+	rowRawSync = "raw-sync"
 	// rowTernV3 is tern on MQTT 3.1.1, compared with paho3 on the protocol paho3 speaks.
 	rowTernV3 = "tern-v3"
 
@@ -75,6 +80,7 @@ var (
 	libAutopaho = Lib{Name: rowAutopaho, Adapter: "autopaho"}
 	libPaho3    = Lib{Name: rowPaho3, Adapter: "paho3"}
 	libRaw      = Lib{Name: rowRaw, Adapter: "raw"}
+	libRawSync  = Lib{Name: rowRawSync, Adapter: "raw", OneAtATime: true}
 	libTernV3   = Lib{Name: rowTernV3, Adapter: "tern", V311: true}
 	libTernV3ZC = Lib{Name: rowTernV3, Adapter: "tern", V311: true, ZeroCopy: true}
 )
@@ -101,10 +107,13 @@ func Scenarios() []Scenario {
 			if qos < 2 {
 				libs = []Lib{libTern, libTernV3, libAutopaho, libPaho3, libRaw}
 			}
+			if qos > 0 {
+				libs = append(libs, libRawSync)
+			}
 			s = append(s, Scenario{
 				Name: fmt.Sprintf("pub-q%d-%s", qos, sz.name), Kind: KindPublish, QoS: qos, Size: sz.bytes,
 				N: n[0], QuickN: n[1], Libs: libs,
-				Note: "one goroutine, synchronous publish; raw pipelines (the ceiling)",
+				Note: "one goroutine, synchronous publish; raw pipelines (the ceiling), raw-sync waits for each acknowledgement (the floor of one at a time)",
 			})
 		}
 	}
