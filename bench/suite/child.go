@@ -12,6 +12,8 @@ import (
 	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -92,6 +94,8 @@ func (c *child) waitLine(word string) error {
 // usage is a snapshot of what the process has consumed.
 type usage struct {
 	user, sys int64
+	csw       int64 // context switches, voluntary and not, of all threads
+	io        procIO
 	ms        runtime.MemStats
 }
 
@@ -101,8 +105,40 @@ func snapshot() usage {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	u.user = ru.Utime.Nano()
 	u.sys = ru.Stime.Nano()
+	u.csw = int64(ru.Nvcsw + ru.Nivcsw)
+	u.io = readProcIO()
 	runtime.ReadMemStats(&u.ms)
 	return u
+}
+
+// procIO is the process's count of read and write system calls (read(2), write(2) and
+// their vectored forms: every socket read and write of the libraries here), from
+// /proc/self/io; zero where that file does not exist.
+type procIO struct{ reads, writes int64 }
+
+func readProcIO() procIO {
+	var p procIO
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return p
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			continue
+		}
+		switch name {
+		case "syscr":
+			p.reads = n
+		case "syscw":
+			p.writes = n
+		}
+	}
+	return p
 }
 
 // heapSampler records the peak of live heap objects every few milliseconds.
@@ -216,6 +252,9 @@ func (c *child) run() *ChildResult {
 	res.Mallocs = after.ms.Mallocs - before.ms.Mallocs
 	res.Bytes = after.ms.TotalAlloc - before.ms.TotalAlloc
 	res.GCs = after.ms.NumGC - before.ms.NumGC
+	res.CtxSwitches = after.csw - before.csw
+	res.ReadCalls = after.io.reads - before.io.reads
+	res.WriteCalls = after.io.writes - before.io.writes
 	if w.checker != nil {
 		counts, last := w.checker.Counts()
 		res.Counts = &counts

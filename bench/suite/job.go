@@ -67,14 +67,21 @@ type Event struct {
 
 // ChildResult is what a child measured between "go" and "stop".
 type ChildResult struct {
-	Start    int64         `json:"start"`     // Unix ns: the workload began
-	Sent     int64         `json:"sent"`      // Unix ns: the workload returned
-	LastRecv int64         `json:"last_recv"` // Unix ns: the last new message (receiving jobs)
-	UserNs   int64         `json:"user_ns"`   // CPU time of the process, user and system
-	SysNs    int64         `json:"sys_ns"`
-	Mallocs  uint64        `json:"mallocs"` // heap allocations (runtime.MemStats deltas)
-	Bytes    uint64        `json:"bytes"`
-	GCs      uint32        `json:"gcs"`
+	Start    int64  `json:"start"`     // Unix ns: the workload began
+	Sent     int64  `json:"sent"`      // Unix ns: the workload returned
+	LastRecv int64  `json:"last_recv"` // Unix ns: the last new message (receiving jobs)
+	UserNs   int64  `json:"user_ns"`   // CPU time of the process, user and system
+	SysNs    int64  `json:"sys_ns"`
+	Mallocs  uint64 `json:"mallocs"` // heap allocations (runtime.MemStats deltas)
+	Bytes    uint64 `json:"bytes"`
+	GCs      uint32 `json:"gcs"`
+	// System calls and context switches of the whole process (see procIO); the reads
+	// include the child's few reads of its parent's commands.
+	ReadCalls   int64 `json:"read_calls"`
+	WriteCalls  int64 `json:"write_calls"`
+	CtxSwitches int64 `json:"ctx_switches"`
+	// BrokerNs is Mosquitto's CPU time over the same span, filled by the parent (proc.finish).
+	BrokerNs int64         `json:"broker_ns,omitempty"`
 	PeakHeap uint64        `json:"peak_heap,omitempty"` // above the heap at "go"
 	Counts   *stamp.Counts `json:"counts,omitempty"`    // receiving jobs
 	P50      int64         `json:"p50_ns,omitempty"`    // latency jobs

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,6 +23,11 @@ type proc struct {
 	events chan Event
 	stderr lockedBuffer
 	exited chan struct{}
+
+	// brokerPid is the Mosquitto the child works with (0: none, or mochi in the suite's own
+	// process); its CPU time is read at "go" (brokerAtGo) and at "stop".
+	brokerPid  int
+	brokerAtGo int64
 }
 
 type lockedBuffer struct {
@@ -94,6 +101,9 @@ func startProc(job Job) (*proc, error) {
 
 // say sends one line to the child.
 func (p *proc) say(word string) {
+	if word == "go" && p.brokerPid != 0 {
+		p.brokerAtGo = processCPU(p.brokerPid)
+	}
 	io.WriteString(p.stdin, word+"\n")
 }
 
@@ -133,6 +143,12 @@ func (p *proc) expect(name string, timeout time.Duration) error {
 
 // finish asks for the result and waits for the child to exit; on timeout it kills it.
 func (p *proc) finish(timeout time.Duration) (*ChildResult, error) {
+	var brokerNs int64
+	if p.brokerPid != 0 && p.brokerAtGo > 0 {
+		if now := processCPU(p.brokerPid); now > 0 {
+			brokerNs = now - p.brokerAtGo
+		}
+	}
 	p.say("stop")
 	e, err := p.await("result", timeout)
 	p.stdin.Close()
@@ -148,7 +164,32 @@ func (p *proc) finish(timeout time.Duration) (*ChildResult, error) {
 	if e.Result == nil {
 		return nil, fmt.Errorf("child sent no result")
 	}
+	e.Result.BrokerNs = brokerNs
 	return e.Result, nil
+}
+
+// processCPU returns the user and system time another process has used, in nanoseconds,
+// from /proc/PID/stat (clock ticks of 10 ms); 0 where that cannot be read.
+func processCPU(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) is in parentheses and may hold spaces: count from its end.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
+	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return (utime + stime) * int64(time.Second/100)
 }
 
 // kill ends the child at once.

@@ -30,6 +30,10 @@ type Row struct {
 	Duplicates  uint64   `json:"duplicates,omitempty"`
 	Overrun     int      `json:"broker_overrun,omitempty"` // worst over the runs
 	SinkCPUUs   float64  `json:"sink_cpu_us_per_msg,omitempty"`
+	BrokerCPU   float64  `json:"broker_cpu_us_per_msg,omitempty"`
+	ReadsPer    float64  `json:"reads_per_msg"`
+	WritesPer   float64  `json:"writes_per_msg"`
+	CswPer      float64  `json:"ctx_switches_per_msg"`
 	Errors      []string `json:"errors,omitempty"`
 }
 
@@ -90,6 +94,10 @@ func Rows(results []Result) []Row {
 		row.P99Us = med(func(r *Result) float64 { return r.P99Us })
 		row.ReconnectMs = med(func(r *Result) float64 { return r.ReconnectMs })
 		row.SinkCPUUs = med(func(r *Result) float64 { return r.SinkCPUUsPerMsg })
+		row.BrokerCPU = med(func(r *Result) float64 { return r.BrokerCPUPer })
+		row.ReadsPer = med(func(r *Result) float64 { return r.ReadsPer })
+		row.WritesPer = med(func(r *Result) float64 { return r.WritesPer })
+		row.CswPer = med(func(r *Result) float64 { return r.CswPer })
 		rows = append(rows, row)
 	}
 	return rows
@@ -173,8 +181,8 @@ func num(v float64) string {
 // WriteMarkdown writes the results table, the ratio table and the target table.
 func WriteMarkdown(w io.Writer, rows []Row, conditions string) {
 	fmt.Fprintf(w, "Conditions: %s.\n\n", conditions)
-	fmt.Fprintln(w, "| scenario | library | msg/s | CPU µs/msg | allocs/msg | B/msg | other |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---|")
+	fmt.Fprintln(w, "| scenario | library | msg/s | CPU µs/msg | allocs/msg | B/msg | reads / writes / switches per msg | other |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---|")
 	for _, r := range rows {
 		var other []string
 		if r.P50Us > 0 {
@@ -185,6 +193,9 @@ func WriteMarkdown(w io.Writer, rows []Row, conditions string) {
 		}
 		if r.PeakHeapMiB > 0 {
 			other = append(other, fmt.Sprintf("peak heap +%s MiB", num(r.PeakHeapMiB)))
+		}
+		if r.BrokerCPU > 0 {
+			other = append(other, fmt.Sprintf("broker CPU %s µs/msg", num(r.BrokerCPU)))
 		}
 		if r.SinkCPUUs > 0 {
 			other = append(other, fmt.Sprintf("sink CPU %s µs/msg", num(r.SinkCPUUs)))
@@ -201,8 +212,9 @@ func WriteMarkdown(w io.Writer, rows []Row, conditions string) {
 		if r.Skipped != "" {
 			other = append(other, "skipped: "+r.Skipped)
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", r.Scenario, r.Lib, num(r.MsgPerSec),
-			num(r.CPUUsPerMsg), num(r.AllocsPer), num(r.BytesPer), strings.Join(other, "; "))
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s / %s / %s | %s |\n", r.Scenario, r.Lib, num(r.MsgPerSec),
+			num(r.CPUUsPerMsg), num(r.AllocsPer), num(r.BytesPer), num(r.ReadsPer), num(r.WritesPer), num(r.CswPer),
+			strings.Join(other, "; "))
 	}
 
 	fmt.Fprintln(w, "\nRatios, tern ÷ peer (throughput: above 1 is better for tern; CPU per message: below 1 is better):")

@@ -43,6 +43,11 @@ type Result struct {
 	P50Us       float64 `json:"p50_us,omitempty"`
 	P99Us       float64 `json:"p99_us,omitempty"`
 	ReconnectMs float64 `json:"reconnect_ms,omitempty"`
+	// Read and write system calls and context switches of the library's process, per message.
+	BrokerCPUPer float64 `json:"broker_cpu_us_per_msg,omitempty"` // Mosquitto's CPU per message
+	ReadsPer     float64 `json:"reads_per_msg"`
+	WritesPer    float64 `json:"writes_per_msg"`
+	CswPer       float64 `json:"ctx_switches_per_msg"`
 	// BrokerOverrun is the most QoS 1/2 messages Mosquitto had outstanding towards the sink
 	// at once, when that exceeded the Receive Maximum the sink advertised.
 	BrokerOverrun int          `json:"broker_overrun,omitempty"`
@@ -276,6 +281,10 @@ func (r *Result) fill(cr *ChildResult, from, to int64) {
 	r.CPUUsPerMsg = float64(cr.UserNs+cr.SysNs) / 1e3 / n
 	r.AllocsPer = float64(cr.Mallocs) / n
 	r.BytesPer = float64(cr.Bytes) / n
+	r.BrokerCPUPer = float64(cr.BrokerNs) / 1e3 / n
+	r.ReadsPer = float64(cr.ReadCalls) / n
+	r.WritesPer = float64(cr.WriteCalls) / n
+	r.CswPer = float64(cr.CtxSwitches) / n
 	r.PeakHeapMiB = float64(cr.PeakHeap) / (1 << 20)
 }
 
@@ -297,10 +306,13 @@ func waitChecker(k *stamp.Checker, timeout time.Duration) {
 }
 
 // startChild starts the child and waits until it is connected and ready.
-func startChild(job Job) (*proc, error) {
+func (s *Suite) startChild(job Job) (*proc, error) {
 	p, err := startProc(job)
 	if err != nil {
 		return nil, err
+	}
+	if job.Addr == s.broker.Addr {
+		p.brokerPid = s.broker.Pid()
 	}
 	if err := p.expect("ready", readyTimeout); err != nil {
 		return nil, err
@@ -315,7 +327,7 @@ func (s *Suite) startSunk(job Job, at site) (*sinkSide, *proc, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := startChild(job)
+	p, err := s.startChild(job)
 	if err != nil {
 		sk.close()
 		return nil, nil, err
@@ -415,7 +427,7 @@ func (fd *feeder) publishAll(ctx context.Context) error {
 
 // runReceive: the raw feeder in this process publishes, the child receives and checks.
 func (s *Suite) runReceive(job Job, at site, r *Result) error {
-	p, err := startChild(job)
+	p, err := s.startChild(job)
 	if err != nil {
 		return err
 	}
@@ -452,7 +464,7 @@ func (s *Suite) runReceive(job Job, at site, r *Result) error {
 // runDrain: the child keeps a session with a subscription and disconnects; the raw feeder
 // fills the broker's queue for it; then the child resumes the session and drains it.
 func (s *Suite) runDrain(job Job, r *Result) error {
-	p, err := startChild(job) // ready: the session and its subscription exist, offline
+	p, err := s.startChild(job) // ready: the session and its subscription exist, offline
 	if err != nil {
 		return err
 	}
@@ -492,7 +504,7 @@ func (s *Suite) runDrain(job Job, r *Result) error {
 
 // runLatency: both ends in the child.
 func (s *Suite) runLatency(job Job, r *Result) error {
-	p, err := startChild(job)
+	p, err := s.startChild(job)
 	if err != nil {
 		return err
 	}

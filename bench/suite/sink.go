@@ -72,7 +72,7 @@ func (s *Suite) startSink(job Job, at site) (*sinkSide, error) {
 			Kind: KindSink, Lib: "raw", QoS: at.sinkQoS, Size: job.Size, N: job.N, Addr: at.addr,
 			Topic: job.Topic, ClientID: "sink-" + job.ClientID, Run: job.Run,
 		}
-		p, err := startChild(sj)
+		p, err := s.startChild(sj)
 		if err != nil {
 			return nil, fmt.Errorf("sink: %w", err)
 		}

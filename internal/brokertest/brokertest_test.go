@@ -214,13 +214,13 @@ func offlineDelivery(t *testing.T, m *Mosquitto, n int) int {
 func TestStopIsIdempotentAndReaps(t *testing.T) {
 	t.Parallel()
 	m := StartMosquitto(t, Config{})
-	pid := m.pid()
+	pid := m.Pid()
 	if pid == 0 {
 		t.Fatal("no pid while running")
 	}
 	m.Stop()
 	m.Stop()
-	if m.pid() != 0 {
+	if m.Pid() != 0 {
 		t.Fatal("pid still set after Stop")
 	}
 	assertGone(t, pid)
@@ -237,12 +237,12 @@ func TestStopIsIdempotentAndReaps(t *testing.T) {
 func TestKillThenRestart(t *testing.T) {
 	t.Parallel()
 	m := StartMosquitto(t, Config{Persistence: true})
-	pid := m.pid()
+	pid := m.Pid()
 	m.Kill()
 	assertGone(t, pid)
 	m.Restart(t)
-	if m.pid() == 0 || m.pid() == pid {
-		t.Fatalf("pid after restart %d (was %d)", m.pid(), pid)
+	if m.Pid() == 0 || m.Pid() == pid {
+		t.Fatalf("pid after restart %d (was %d)", m.Pid(), pid)
 	}
 	c, _ := dialMQTT(t, m.Addr, &packet.Connect{ClientID: "after-kill", CleanStart: true})
 	c.Close()
@@ -305,7 +305,7 @@ func TestBusyPort(t *testing.T) {
 	if d := time.Since(start); d > readyTimeout/2 {
 		t.Errorf("took %v to notice", d)
 	}
-	if m.pid() != 0 {
+	if m.Pid() != 0 {
 		t.Error("failed launch left a process")
 	}
 }

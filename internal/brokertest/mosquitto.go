@@ -193,8 +193,8 @@ func (m *Mosquitto) Restart(t testing.TB) {
 // restarts, for diagnostics. At most the last 4 MiB are kept.
 func (m *Mosquitto) Log() string { return m.log.String() }
 
-// pid returns the running broker's process ID, or 0 when stopped.
-func (m *Mosquitto) pid() int {
+// Pid returns the running broker's process ID, or 0 when stopped.
+func (m *Mosquitto) Pid() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.proc == nil {
