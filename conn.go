@@ -90,6 +90,7 @@ type conn struct {
 	nc      net.Conn
 	w       *writer
 	r       *packet.Reader
+	pacer   *readPacer // nil without read coalescing (readpace.go)
 	info    *ConnackInfo
 	ver     byte   // protocol level: packet.Version5 or packet.Version311
 	gen     uint64 // connection number within the client's life
@@ -188,7 +189,12 @@ func (c *Client) dialConnAt(ctx context.Context, broker *url.URL, clean, redirec
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	ca, r, err := c.handshake(ctx, nc, clean, v)
+	pacer := newReadPacer(nc, c.cfg.readCoalesce)
+	var src io.Reader = nc
+	if pacer != nil {
+		src = pacer
+	}
+	ca, r, err := c.handshake(ctx, nc, src, clean, v)
 	if err != nil {
 		err = attemptErr(parent, ctx, err)
 		var perr *packet.Error
@@ -212,6 +218,7 @@ func (c *Client) dialConnAt(ctx context.Context, broker *url.URL, clean, redirec
 		nc:      nc,
 		w:       newWriter(nc, c.cfg.writeBufMax),
 		r:       r,
+		pacer:   pacer,
 		info:    info,
 		ver:     v,
 		closing: make(chan struct{}),
@@ -254,7 +261,7 @@ func attemptErr(parent, ctx context.Context, err error) error {
 }
 
 // handshake sends CONNECT and reads CONNACK.
-func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool, v byte) (*packet.Connack, *packet.Reader, error) {
+func (c *Client) handshake(ctx context.Context, nc net.Conn, src io.Reader, clean bool, v byte) (*packet.Connack, *packet.Reader, error) {
 	cp := c.buildConnect(clean, v)
 	if a := c.cfg.auth; a != nil && v != packet.Version311 {
 		data, err := a.Start(ctx)
@@ -280,7 +287,7 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool, v byte)
 	}
 	// The limit advertised in CONNECT binds the broker from its first packet on, so CONNACK
 	// and AUTH are refused above it too, before their properties are read.
-	r := packet.NewReader(nc, 32<<10)
+	r := packet.NewReader(src, 32<<10)
 	r.SetMaxPacketSize(int(c.cfg.maxPacketSize)) // 0: the protocol's limit
 	for {
 		f, err := r.ReadFrame()
@@ -336,6 +343,9 @@ func (c *Client) handshake(ctx context.Context, nc net.Conn, clean bool, v byte)
 func (cn *conn) start() {
 	if ka := cn.info.KeepAlive; ka > 0 {
 		cn.ka = startKeepalive(cn, ka) // before the goroutines that may close cn read it
+	}
+	if cn.pacer != nil {
+		cn.pacer.start()
 	}
 	cn.wg.Add(2)
 	go func() {
@@ -424,7 +434,12 @@ func (cn *conn) awaitPeerClose(ctx context.Context, deadline time.Time, err erro
 	if cw.CloseWrite() != nil {
 		return
 	}
-	cn.nc.SetReadDeadline(deadline) // the read loop ends by then, whatever the broker does
+	// The read loop ends by then, whatever the broker does.
+	if cn.pacer != nil {
+		cn.pacer.stop(deadline)
+	} else {
+		cn.nc.SetReadDeadline(deadline)
+	}
 	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {

@@ -38,6 +38,7 @@ type config struct {
 	transports     map[string]Transport // WithTransport, by scheme
 	will           *packet.Will
 	receiveMax     uint16
+	readCoalesce   time.Duration // WithReadCoalescing
 	maxPacketSize  uint32
 	inAliasMax     uint16
 	outAliases     bool
@@ -115,6 +116,7 @@ func defaultConfig() *config {
 		logger:         slog.New(slog.DiscardHandler),
 		redirectPolicy: FollowRedirects,
 		window311:      DefaultMQTT311Window,
+		readCoalesce:   DefaultReadCoalescing,
 	}
 }
 
@@ -314,6 +316,26 @@ func WithDialFunc(fn DialFunc) Option {
 // normal DISCONNECT.
 func WithWill(w *packet.Will) Option {
 	return func(c *config) error { c.will = w; return nil }
+}
+
+// WithReadCoalescing bounds how long the read loop lets a fast inbound stream gather before
+// it wakes up (see docs/DESIGN.md, "Read coalescing"). When packets arrive faster than the
+// read loop needs to handle them, one at a time each would cost a wake-up; the client then
+// asks the kernel to wake it only once a batch worth about half of d has arrived, and never
+// waits longer than d for it. Slower traffic (single packets, requests and their answers, a
+// trickle of messages) is read as soon as it arrives, and a peer that stops sending costs at
+// most one wait of d now and then. 0 turns it off: every packet is read as it arrives.
+//
+// Plain TCP connections on Linux only; on others it has no effect. Default: 500 µs
+// (DefaultReadCoalescing).
+func WithReadCoalescing(d time.Duration) Option {
+	return func(c *config) error {
+		if d < 0 || d > time.Second {
+			return fmt.Errorf("%w: read coalescing %v: must be between 0 and 1s", ErrInvalidOption, d)
+		}
+		c.readCoalesce = d
+		return nil
+	}
 }
 
 // WithReceiveMaximum sets how many QoS 1 and 2 messages the broker may have unacknowledged

@@ -1,0 +1,200 @@
+package tern
+
+import (
+	"errors"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// Read coalescing (WithReadCoalescing). A broker forwarding a fast stream writes one packet
+// per system call. A client that keeps up reads each packet as it arrives: every packet then
+// costs the client a wake-up of its read loop (a parked thread woken, the poller, the
+// scheduler) and the broker's write a wake-up of the client's thread. The read loop spends
+// most of its time parking and waking, and both sides slow down.
+//
+// The pacer lets the kernel gather the stream instead: under a fast stream it raises the
+// socket's low-water mark for reading (SO_RCVLOWAT), so the read loop is woken only once
+// that many bytes are waiting, and it bounds each such wait with a read deadline. The mark
+// follows the measured arrival rate (what arrives within half the delay bound), and is off
+// (1 byte) for anything slower: a lone packet, a request and its answer, a trickle of
+// messages are read as soon as they arrive. A wait that reaches its deadline reads what has
+// arrived. One such wait is a pause in the stream; a second soon after (within ten deadlines)
+// means a peer that sends no more until it hears from us (a full Receive Maximum window, a
+// request waiting for its answer): the mark then stays at most half the one that failed, or
+// off, for a quiet period that doubles each time this happens again (20 ms up to 2.56 s) and
+// halves again for each such period that passes without it. Such a
+// peer costs two deadlines now and then, not one per read. The acknowledgements a batch
+// causes leave before the read loop reads again (endBatch), never behind a wait.
+//
+// Only plain TCP connections on Linux have it (the kernel wakes a reader by SO_RCVLOWAT
+// there); TLS, WebSocket, Unix sockets and custom dialers read as before.
+type readPacer struct {
+	nc    net.Conn
+	setLW func(int) error // sets SO_RCVLOWAT
+	delay time.Duration   // the longest a read waits for the mark (the deadline)
+
+	on      atomic.Bool  // set once the connection's read loop runs
+	final   atomic.Int64 // unix nanos of a deadline set to end the read loop (stop); 0 if none
+	mark    int          // the current SO_RCVLOWAT; 1 is off
+	ceiling int          // the highest mark allowed until quiet ends
+	failAt  time.Time    // when the last wait reached its deadline
+	expired int          // waits that reached their deadline, in all
+	level   int          // backoff: the quiet period is 10 ms << level
+	quiet   time.Time    // when ceiling goes back to paceMaxMark
+	calm    time.Time    // when level may go down, if the ceiling has held since
+	// The arrival rate is measured over windows of at least delay: bytes read since winStart.
+	winStart time.Time
+	winBytes int
+	armed    bool // a read deadline of ours is set
+
+	waiting func() // tests: called before a read that may wait for the mark
+}
+
+const (
+	paceMinMark = 512      // below this the mark is off: too little to be worth a wait
+	paceMaxMark = 16 << 10 // half the read buffer: a wait never outgrows what one read takes
+)
+
+// DefaultReadCoalescing is the longest the read loop waits for a fast stream to fill a batch
+// (see WithReadCoalescing).
+const DefaultReadCoalescing = 500 * time.Microsecond
+
+// newReadPacer returns the pacer of nc, or nil when nc cannot have one or delay is 0.
+func newReadPacer(nc net.Conn, delay time.Duration) *readPacer {
+	if delay <= 0 {
+		return nil
+	}
+	set := lowWaterSetter(nc)
+	if set == nil {
+		return nil
+	}
+	return &readPacer{nc: nc, setLW: set, delay: delay, mark: 1, ceiling: paceMaxMark}
+}
+
+// start lets the pacer act; before it (the handshake) every read is passed straight on.
+func (p *readPacer) start() { p.on.Store(true) }
+
+// stop makes deadline the connection's read deadline for good: the pacer's own waits end by
+// then and it raises no mark again. Any goroutine.
+func (p *readPacer) stop(deadline time.Time) {
+	p.final.Store(deadline.UnixNano())
+	p.on.Store(false)
+	p.nc.SetReadDeadline(deadline)
+}
+
+// Read implements io.Reader for the connection's packet reader. Reader goroutine only.
+func (p *readPacer) Read(b []byte) (int, error) {
+	if !p.on.Load() {
+		if p.mark > 1 || p.armed {
+			p.reset()
+		}
+		return p.nc.Read(b)
+	}
+	if p.mark > 1 {
+		dl := time.Now().Add(p.delay)
+		if f := p.final.Load(); f != 0 && f < dl.UnixNano() {
+			dl = time.Unix(0, f)
+		}
+		p.nc.SetReadDeadline(dl)
+		p.armed = true
+		if p.waiting != nil {
+			p.waiting()
+		}
+	}
+	n, err := p.nc.Read(b)
+	now := time.Now()
+	if err != nil && p.armed && errors.Is(err, os.ErrDeadlineExceeded) {
+		if f := p.final.Load(); f == 0 || now.UnixNano() < f {
+			// Our own deadline: the stream slowed below the mark. Read what has come, as
+			// if the mark were off, and keep the mark lower for a while.
+			if f == 0 {
+				p.failed(now)
+			}
+			p.reset()
+			if n > 0 {
+				return n, nil
+			}
+			return p.nc.Read(b)
+		}
+	}
+	if err != nil {
+		return n, err
+	}
+	p.observe(n, now)
+	return n, nil
+}
+
+// failed records a wait that reached its deadline at now.
+func (p *readPacer) failed(now time.Time) {
+	p.expired++
+	// One failure is a pause in the stream; a second soon after it (within ten deadlines) is
+	// a peer waiting for us.
+	prev := p.failAt
+	p.failAt = now
+	if prev.IsZero() || now.Sub(prev) > 10*p.delay {
+		return
+	}
+	p.failAt = time.Time{}
+	p.ceiling = min(p.ceiling, p.mark) / 2
+	p.level = min(p.level+1, 8)
+	p.quiet = now.Add(10 * time.Millisecond << p.level)
+}
+
+// observe counts n bytes read at now and, once a window of at least the delay bound has
+// passed, sets the arrival rate from the window (bytes over its time: single reads are too
+// noisy, one that finds what arrived while the last batch was handled looks fast) and the
+// mark for the reads that follow: what the stream brings in half the delay bound, if that is
+// worth a wait.
+func (p *readPacer) observe(n int, now time.Time) {
+	if p.winStart.IsZero() {
+		p.winStart = now
+		return
+	}
+	p.winBytes += n
+	span := now.Sub(p.winStart)
+	if span < p.delay {
+		return
+	}
+	rate := float64(p.winBytes) / float64(span)
+	p.winStart, p.winBytes = now, 0
+	switch {
+	case p.ceiling < paceMaxMark && now.After(p.quiet):
+		p.ceiling = paceMaxMark
+		p.calm = now.Add(10 * time.Millisecond << p.level)
+	case p.level > 0 && p.ceiling == paceMaxMark && now.After(p.calm):
+		p.level--
+		p.calm = now.Add(10 * time.Millisecond << p.level)
+	}
+	want := int(rate * float64(p.delay/2))
+	want = min(want, p.ceiling, paceMaxMark)
+	if want < paceMinMark {
+		want = 1
+	}
+	// Change the mark only for a real difference: each change is a system call.
+	if want == 1 && p.mark > 1 {
+		p.reset()
+	} else if want > 1 && (want > p.mark+p.mark/4 || want < p.mark-p.mark/4) {
+		if p.setLW(want) == nil {
+			p.mark = want
+		}
+	}
+}
+
+// reset turns the mark off and removes the pacer's deadline (restoring a final one).
+func (p *readPacer) reset() {
+	if p.mark > 1 {
+		p.setLW(1)
+		p.mark = 1
+	}
+	if p.armed {
+		var dl time.Time
+		if f := p.final.Load(); f != 0 {
+			dl = time.Unix(0, f)
+		}
+		p.nc.SetReadDeadline(dl)
+		p.armed = false
+	}
+	p.winStart, p.winBytes = time.Time{}, 0
+}
