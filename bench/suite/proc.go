@@ -27,7 +27,7 @@ type proc struct {
 	// brokerPid is the Mosquitto the child works with (0: none, or mochi in the suite's own
 	// process); its CPU time is read at "go" (brokerAtGo) and at "stop".
 	brokerPid  int
-	brokerAtGo int64
+	brokerAtGo int64 // -1: not read
 }
 
 type lockedBuffer struct {
@@ -69,7 +69,7 @@ func startProc(job Job) (*proc, error) {
 	cmd := exec.Command(exe, "-"+ChildFlag, string(spec))
 	// The child dies with the suite, whatever ends it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	p := &proc{cmd: cmd, events: make(chan Event, 8), exited: make(chan struct{})}
+	p := &proc{cmd: cmd, events: make(chan Event, 8), exited: make(chan struct{}), brokerAtGo: -1}
 	cmd.Stderr = &p.stderr
 	if p.stdin, err = cmd.StdinPipe(); err != nil {
 		return nil, err
@@ -102,7 +102,7 @@ func startProc(job Job) (*proc, error) {
 // say sends one line to the child.
 func (p *proc) say(word string) {
 	if word == "go" && p.brokerPid != 0 {
-		p.brokerAtGo = processCPU(p.brokerPid)
+		p.brokerAtGo = processCPU(p.brokerPid) // a broker that has not run yet has used 0
 	}
 	io.WriteString(p.stdin, word+"\n")
 }
@@ -144,8 +144,8 @@ func (p *proc) expect(name string, timeout time.Duration) error {
 // finish asks for the result and waits for the child to exit; on timeout it kills it.
 func (p *proc) finish(timeout time.Duration) (*ChildResult, error) {
 	var brokerNs int64
-	if p.brokerPid != 0 && p.brokerAtGo > 0 {
-		if now := processCPU(p.brokerPid); now > 0 {
+	if p.brokerPid != 0 && p.brokerAtGo >= 0 {
+		if now := processCPU(p.brokerPid); now >= 0 {
 			brokerNs = now - p.brokerAtGo
 		}
 	}
@@ -169,25 +169,25 @@ func (p *proc) finish(timeout time.Duration) (*ChildResult, error) {
 }
 
 // processCPU returns the user and system time another process has used, in nanoseconds,
-// from /proc/PID/stat (clock ticks of 10 ms); 0 where that cannot be read.
+// from /proc/PID/stat (clock ticks of 10 ms); -1 where that cannot be read.
 func processCPU(pid int) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return -1
 	}
 	// The command name (field 2) is in parentheses and may hold spaces: count from its end.
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0
+		return -1
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return 0
+		return -1
 	}
 	utime, err1 := strconv.ParseInt(f[11], 10, 64) // field 14
 	stime, err2 := strconv.ParseInt(f[12], 10, 64) // field 15
 	if err1 != nil || err2 != nil {
-		return 0
+		return -1
 	}
 	return (utime + stime) * int64(time.Second/100)
 }
