@@ -19,6 +19,12 @@ func TestMain(m *testing.M) {
 				fmt.Fprintln(os.Stderr, err)
 				os.Exit(1)
 			}
+			// TestChildExitStatus: a child that reports its result and then fails on exit,
+			// as one does when the race detector reports at exit.
+			if os.Getenv(failAtExitEnv) != "" {
+				fmt.Fprintln(os.Stderr, "failing at exit as asked")
+				os.Exit(66)
+			}
 			os.Exit(0)
 		}
 	}

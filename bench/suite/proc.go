@@ -18,11 +18,12 @@ import (
 
 // proc is one child process seen from the parent.
 type proc struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	events chan Event
-	stderr lockedBuffer
-	exited chan struct{}
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	events  chan Event
+	stderr  lockedBuffer
+	exited  chan struct{}
+	waitErr error // the child's exit status (cmd.Wait), set before exited closes
 
 	// brokerPid is the Mosquitto the child works with (0: none, or mochi in the suite's own
 	// process); its CPU time is read at "go" (brokerAtGo) and at "stop".
@@ -93,7 +94,7 @@ func startProc(job Job) (*proc, error) {
 			p.events <- e
 		}
 		close(p.events)
-		cmd.Wait()
+		p.waitErr = cmd.Wait()
 		close(p.exited)
 	}()
 	return p, nil
@@ -157,12 +158,19 @@ func (p *proc) finish(timeout time.Duration) (*ChildResult, error) {
 	case <-time.After(5 * time.Second):
 		p.cmd.Process.Kill()
 		<-p.exited
+		if err == nil {
+			err = errors.New("child did not exit within 5 s of its result")
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
 	if e.Result == nil {
 		return nil, fmt.Errorf("child sent no result")
+	}
+	if p.waitErr != nil {
+		// A result and then a failed exit: the race detector's report at exit, say.
+		return nil, fmt.Errorf("child exited with %v after its result: %s", p.waitErr, p.stderr.String())
 	}
 	e.Result.BrokerNs = brokerNs
 	return e.Result, nil
