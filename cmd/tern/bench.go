@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/cmd/tern/internal/broker"
 	"github.com/ternmq/tern/packet"
 )
@@ -34,6 +35,7 @@ type benchFlags struct {
 	filter      string
 	shared      string
 	inflight    int
+	coalesce    time.Duration // --read-coalescing
 	connectRate float64
 	wait        time.Duration
 	interval    time.Duration
@@ -86,6 +88,8 @@ func newBenchFlags(workload string, stderr io.Writer) (*cliFlags, *benchFlags) {
 	c.String(&f.filter, "filter", "FILTER", "", "subscribers' topic filter (default: the template with each level holding % as +)")
 	c.String(&f.shared, "shared", "GROUP", "", "subscribers share the subscription $share/GROUP/FILTER: together they get each message once")
 	c.Int(&f.inflight, "inflight", "N", 16, "QoS 1/2 publishes each publisher keeps unacknowledged (PublishAsync window)")
+	c.Duration(&f.coalesce, "read-coalescing", "DURATION", tern.DefaultReadCoalescing,
+		"under a fast stream each client's read loop wakes once per batch, waiting at most this long (0: every packet as it arrives)")
 	c.fs.Float64Var(&f.connectRate, "connect-rate", 0, "")
 	c.add("connect-rate", "PER_SECOND", "", "new connections a second (0: as fast as 64 parallel dials go)")
 	c.Duration(&f.wait, "wait", "DURATION", 5*time.Second, "after publishing, wait this long without progress for messages in flight (sub: end after this long quiet)")
@@ -206,6 +210,8 @@ func (f *benchFlags) check(c *cliFlags) error {
 		return usagef("--inflight %d: want 1 to 65535", f.inflight)
 	case f.wait < 0:
 		return usagef("--wait %v: want a positive duration", f.wait)
+	case f.coalesce < 0 || f.coalesce > time.Second:
+		return usagef("--read-coalescing %v: want 0 (off) to 1s", f.coalesce)
 	case f.interval < minInterval:
 		return usagef("--interval %v: at least %v (one status line each)", f.interval, minInterval)
 	case f.clients > 1_000_000 || f.subs > 1_000_000:

@@ -82,28 +82,30 @@ func statsOf(h *hdrhistogram.Histogram) *latStats {
 
 // conditions say where and how a report was measured.
 type conditions struct {
-	Tern      string    `json:"tern"`
-	Go        string    `json:"go"`
-	OS        string    `json:"os"`
-	Arch      string    `json:"arch"`
-	CPUs      int       `json:"cpus"`
-	Host      string    `json:"host"`
-	Broker    string    `json:"broker"`
-	Started   time.Time `json:"started"`
-	Args      []string  `json:"args"`
-	Clients   int       `json:"clients"`
-	Subs      int       `json:"subscribers"`
-	QoS       int       `json:"qos"`
-	Size      int       `json:"size"`
-	Rate      float64   `json:"rate_per_client"`
-	OpenLoop  bool      `json:"open_loop"`
-	Inflight  int       `json:"inflight"`
-	Retain    bool      `json:"retain"`
-	Topic     string    `json:"topic"`
-	Shared    string    `json:"shared,omitempty"`
-	RunID     uint64    `json:"run_id"`
-	FDLimit   uint64    `json:"fd_limit,omitempty"`
-	GOMAXPROC int       `json:"gomaxprocs"`
+	Tern     string    `json:"tern"`
+	Go       string    `json:"go"`
+	OS       string    `json:"os"`
+	Arch     string    `json:"arch"`
+	CPUs     int       `json:"cpus"`
+	Host     string    `json:"host"`
+	Broker   string    `json:"broker"`
+	Started  time.Time `json:"started"`
+	Args     []string  `json:"args"`
+	Clients  int       `json:"clients"`
+	Subs     int       `json:"subscribers"`
+	QoS      int       `json:"qos"`
+	Size     int       `json:"size"`
+	Rate     float64   `json:"rate_per_client"`
+	OpenLoop bool      `json:"open_loop"`
+	Inflight int       `json:"inflight"`
+	// ReadCoalescing is --read-coalescing ("0s": off); empty in reports from before it.
+	ReadCoalescing string `json:"read_coalescing,omitempty"`
+	Retain         bool   `json:"retain"`
+	Topic          string `json:"topic"`
+	Shared         string `json:"shared,omitempty"`
+	RunID          uint64 `json:"run_id"`
+	FDLimit        uint64 `json:"fd_limit,omitempty"`
+	GOMAXPROC      int    `json:"gomaxprocs"`
 }
 
 // seriesPoint is one status interval: messages sent and received during it.
@@ -227,8 +229,12 @@ func (r *benchReport) printTable(w io.Writer) {
 		if c.OpenLoop {
 			loop = fmt.Sprintf("open loop, %g msg/s per client", c.Rate)
 		}
-		fmt.Fprintf(tw, "load\t%d publishers, %d subscribers, QoS %d, %d B, %s, inflight %d\n",
+		fmt.Fprintf(tw, "load\t%d publishers, %d subscribers, QoS %d, %d B, %s, inflight %d",
 			c.Clients, c.Subs, c.QoS, c.Size, loop, c.Inflight)
+		if c.ReadCoalescing != "" {
+			fmt.Fprintf(tw, ", read coalescing %s", c.ReadCoalescing)
+		}
+		fmt.Fprintln(tw)
 		fmt.Fprintf(tw, "duration\t%.2f s\n", r.Duration)
 		fmt.Fprintf(tw, "sent\t%d (%.0f msg/s), %d publish errors\n", r.Sent, r.OutRate, r.PublishErrors)
 		if c.QoS > 0 {

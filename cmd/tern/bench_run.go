@@ -65,7 +65,7 @@ func newRun(f *benchFlags, stderr io.Writer) (*run, error) {
 	r.cond = conditions{Tern: version, Go: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH,
 		CPUs: runtime.NumCPU(), GOMAXPROC: runtime.GOMAXPROCS(0), Host: host, Broker: redactURL(broker),
 		Started: time.Now().UTC(), Args: f.args, QoS: f.qos, Size: f.size, Rate: f.rate, OpenLoop: f.rate > 0,
-		Inflight: f.inflight, Retain: f.retain, Topic: f.topic, Shared: f.shared, RunID: r.runID}
+		Inflight: f.inflight, ReadCoalescing: f.coalesce.String(), Retain: f.retain, Topic: f.topic, Shared: f.shared, RunID: r.runID}
 	switch f.workload {
 	case "pub", "conn":
 		r.cond.Clients = f.clients
@@ -87,6 +87,7 @@ func (r *run) clientOptions(kind string, i int) []tern.Option {
 	id := fmt.Sprintf("%s-%x-%s%d", prefix, r.runID&0xFFFFFFFF, kind, i)
 	return append(append([]tern.Option(nil), r.base...),
 		tern.WithClientID(id),
+		tern.WithReadCoalescing(r.f.coalesce),
 		tern.WithOnConnectionUp(func(*tern.ConnackInfo) { r.connsUp.Add(1) }),
 		tern.WithOnConnectionDown(func(error) bool {
 			r.connsUp.Add(-1)

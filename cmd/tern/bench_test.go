@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/internal/faultproxy"
 )
 
@@ -45,15 +46,22 @@ func TestBenchPubSubCounts(t *testing.T) {
 	for _, tc := range []struct {
 		name, url string
 		qos       int
+		coalesce  string // --read-coalescing, "" for the default
 	}{
-		{"mosquitto-qos0", mosq, 0}, {"mosquitto-qos1", mosq, 1}, {"mosquitto-qos2", mosq, 2},
-		{"embedded-qos1", "", 1}, {"embedded-qos2", "", 2},
+		{"mosquitto-qos0", mosq, 0, ""}, {"mosquitto-qos1", mosq, 1, ""}, {"mosquitto-qos2", mosq, 2, ""},
+		{"embedded-qos1", "", 1, ""}, {"embedded-qos2", "", 2, ""},
+		{"mosquitto-qos1-no-coalescing", mosq, 1, "0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv("TERN_BROKER", "")
 			args := []string{"pubsub", "-c", "3", "--subs", "2", "-n", "300", "-q", fmt.Sprint(tc.qos), "--inflight", "8"}
 			if tc.url != "" {
 				args = append(args, "-L", tc.url)
+			}
+			want := tern.DefaultReadCoalescing.String()
+			if tc.coalesce != "" {
+				args = append(args, "--read-coalescing", tc.coalesce)
+				want = "0s"
 			}
 			code, out, errOut, rep := runBenchJSON(t, args...)
 			if code != 0 || rep == nil {
@@ -73,6 +81,9 @@ func TestBenchPubSubCounts(t *testing.T) {
 			}
 			if !strings.Contains(out, "lost            0") {
 				t.Fatalf("table:\n%s", out)
+			}
+			if rep.Conditions.ReadCoalescing != want || !strings.Contains(out, "read coalescing "+want) {
+				t.Fatalf("read coalescing %q in the report, want %q:\n%s", rep.Conditions.ReadCoalescing, want, out)
 			}
 		})
 	}
@@ -285,6 +296,8 @@ func TestBenchBadInput(t *testing.T) {
 		{[]string{"pub", "-q", "3"}, "-q 3"},
 		{[]string{"pub", "--size", "8"}, "--size 8"},
 		{[]string{"pub", "--inflight", "0"}, "--inflight 0"},
+		{[]string{"pub", "--read-coalescing", "-1ms"}, "--read-coalescing -1ms"},
+		{[]string{"pub", "--read-coalescing", "2s"}, "--read-coalescing 2s"},
 		{[]string{"pub", "-t", "a/#"}, "-t"},
 		{[]string{"pub", "--plot", "x.gif"}, "unknown image format"},
 		{[]string{"pub", "--bogus"}, "bogus"},
