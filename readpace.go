@@ -42,8 +42,10 @@ type readPacer struct {
 	mark    int          // the current SO_RCVLOWAT; 1 is off
 	expired int          // waits that reached their deadline, in all
 	hits    int          // waits the stream filled (the mark or the buffer) since the last deadline
+	paid    int          // such waits, in all
 	failAt  time.Time    // when the last wait reached its deadline
 	level   int          // back-off, 0 to paceMaxLevel: a quiet period lasts quietUnit << level
+	downs   int          // times the level went down, in all
 	quiet   time.Time    // the mark stays off until then
 	calm    time.Time    // the level may go down from then, once the mark has paid (hits)
 	// The arrival rate is measured over windows of at least delay: bytes read since winStart.
@@ -129,6 +131,7 @@ func (p *readPacer) Read(b []byte) (int, error) {
 	}
 	if waits && n >= min(p.mark, len(b)) {
 		p.hits++ // the stream filled the mark (or the buffer): a wake-up saved
+		p.paid++
 	}
 	p.observe(n, now)
 	return n, nil
@@ -173,6 +176,7 @@ func (p *readPacer) observe(n int, now time.Time) {
 	if p.level > 0 && p.hits >= paceMinHits && !now.Before(p.calm) {
 		// A period with the mark up and paying, and no back-off: trust it a step more.
 		p.level--
+		p.downs++
 		p.calm = now.Add(p.quietUnit() << p.level)
 	}
 	want := min(int(rate*float64(p.delay/2)), paceMaxMark)
