@@ -2,12 +2,17 @@ package tern
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ternmq/tern/internal/brokertest"
+	"github.com/ternmq/tern/packet"
 )
 
 // Hostile and adversarial cases of read coalescing (readpace.go). The pacer's fields are the
@@ -279,4 +284,73 @@ func TestHostileReadPaceSmallReceiveMaximum(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestHostileReadPaceOwnSocketsOnly: the pacer changes socket options and read deadlines,
+// so it acts only on the plain TCP connections the client dials itself. A connection from
+// WithDialFunc or a Transport belongs to the code that made it (which may tune, wrap or
+// share the socket); TLS and Unix sockets cannot have one. Design promise (DESIGN.md, "Read
+// coalescing"): "TLS, WebSocket, Unix sockets and custom DialFunc connections have no pacer".
+func TestHostileReadPaceOwnSocketsOnly(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	if p := pacerOf(t, newTestClient(t, b.URL)); p == nil {
+		t.Skip("no read coalescing on this system")
+	}
+	var dialed atomic.Int64
+	own := func(ctx context.Context, u *url.URL) (net.Conn, error) {
+		dialed.Add(1)
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", u.Host) // a *net.TCPConn, as a custom dialer may return
+	}
+	c := newTestClient(t, b.URL, WithDialFunc(own))
+	if dialed.Load() == 0 {
+		t.Fatal("the dial function was not used")
+	}
+	if p := pacerOf(t, c); p != nil {
+		t.Fatal("a WithDialFunc connection has a read pacer")
+	}
+	// A Transport (here one that carries MQTT over plain TCP for ws://, as a test double of
+	// a WebSocket library might) is the same: its connection is its own.
+	c = newTestClient(t, "ws://"+b.Addr, WithTransport(tcpTransport{&dialed}))
+	if p := pacerOf(t, c); p != nil {
+		t.Fatal("a Transport's connection has a read pacer")
+	}
+
+	ca := newRedirectCA(t)
+	tp := newTLSPeer(t, ca.server(t, 2, nil, loopback))
+	c, err := New(WithBroker("mqtts://127.0.0.1:"+tp.port()), WithTLSConfig(&tls.Config{RootCAs: ca.pool}),
+		WithReconnectBackoff(ConstantBackoff(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpc, _ := startAtPeer(t, tp, c, &packet.Connack{})
+	tpc.closeOnEOF()
+	if p := pacerOf(t, c); p != nil {
+		t.Fatal("a TLS connection has a read pacer")
+	}
+
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "mqtt.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := servePeer(t, ln)
+	c, err = New(WithBroker("unix://"+ln.Addr().String()), WithReconnectBackoff(ConstantBackoff(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upc, _ := startAtPeer(t, up, c, &packet.Connack{})
+	upc.closeOnEOF()
+	if p := pacerOf(t, c); p != nil {
+		t.Fatal("a Unix socket connection has a read pacer")
+	}
+}
+
+// tcpTransport serves ws:// with plain TCP connections.
+type tcpTransport struct{ dialed *atomic.Int64 }
+
+func (tcpTransport) Schemes() []string { return []string{"ws"} }
+
+func (tt tcpTransport) Dial(ctx context.Context, u *url.URL, env DialEnv) (net.Conn, error) {
+	tt.dialed.Add(1)
+	return env.Dialer.DialContext(ctx, "tcp", u.Host)
 }

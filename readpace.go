@@ -3,6 +3,7 @@ package tern
 import (
 	"errors"
 	"net"
+	"net/url"
 	"os"
 	"sync/atomic"
 	"time"
@@ -66,6 +67,16 @@ const (
 // DefaultReadCoalescing is the longest the read loop waits for a fast stream to fill a batch
 // (see WithReadCoalescing).
 const DefaultReadCoalescing = 500 * time.Microsecond
+
+// coalescing is the read coalescing bound for a connection to u: WithReadCoalescing's for
+// the plain TCP connections the client dials itself (mqtt://, tcp://), 0 (no pacer) for
+// anything from WithDialFunc or a Transport, whose socket belongs to the code that made it.
+func (c *config) coalescing(u *url.URL) time.Duration {
+	if c.dial != nil || (u.Scheme != "mqtt" && u.Scheme != "tcp") {
+		return 0
+	}
+	return c.readCoalesce
+}
 
 // newReadPacer returns the pacer of nc, or nil when nc cannot have one or delay is 0.
 func newReadPacer(nc net.Conn, delay time.Duration) *readPacer {
