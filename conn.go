@@ -189,7 +189,7 @@ func (c *Client) dialConnAt(ctx context.Context, broker *url.URL, clean, redirec
 	}
 	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	pacer := newReadPacer(nc, c.cfg.readCoalesce)
+	pacer := newReadPacer(nc, c.cfg.coalescing(broker))
 	var src io.Reader = nc
 	if pacer != nil {
 		src = pacer

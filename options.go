@@ -326,8 +326,9 @@ func WithWill(w *packet.Will) Option {
 // trickle of messages) is read as soon as it arrives, and a peer that stops sending costs at
 // most one wait of d now and then. 0 turns it off: every packet is read as it arrives.
 //
-// Plain TCP connections on Linux only; on others it has no effect. Default: 500 µs
-// (DefaultReadCoalescing).
+// Plain TCP connections (mqtt://, tcp://) that the client dials itself, on Linux only; it
+// has no effect on others, nor on connections from WithDialFunc or a Transport, whose socket
+// is left as its maker set it. Default: 500 µs (DefaultReadCoalescing).
 func WithReadCoalescing(d time.Duration) Option {
 	return func(c *config) error {
 		if d < 0 || d > time.Second {

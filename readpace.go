@@ -3,6 +3,7 @@ package tern
 import (
 	"errors"
 	"net"
+	"net/url"
 	"os"
 	"sync/atomic"
 	"time"
@@ -20,13 +21,15 @@ import (
 // follows the measured arrival rate (what arrives within half the delay bound), and is off
 // (1 byte) for anything slower: a lone packet, a request and its answer, a trickle of
 // messages are read as soon as they arrive. A wait that reaches its deadline reads what has
-// arrived. One such wait is a pause in the stream; a second soon after (within ten deadlines)
-// means a peer that sends no more until it hears from us (a full Receive Maximum window, a
-// request waiting for its answer): the mark then stays at most half the one that failed, or
-// off, for a quiet period that doubles each time this happens again (20 ms up to 2.56 s) and
-// halves again for each such period that passes without it. Such a
-// peer costs two deadlines now and then, not one per read. The acknowledgements a batch
-// causes leave before the read loop reads again (endBatch), never behind a wait.
+// arrived. Such a deadline is a pause in a stream when the stream filled the mark several
+// times since the last one (paceMinHits) and that one is more than ten deadlines old.
+// Otherwise the mark is not paying: most often a peer that sends no more until it hears
+// from us (a full Receive Maximum window, a request waiting for its answer), which leaves
+// the tail of each window below any mark, however low. The mark then stays off for a quiet
+// period that doubles each time this happens again (20 ms up to 2.56 s at the default
+// bound) and halves only after a period in which the mark was up and paid. Such a peer
+// costs a deadline now and then, not one per window. The acknowledgements a batch causes
+// leave before the read loop reads again (endBatch), never behind a wait.
 //
 // Only plain TCP connections on Linux have it (the kernel wakes a reader by SO_RCVLOWAT
 // there); TLS, WebSocket, Unix sockets and custom dialers read as before.
@@ -38,12 +41,14 @@ type readPacer struct {
 	on      atomic.Bool  // set once the connection's read loop runs
 	final   atomic.Int64 // unix nanos of a deadline set to end the read loop (stop); 0 if none
 	mark    int          // the current SO_RCVLOWAT; 1 is off
-	ceiling int          // the highest mark allowed until quiet ends
-	failAt  time.Time    // when the last wait reached its deadline
 	expired int          // waits that reached their deadline, in all
-	level   int          // backoff: the quiet period is 10 ms << level
-	quiet   time.Time    // when ceiling goes back to paceMaxMark
-	calm    time.Time    // when level may go down, if the ceiling has held since
+	hits    int          // waits the stream filled (the mark or the buffer) since the last deadline
+	paid    int          // such waits, in all
+	failAt  time.Time    // when the last wait reached its deadline
+	level   int          // back-off, 0 to paceMaxLevel: a quiet period lasts quietUnit << level
+	downs   int          // times the level went down, in all
+	quiet   time.Time    // the mark stays off until then
+	calm    time.Time    // the level may go down from then, once the mark has paid (hits)
 	// The arrival rate is measured over windows of at least delay: bytes read since winStart.
 	winStart time.Time
 	winBytes int
@@ -53,13 +58,25 @@ type readPacer struct {
 }
 
 const (
-	paceMinMark = 512      // below this the mark is off: too little to be worth a wait
-	paceMaxMark = 16 << 10 // half the read buffer: a wait never outgrows what one read takes
+	paceMinMark  = 512      // below this the mark is off: too little to be worth a wait
+	paceMaxMark  = 16 << 10 // half the read buffer: a wait never outgrows what one read takes
+	paceMinHits  = 8        // filled waits that make a deadline a pause, not a peer waiting
+	paceMaxLevel = 8        // the longest quiet period is quietUnit << paceMaxLevel
 )
 
 // DefaultReadCoalescing is the longest the read loop waits for a fast stream to fill a batch
 // (see WithReadCoalescing).
 const DefaultReadCoalescing = 500 * time.Microsecond
+
+// coalescing is the read coalescing bound for a connection to u: WithReadCoalescing's for
+// the plain TCP connections the client dials itself (mqtt://, tcp://), 0 (no pacer) for
+// anything from WithDialFunc or a Transport, whose socket belongs to the code that made it.
+func (c *config) coalescing(u *url.URL) time.Duration {
+	if c.dial != nil || (u.Scheme != "mqtt" && u.Scheme != "tcp") {
+		return 0
+	}
+	return c.readCoalesce
+}
 
 // newReadPacer returns the pacer of nc, or nil when nc cannot have one or delay is 0.
 func newReadPacer(nc net.Conn, delay time.Duration) *readPacer {
@@ -70,7 +87,7 @@ func newReadPacer(nc net.Conn, delay time.Duration) *readPacer {
 	if set == nil {
 		return nil
 	}
-	return &readPacer{nc: nc, setLW: set, delay: delay, mark: 1, ceiling: paceMaxMark}
+	return &readPacer{nc: nc, setLW: set, delay: delay, mark: 1}
 }
 
 // start lets the pacer act; before it (the handshake) every read is passed straight on.
@@ -92,7 +109,8 @@ func (p *readPacer) Read(b []byte) (int, error) {
 		}
 		return p.nc.Read(b)
 	}
-	if p.mark > 1 {
+	waits := p.mark > 1
+	if waits {
 		dl := time.Now().Add(p.delay)
 		if f := p.final.Load(); f != 0 && f < dl.UnixNano() {
 			dl = time.Unix(0, f)
@@ -108,7 +126,7 @@ func (p *readPacer) Read(b []byte) (int, error) {
 	if err != nil && p.armed && errors.Is(err, os.ErrDeadlineExceeded) {
 		if f := p.final.Load(); f == 0 || now.UnixNano() < f {
 			// Our own deadline: the stream slowed below the mark. Read what has come, as
-			// if the mark were off, and keep the mark lower for a while.
+			// if the mark were off (failed decides whether it stays off for a while).
 			if f == 0 {
 				p.failed(now)
 			}
@@ -122,25 +140,32 @@ func (p *readPacer) Read(b []byte) (int, error) {
 	if err != nil {
 		return n, err
 	}
+	if waits && n >= min(p.mark, len(b)) {
+		p.hits++ // the stream filled the mark (or the buffer): a wake-up saved
+		p.paid++
+	}
 	p.observe(n, now)
 	return n, nil
 }
 
-// failed records a wait that reached its deadline at now.
+// failed records a wait that reached its deadline at now, and backs off unless it was a
+// pause in a stream that the mark pays for.
 func (p *readPacer) failed(now time.Time) {
 	p.expired++
-	// One failure is a pause in the stream; a second soon after it (within ten deadlines) is
-	// a peer waiting for us.
-	prev := p.failAt
-	p.failAt = now
-	if prev.IsZero() || now.Sub(prev) > 10*p.delay {
-		return
+	prev, filled := p.failAt, p.hits
+	p.failAt, p.hits = now, 0
+	if filled >= paceMinHits && (prev.IsZero() || now.Sub(prev) > 10*p.delay) {
+		return // a pause in a stream that filled the mark often enough since the last one
 	}
-	p.failAt = time.Time{}
-	p.ceiling = min(p.ceiling, p.mark) / 2
-	p.level = min(p.level+1, 8)
-	p.quiet = now.Add(10 * time.Millisecond << p.level)
+	// The mark is not paying: a lower one would fail the same way (a peer that waits for us
+	// leaves the tail of each window below any mark), so it stays off for a while.
+	p.level = min(p.level+1, paceMaxLevel)
+	p.quiet = now.Add(p.quietUnit() << p.level)
+	p.calm = p.quiet.Add(p.quietUnit() << p.level)
 }
+
+// quietUnit is the back-off's time unit: 20 delay bounds (10 ms at the default bound).
+func (p *readPacer) quietUnit() time.Duration { return 20 * p.delay }
 
 // observe counts n bytes read at now and, once a window of at least the delay bound has
 // passed, sets the arrival rate from the window (bytes over its time: single reads are too
@@ -159,17 +184,14 @@ func (p *readPacer) observe(n int, now time.Time) {
 	}
 	rate := float64(p.winBytes) / float64(span)
 	p.winStart, p.winBytes = now, 0
-	switch {
-	case p.ceiling < paceMaxMark && now.After(p.quiet):
-		p.ceiling = paceMaxMark
-		p.calm = now.Add(10 * time.Millisecond << p.level)
-	case p.level > 0 && p.ceiling == paceMaxMark && now.After(p.calm):
+	if p.level > 0 && p.hits >= paceMinHits && !now.Before(p.calm) {
+		// A period with the mark up and paying, and no back-off: trust it a step more.
 		p.level--
-		p.calm = now.Add(10 * time.Millisecond << p.level)
+		p.downs++
+		p.calm = now.Add(p.quietUnit() << p.level)
 	}
-	want := int(rate * float64(p.delay/2))
-	want = min(want, p.ceiling, paceMaxMark)
-	if want < paceMinMark {
+	want := min(int(rate*float64(p.delay/2)), paceMaxMark)
+	if want < paceMinMark || now.Before(p.quiet) {
 		want = 1
 	}
 	// Change the mark only for a real difference: each change is a system call.

@@ -1,0 +1,356 @@
+package tern
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/url"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern/internal/brokertest"
+	"github.com/ternmq/tern/packet"
+)
+
+// Hostile and adversarial cases of read coalescing (readpace.go). The pacer's fields are the
+// reader goroutine's: the tests read them once the reader has stopped (after Disconnect), or
+// drive a pacer of their own with no reader running.
+
+// policyPacer returns a started pacer on a loopback TCP connection whose SO_RCVLOWAT setter
+// only records the marks asked for, so its policy can be driven with chosen times.
+func policyPacer(t *testing.T) (*readPacer, *[]int) {
+	t.Helper()
+	c, _ := tcpPair(t)
+	p := startedPacer(t, c)
+	var set []int
+	p.setLW = func(v int) error { set = append(set, v); return nil }
+	return p, &set
+}
+
+// fastWindow feeds p one rate window of a stream far faster than any mark (64 KiB per delay
+// bound) ending at now, as the reads of such a stream would, and returns the window's end.
+func fastWindow(p *readPacer, now time.Time) time.Time {
+	if p.winStart.IsZero() {
+		p.observe(0, now)
+		now = now.Add(p.delay)
+	}
+	p.observe(64<<10, now)
+	return now
+}
+
+// slowWindow feeds p one rate window of a trickle (far below any mark) ending at now.
+func slowWindow(p *readPacer, now time.Time) time.Time {
+	if p.winStart.IsZero() {
+		p.observe(0, now)
+		now = now.Add(p.delay)
+	}
+	p.observe(8, now)
+	return now
+}
+
+// fillWaits is what Read does after n reads whose wait for the mark the stream filled.
+func fillWaits(p *readPacer, n int) { p.hits += n }
+
+// deadline is what Read does when a wait for the mark reaches its deadline at now.
+func deadline(p *readPacer, now time.Time) {
+	p.failed(now)
+	p.reset()
+}
+
+// TestHostileReadPacePeerWaitsMarkOff: once two waits in a row reach their deadline (a peer
+// that sends a window and waits for our answer), the mark stays off for the quiet period,
+// however fast the windows come. A peer that waits for us leaves the tail of each window
+// below any mark, so a lower mark only costs the same deadline again (the halving cascade:
+// 16 KiB, 8 KiB, ... 512 B, two deadlines at each step). Design promise: "a peer that waits
+// for us costs a deadline now and then, not one per window".
+func TestHostileReadPacePeerWaitsMarkOff(t *testing.T) {
+	p, _ := policyPacer(t)
+	now := fastWindow(p, time.Now())
+	if p.mark <= 1 {
+		t.Fatalf("a fast stream left the mark at %d", p.mark)
+	}
+	fillWaits(p, paceMinHits)
+	now = now.Add(p.delay)
+	deadline(p, now) // a pause in the stream
+	now = fastWindow(p, now)
+	if p.mark <= 1 {
+		t.Fatalf("one deadline kept the mark off (%d): one pause is not a peer waiting", p.mark)
+	}
+	fillWaits(p, paceMinHits)
+	now = now.Add(p.delay)
+	deadline(p, now) // the second within ten bounds: the peer waits for us
+	for i := range 10 {
+		now = fastWindow(p, now)
+		if p.mark != 1 {
+			t.Fatalf("window %d after the peer was seen waiting for us: mark %d; want off for the quiet period", i, p.mark)
+		}
+	}
+}
+
+// TestHostileReadPaceSpacedDeadlinesBackOff: deadlines more than ten bounds apart, with no
+// wait between them that the stream filled (a peer waiting for an answer that comes later
+// than ten bounds: a slow consumer's acknowledgements, a remote broker), are the same
+// pattern: after the second the mark stays off, instead of costing a deadline per window
+// for as long as the flow lasts.
+func TestHostileReadPaceSpacedDeadlinesBackOff(t *testing.T) {
+	p, _ := policyPacer(t)
+	now := time.Now()
+	for i := range 2 {
+		now = fastWindow(p, now.Add(20*p.delay))
+		if p.mark <= 1 {
+			t.Fatalf("window %d: the mark did not rise (%d)", i, p.mark)
+		}
+		if i == 0 {
+			fillWaits(p, paceMinHits) // a stream, then a pause: forgiven
+		}
+		deadline(p, now.Add(p.delay)) // the second: nothing filled the mark since the first
+	}
+	now = fastWindow(p, now.Add(2*p.delay))
+	if p.mark != 1 {
+		t.Fatalf("after two deadlines with no filled wait between: mark %d; want off", p.mark)
+	}
+}
+
+// TestHostileReadPaceLevelKeptWhileOff: the back-off level goes down only after a period in
+// which the mark was up and paid (waits that filled it). A period spent with the mark off
+// (the trickle between a Receive Maximum window's acknowledgements, say) proves nothing: if
+// it lowered the level, a peer that waits for us would cost two deadlines every few tens of
+// milliseconds for ever instead of a quiet period that grows to its cap.
+func TestHostileReadPaceLevelKeptWhileOff(t *testing.T) {
+	p, _ := policyPacer(t)
+	now := time.Now()
+	episode := func() int { // fast windows ending in deadlines until the pacer backs off
+		before := p.level
+		for i := 0; p.level == before; i++ {
+			if i == 10 {
+				t.Fatalf("no back-off after 10 windows that each ended at a deadline (level %d)", p.level)
+			}
+			now = fastWindow(p, now.Add(p.delay))
+			if p.mark > 1 {
+				now = now.Add(p.delay)
+				deadline(p, now)
+			}
+		}
+		return p.level
+	}
+	first := episode()
+	// Long after the quiet period, with the mark off all along: a trickle.
+	for end := p.quiet.Add(100 * 10 * time.Millisecond << p.level); now.Before(end); {
+		now = slowWindow(p, now.Add(10*p.delay))
+	}
+	if second := episode(); second <= first {
+		t.Fatalf("back-off level %d after the second episode, %d after the first; want it higher", second, first)
+	}
+}
+
+// TestHostileReadPaceStreamPausesKeepMark: a fast stream that pauses now and then (a wait
+// reaches its deadline after many waits the stream filled) keeps its mark: such a pause is
+// not a peer waiting for us. Guards the back-off against cutting a healthy stream.
+func TestHostileReadPaceStreamPausesKeepMark(t *testing.T) {
+	p, _ := policyPacer(t)
+	now := time.Now()
+	for pause := range 20 {
+		for range 40 { // 20 ms of stream between pauses, the mark filled at every read
+			now = fastWindow(p, now.Add(p.delay/2))
+			fillWaits(p, 2)
+		}
+		if p.mark <= 1 {
+			t.Fatalf("pause %d: mark off in a fast stream (level %d)", pause, p.level)
+		}
+		now = now.Add(p.delay)
+		deadline(p, now)
+	}
+	if p.level != 0 {
+		t.Fatalf("a stream with pauses 20 ms apart backed off to level %d", p.level)
+	}
+}
+
+// backOffs is the most back-offs a pacer with the default bound can make in elapsed with
+// its level never going down: one, then one more per quiet period that has passed (they
+// double from 20 ms to 2.56 s, and the next back-off comes after the quiet period at the
+// earliest). It grows with the logarithm of the time, then by one per 2.56 s.
+func backOffs(elapsed time.Duration) int {
+	n := 1
+	for level, spent := 1, time.Duration(0); ; level++ {
+		spent += 20 * DefaultReadCoalescing << min(level, paceMaxLevel)
+		if spent > elapsed {
+			return n
+		}
+		n++
+	}
+}
+
+// deadlineBound is the most deadlines p may have reached in elapsed: each one either backs
+// off (backOffs, plus one more for each time the level went down) or comes after at least
+// paceMinHits waits that the stream filled (a pause in a stream the mark pays for). The
+// design's "a deadline now and then, never one per window", made countable.
+func deadlineBound(p *readPacer, elapsed time.Duration) int {
+	return backOffs(elapsed) + p.downs + p.paid/paceMinHits
+}
+
+// pacerOf returns the read pacer of c's live connection (nil without one). Its fields are
+// the reader's: read them only once c is disconnected.
+func pacerOf(t *testing.T, c *Client) *readPacer {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn == nil {
+		t.Fatal("not connected")
+	}
+	return c.conn.pacer
+}
+
+// disconnect ends c gracefully, bounded, so that its reader has stopped when it returns.
+func disconnect(t *testing.T, c *Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Disconnect(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestHostileReadPaceSmallReceiveMaximum: a fast QoS 1 or 2 feeder through Mosquitto to a
+// subscriber that grants a window of 1 to 5 (WithReceiveMaximum): the broker sends a window
+// and waits for our acknowledgements, so a wait for a mark reaches its deadline and stalls
+// the flow by the whole bound. (Mosquitto 2.0 overruns the window while acknowledgements
+// flow, so part of the flow is a stream that fills the mark.) At most deadlineBound: every
+// deadline backs off or was paid for, never one per window. QoS 2 adds the PUBREL/PUBCOMP
+// round trip per message. Both clients' pacers are checked (the feeder reads PUBACK or
+// PUBREC/PUBCOMP, which it waits for within Mosquitto's window of 20).
+// [MQTT-3.3.4-9] the broker sends no more than our Receive Maximum unacknowledged.
+func TestHostileReadPaceSmallReceiveMaximum(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	const n = 16000
+	for _, qos := range []byte{1, 2} {
+		for _, rm := range []uint16{1, 3, 5} {
+			t.Run(fmt.Sprintf("qos%d-rm%d", qos, rm), func(t *testing.T) {
+				ctx := testCtx(t)
+				sub, err := New(WithBroker(b.URL), WithReceiveMaximum(rm))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := sub.Connect(ctx); err != nil {
+					t.Fatal(err)
+				}
+				var got atomic.Int64
+				done := make(chan struct{})
+				topic := fmt.Sprintf("pace/rm/%d/%d", qos, rm)
+				if _, err := sub.SubscribeCallback(ctx, []TopicFilter{{Topic: topic, QoS: qos}}, func(*Message) {
+					if got.Add(1) == n {
+						close(done)
+					}
+				}); err != nil {
+					t.Fatal(err)
+				}
+				pub := newTestClient(t, b.URL)
+				subPacer, pubPacer := pacerOf(t, sub), pacerOf(t, pub)
+				if subPacer == nil || pubPacer == nil {
+					t.Skip("no read coalescing on this system")
+				}
+				start := time.Now()
+				toks := make([]*PublishToken, 0, n)
+				for range n {
+					tok, err := pub.PublishAsync(ctx, PublishOptions{Topic: topic, Payload: make([]byte, 64), QoS: qos})
+					if err != nil {
+						t.Fatal(err)
+					}
+					toks = append(toks, tok)
+				}
+				for _, tok := range toks {
+					if err := tok.Wait(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				select {
+				case <-done:
+				case <-ctx.Done():
+					t.Fatalf("%d of %d messages arrived", got.Load(), n)
+				}
+				disconnect(t, sub)
+				disconnect(t, pub)
+				elapsed := time.Since(start) // the readers have stopped: no deadline after it
+				for _, p := range []*readPacer{subPacer, pubPacer} {
+					bound := deadlineBound(p, elapsed)
+					t.Logf("%d messages in %v: %d deadlines, %d filled waits, level %d (down %d); bound %d",
+						n, elapsed, p.expired, p.paid, p.level, p.downs, bound)
+					if p.expired > bound {
+						t.Errorf("%d deadlines; want at most %d", p.expired, bound)
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestHostileReadPaceOwnSocketsOnly: the pacer changes socket options and read deadlines,
+// so it acts only on the plain TCP connections the client dials itself. A connection from
+// WithDialFunc or a Transport belongs to the code that made it (which may tune, wrap or
+// share the socket); TLS and Unix sockets cannot have one. Design promise (DESIGN.md, "Read
+// coalescing"): "TLS, WebSocket, Unix sockets and custom DialFunc connections have no pacer".
+func TestHostileReadPaceOwnSocketsOnly(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	if p := pacerOf(t, newTestClient(t, b.URL)); p == nil {
+		t.Skip("no read coalescing on this system")
+	}
+	var dialed atomic.Int64
+	own := func(ctx context.Context, u *url.URL) (net.Conn, error) {
+		dialed.Add(1)
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", u.Host) // a *net.TCPConn, as a custom dialer may return
+	}
+	c := newTestClient(t, b.URL, WithDialFunc(own))
+	if dialed.Load() == 0 {
+		t.Fatal("the dial function was not used")
+	}
+	if p := pacerOf(t, c); p != nil {
+		t.Fatal("a WithDialFunc connection has a read pacer")
+	}
+	// A Transport (here one that carries MQTT over plain TCP for ws://, as a test double of
+	// a WebSocket library might) is the same: its connection is its own.
+	c = newTestClient(t, "ws://"+b.Addr, WithTransport(tcpTransport{&dialed}))
+	if p := pacerOf(t, c); p != nil {
+		t.Fatal("a Transport's connection has a read pacer")
+	}
+
+	ca := newRedirectCA(t)
+	tp := newTLSPeer(t, ca.server(t, 2, nil, loopback))
+	c, err := New(WithBroker("mqtts://127.0.0.1:"+tp.port()), WithTLSConfig(&tls.Config{RootCAs: ca.pool}),
+		WithReconnectBackoff(ConstantBackoff(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tpc, _ := startAtPeer(t, tp, c, &packet.Connack{})
+	tpc.closeOnEOF()
+	if p := pacerOf(t, c); p != nil {
+		t.Fatal("a TLS connection has a read pacer")
+	}
+
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "mqtt.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := servePeer(t, ln)
+	c, err = New(WithBroker("unix://"+ln.Addr().String()), WithReconnectBackoff(ConstantBackoff(time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	upc, _ := startAtPeer(t, up, c, &packet.Connack{})
+	upc.closeOnEOF()
+	if p := pacerOf(t, c); p != nil {
+		t.Fatal("a Unix socket connection has a read pacer")
+	}
+}
+
+// tcpTransport serves ws:// with plain TCP connections.
+type tcpTransport struct{ dialed *atomic.Int64 }
+
+func (tcpTransport) Schemes() []string { return []string{"ws"} }
+
+func (tt tcpTransport) Dial(ctx context.Context, u *url.URL, env DialEnv) (net.Conn, error) {
+	tt.dialed.Add(1)
+	return env.Dialer.DialContext(ctx, "tcp", u.Host)
+}
