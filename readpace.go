@@ -37,6 +37,8 @@ type readPacer struct {
 	nc    net.Conn
 	setLW func(int) error // sets SO_RCVLOWAT
 	delay time.Duration   // the longest a read waits for the mark (the deadline)
+	// maxMark is the highest mark: paceMaxMark, or less for a small receive buffer.
+	maxMark int
 
 	on      atomic.Bool  // set once the connection's read loop runs
 	final   atomic.Int64 // unix nanos of a deadline set to end the read loop (stop); 0 if none
@@ -83,11 +85,11 @@ func newReadPacer(nc net.Conn, delay time.Duration) *readPacer {
 	if delay <= 0 {
 		return nil
 	}
-	set := lowWaterSetter(nc)
-	if set == nil {
+	set, most := lowWaterSetter(nc)
+	if set == nil || most < paceMinMark {
 		return nil
 	}
-	return &readPacer{nc: nc, setLW: set, delay: delay, mark: 1}
+	return &readPacer{nc: nc, setLW: set, delay: delay, mark: 1, maxMark: min(most, paceMaxMark)}
 }
 
 // start lets the pacer act; before it (the handshake) every read is passed straight on.
@@ -190,7 +192,7 @@ func (p *readPacer) observe(n int, now time.Time) {
 		p.downs++
 		p.calm = now.Add(p.quietUnit() << p.level)
 	}
-	want := min(int(rate*float64(p.delay/2)), paceMaxMark)
+	want := min(int(rate*float64(p.delay/2)), p.maxMark)
 	if want < paceMinMark || now.Before(p.quiet) {
 		want = 1
 	}
