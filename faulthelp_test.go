@@ -406,3 +406,13 @@ func tail(s string, n int) string {
 	}
 	return "..." + s[len(s)-n:]
 }
+
+// waitTokens waits for every token and fails the test on the first error.
+func waitTokens(ctx context.Context, t *testing.T, toks []*PublishToken) {
+	t.Helper()
+	for _, tok := range toks {
+		if err := tok.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

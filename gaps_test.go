@@ -189,11 +189,7 @@ func TestStatsAdditions(t *testing.T) {
 		t.Fatalf("in flight %d, want 3", n)
 	}
 	px.Resume()
-	for _, tok := range toks {
-		if err := tok.Wait(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitTokens(ctx, t, toks)
 	if n := c.Stats().InFlight; n != 0 {
 		t.Fatalf("in flight %d after the acknowledgements, want 0", n)
 	}

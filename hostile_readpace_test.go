@@ -260,11 +260,7 @@ func TestHostileReadPaceSmallReceiveMaximum(t *testing.T) {
 					}
 					toks = append(toks, tok)
 				}
-				for _, tok := range toks {
-					if err := tok.Wait(ctx); err != nil {
-						t.Fatal(err)
-					}
-				}
+				waitTokens(ctx, t, toks)
 				select {
 				case <-done:
 				case <-ctx.Done():

@@ -94,11 +94,7 @@ func TestPoolHashByTopicOrder(t *testing.T) {
 			toks = append(toks, tok)
 		}
 	}
-	for _, tok := range toks {
-		if err := tok.Wait(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
+	waitTokens(ctx, t, toks)
 	next := make(map[string]int)
 	for range topics * per {
 		m := recv(t, ch)
