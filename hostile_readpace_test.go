@@ -60,12 +60,15 @@ func deadline(p *readPacer, now time.Time) {
 	p.reset()
 }
 
-// TestHostileReadPacePeerWaitsMarkOff: once two waits in a row reach their deadline (a peer
-// that sends a window and waits for our answer), the mark stays off for the quiet period,
-// however fast the windows come. A peer that waits for us leaves the tail of each window
-// below any mark, so a lower mark only costs the same deadline again (the halving cascade:
-// 16 KiB, 8 KiB, ... 512 B, two deadlines at each step). Design promise: "a peer that waits
-// for us costs a deadline now and then, not one per window".
+// TestHostileReadPacePeerWaitsMarkOff: a deadline the stream did not pay for with
+// paceMinHits filled waits since the last one (a peer that sends a window and waits for our
+// answer) keeps the mark off for the quiet period, however fast the windows come. A peer
+// that waits for us leaves the tail of each window below any mark, so a lower mark only
+// costs the same deadline again (the halving cascade: 16 KiB, 8 KiB, ... 512 B, two
+// deadlines at each step). A window of paceMinHits marks or more costs at most one deadline
+// per paceMinHits filled waits: bounded, and what a stream that pauses often costs too.
+// Design promise: "a peer that waits for us costs a deadline now and then, not one per
+// window".
 func TestHostileReadPacePeerWaitsMarkOff(t *testing.T) {
 	p, _ := policyPacer(t)
 	now := fastWindow(p, time.Now())
@@ -79,9 +82,9 @@ func TestHostileReadPacePeerWaitsMarkOff(t *testing.T) {
 	if p.mark <= 1 {
 		t.Fatalf("one deadline kept the mark off (%d): one pause is not a peer waiting", p.mark)
 	}
-	fillWaits(p, paceMinHits)
+	fillWaits(p, paceMinHits-1)
 	now = now.Add(p.delay)
-	deadline(p, now) // the second within ten bounds: the peer waits for us
+	deadline(p, now) // a window the mark did not pay for: the peer waits for us
 	for i := range 10 {
 		now = fastWindow(p, now)
 		if p.mark != 1 {

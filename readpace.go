@@ -22,8 +22,10 @@ import (
 // (1 byte) for anything slower: a lone packet, a request and its answer, a trickle of
 // messages are read as soon as they arrive. A wait that reaches its deadline reads what has
 // arrived. Such a deadline is a pause in a stream when the stream filled the mark several
-// times since the last one (paceMinHits) and that one is more than ten deadlines old.
-// Otherwise the mark is not paying: most often a peer that sends no more until it hears
+// times since the last one (paceMinHits), however soon: a stream on a busy machine pauses
+// often, and each pause costs no more than the pause itself. A peer that sends windows of
+// that many marks before it waits for us costs at most one deadline per paceMinHits filled
+// waits. Otherwise the mark is not paying: most often a peer that sends no more until it hears
 // from us (a full Receive Maximum window, a request waiting for its answer), which leaves
 // the tail of each window below any mark, however low. The mark then stays off for a quiet
 // period that doubles each time this happens again (20 ms up to 2.56 s at the default
@@ -46,7 +48,6 @@ type readPacer struct {
 	expired int          // waits that reached their deadline, in all
 	hits    int          // waits the stream filled (the mark or the buffer) since the last deadline
 	paid    int          // such waits, in all
-	failAt  time.Time    // when the last wait reached its deadline
 	level   int          // back-off, 0 to paceMaxLevel: a quiet period lasts quietUnit << level
 	downs   int          // times the level went down, in all
 	quiet   time.Time    // the mark stays off until then
@@ -154,9 +155,9 @@ func (p *readPacer) Read(b []byte) (int, error) {
 // pause in a stream that the mark pays for.
 func (p *readPacer) failed(now time.Time) {
 	p.expired++
-	prev, filled := p.failAt, p.hits
-	p.failAt, p.hits = now, 0
-	if filled >= paceMinHits && (prev.IsZero() || now.Sub(prev) > 10*p.delay) {
+	filled := p.hits
+	p.hits = 0
+	if filled >= paceMinHits {
 		return // a pause in a stream that filled the mark often enough since the last one
 	}
 	// The mark is not paying: a lower one would fail the same way (a peer that waits for us

@@ -113,7 +113,7 @@ func TestReadPacerFastStreamThenLastPacket(t *testing.T) {
 		}
 		p.mark = paceMaxMark
 		// Keep the pacer from backing off: each try stands alone, a pause in a stream.
-		p.failAt, p.hits = time.Time{}, paceMinHits
+		p.hits = paceMinHits
 		got := make(chan string, 1)
 		go func() {
 			n, err := p.Read(b)
