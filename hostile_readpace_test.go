@@ -111,7 +111,7 @@ func TestHostileReadPaceSpacedDeadlinesBackOff(t *testing.T) {
 		}
 		deadline(p, now.Add(p.delay)) // the second: nothing filled the mark since the first
 	}
-	now = fastWindow(p, now.Add(2*p.delay))
+	fastWindow(p, now.Add(2*p.delay))
 	if p.mark != 1 {
 		t.Fatalf("after two deadlines with no filled wait between: mark %d; want off", p.mark)
 	}
