@@ -224,6 +224,9 @@ func (c *Client) dialConnAt(ctx context.Context, broker *url.URL, clean, redirec
 		closing: make(chan struct{}),
 		readEnd: make(chan struct{}),
 	}
+	if pacer != nil {
+		pacer.sends = &cn.w.begun
+	}
 	if c.cfg.outAliases && info.TopicAliasMaximum > 0 {
 		cn.aliases = newAliasTable(info.TopicAliasMaximum)
 	}

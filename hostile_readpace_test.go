@@ -52,12 +52,74 @@ func slowWindow(p *readPacer, now time.Time) time.Time {
 }
 
 // fillWaits is what Read does after n reads whose wait for the mark the stream filled.
-func fillWaits(p *readPacer, n int) { p.hits += n }
+func fillWaits(p *readPacer, n int) {
+	for range n {
+		p.filled()
+	}
+}
 
 // deadline is what Read does when a wait for the mark reaches its deadline at now.
 func deadline(p *readPacer, now time.Time) {
 	p.failed(now)
 	p.reset()
+}
+
+// arrive is what Read does with bytes that arrive at now after a deadline: the pending
+// verdict first, then the rate window.
+func arrive(p *readPacer, n int, now time.Time) {
+	if p.pending {
+		p.judge(now)
+	}
+	p.observe(n, now)
+}
+
+// TestHostileReadPaceVerdictByOurWrites: a deadline the stream had not paid for is judged by
+// what comes next. Bytes that arrive before we have begun a write come from a peer that was
+// not waiting for us: the mark stays (a live stream to a subscriber that only reads). Bytes
+// that arrive after a write of ours may answer it (an acknowledgement that opened the peer's
+// window, a request's answer): the pacer backs off as it would without the verdict.
+func TestHostileReadPaceVerdictByOurWrites(t *testing.T) {
+	p, _ := policyPacer(t)
+	var sends atomic.Uint64
+	p.sends = &sends
+	now := time.Now()
+	for i := range 20 { // a stream that pauses after every window, to a reader that never writes
+		now = fastWindow(p, now.Add(p.delay))
+		if p.mark <= 1 {
+			t.Fatalf("pause %d: the mark did not rise (level %d)", i, p.level)
+		}
+		now = now.Add(p.delay)
+		deadline(p, now)
+		now = now.Add(p.delay)
+		arrive(p, 64, now)
+	}
+	if p.level != 0 || p.resumed != 20 {
+		t.Fatalf("a stream that went on without us: level %d, %d of 20 deadlines judged pauses", p.level, p.resumed)
+	}
+	// Each pause halved the ceiling of the marks, down to the least mark; waits the stream
+	// fills raise it again.
+	if now = fastWindow(p, now.Add(p.delay)); p.ceil != paceMinMark || p.mark != paceMinMark {
+		t.Fatalf("after 20 pauses: ceiling %d, mark %d; want both %d", p.ceil, p.mark, paceMinMark)
+	}
+	now = fastWindow(p, now.Add(p.delay))
+	now = now.Add(p.delay)
+	deadline(p, now)
+	sends.Add(1) // we answered before the peer sent more
+	now = now.Add(p.delay)
+	arrive(p, 64, now)
+	if p.level != 1 || p.resumed != 20 {
+		t.Fatalf("a peer that went on after our write: level %d, %d pauses; want one back-off", p.level, p.resumed)
+	}
+	for i := range 10 {
+		now = fastWindow(p, now)
+		if p.mark != 1 {
+			t.Fatalf("window %d after the back-off: mark %d; want off for the quiet period", i, p.mark)
+		}
+	}
+	fillWaits(p, 3*paceMinHits)
+	if p.ceil != 8*paceMinMark {
+		t.Fatalf("after %d filled waits: ceiling %d; want %d", 3*paceMinHits, p.ceil, 8*paceMinMark)
+	}
 }
 
 // TestHostileReadPacePeerWaitsMarkOff: a deadline the stream did not pay for with
@@ -188,10 +250,30 @@ func backOffs(elapsed time.Duration) int {
 
 // deadlineBound is the most deadlines p may have reached in elapsed: each one either backs
 // off (backOffs, plus one more for each time the level went down) or comes after at least
-// paceMinHits waits that the stream filled (a pause in a stream the mark pays for). The
+// paceMinHits waits that the stream filled (a pause in a stream the mark pays for) or was
+// followed by bytes the peer sent before any write of ours (resumed: it was not waiting for
+// us), and the last may still wait for its verdict. The
 // design's "a deadline now and then, never one per window", made countable.
 func deadlineBound(p *readPacer, elapsed time.Duration) int {
-	return backOffs(elapsed) + p.downs + p.paid/paceMinHits
+	n := backOffs(elapsed) + p.downs + p.paid/paceMinHits + p.resumed
+	if p.pending {
+		n++ // the last deadline, still waiting for its verdict
+	}
+	return n
+}
+
+// checkDeadlines fails t if a pacer reached more deadlines than deadlineBound allows in
+// elapsed. The pacers' readers must have stopped.
+func checkDeadlines(t *testing.T, elapsed time.Duration, pacers ...*readPacer) {
+	t.Helper()
+	for _, p := range pacers {
+		bound := deadlineBound(p, elapsed)
+		t.Logf("%v: %d deadlines, %d filled waits, %d resumed, level %d (down %d); bound %d",
+			elapsed, p.expired, p.paid, p.resumed, p.level, p.downs, bound)
+		if p.expired > bound {
+			t.Errorf("%d deadlines; want at most %d", p.expired, bound)
+		}
+	}
 }
 
 // pacerOf returns the read pacer of c's live connection (nil without one). Its fields are
@@ -272,17 +354,68 @@ func TestHostileReadPaceSmallReceiveMaximum(t *testing.T) {
 				disconnect(t, sub)
 				disconnect(t, pub)
 				elapsed := time.Since(start) // the readers have stopped: no deadline after it
-				for _, p := range []*readPacer{subPacer, pubPacer} {
-					bound := deadlineBound(p, elapsed)
-					t.Logf("%d messages in %v: %d deadlines, %d filled waits, level %d (down %d); bound %d",
-						n, elapsed, p.expired, p.paid, p.level, p.downs, bound)
-					if p.expired > bound {
-						t.Errorf("%d deadlines; want at most %d", p.expired, bound)
-					}
-				}
+				checkDeadlines(t, elapsed, subPacer, pubPacer)
 			})
 		}
 	}
+}
+
+// TestHostileReadPaceRequestReply: QoS 0 requests and replies through Mosquitto, a window of
+// requests at a time: the responder reads a window and answers each request, the requester
+// sends the next window once every reply is in. Each waits for the other, and nothing is
+// acknowledged, so only the answers tell the pacer that a peer waited for us: the deadline at
+// the tail of a window is followed by bytes only after a write of ours, and backs off. At
+// most deadlineBound for both clients, never one per window.
+func TestHostileReadPaceRequestReply(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	ctx := testCtx(t)
+	const window, windows = 100, 150
+	resp := newTestClient(t, b.URL)
+	if _, err := resp.SubscribeCallback(ctx, []TopicFilter{{Topic: "pace/rr/req"}}, func(m *Message) {
+		// The read loop waits for this callback's next delivery, not for the publish.
+		if err := resp.Publish(ctx, PublishOptions{Topic: "pace/rr/rep", Payload: m.Payload}); err != nil {
+			t.Error(err)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	req := newTestClient(t, b.URL)
+	replies := make(chan struct{}, window)
+	if _, err := req.SubscribeCallback(ctx, []TopicFilter{{Topic: "pace/rr/rep"}}, func(*Message) {
+		replies <- struct{}{}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	respPacer, reqPacer := pacerOf(t, resp), pacerOf(t, req)
+	if respPacer == nil || reqPacer == nil {
+		t.Skip("no read coalescing on this system")
+	}
+	start := time.Now()
+	payload := make([]byte, 64)
+	for w := range windows {
+		toks := make([]*PublishToken, 0, window)
+		for range window {
+			// QoS 1 to the broker, so that no request is lost on its way in; the
+			// subscriptions are QoS 0, so the broker forwards requests and replies at QoS 0.
+			tok, err := req.PublishAsync(ctx, PublishOptions{Topic: "pace/rr/req", Payload: payload, QoS: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			toks = append(toks, tok)
+		}
+		waitTokens(ctx, t, toks)
+		for i := range window {
+			select {
+			case <-replies:
+			case <-ctx.Done():
+				t.Fatalf("window %d: %d of %d replies", w, i, window)
+			}
+		}
+	}
+	disconnect(t, resp)
+	disconnect(t, req)
+	elapsed := time.Since(start)
+	checkDeadlines(t, elapsed, respPacer, reqPacer)
 }
 
 // TestHostileReadPaceOwnSocketsOnly: the pacer changes socket options and read deadlines,

@@ -323,8 +323,10 @@ func WithWill(w *packet.Will) Option {
 // read loop needs to handle them, one at a time each would cost a wake-up; the client then
 // asks the kernel to wake it only once a batch worth about half of d has arrived, and never
 // waits longer than d for it. Slower traffic (single packets, requests and their answers, a
-// trickle of messages) is read as soon as it arrives, and a peer that stops sending costs at
-// most one wait of d now and then. 0 turns it off: every packet is read as it arrives.
+// trickle of messages) is read as soon as it arrives. A stream that pauses delays what
+// arrived just before the pause by at most d; a peer that waits for our answer before it
+// sends more costs one wait of d now and then. 0 turns it off: every packet is read as it
+// arrives.
 //
 // Plain TCP connections (mqtt://, tcp://) that the client dials itself, on Linux only; it
 // has no effect on others, nor on connections from WithDialFunc or a Transport, whose socket

@@ -25,9 +25,12 @@ import (
 // times since the last one (paceMinHits), however soon: a stream on a busy machine pauses
 // often, and each pause costs no more than the pause itself. A peer that sends windows of
 // that many marks before it waits for us costs at most one deadline per paceMinHits filled
-// waits. Otherwise the mark is not paying: most often a peer that sends no more until it hears
-// from us (a full Receive Maximum window, a request waiting for its answer), which leaves
-// the tail of each window below any mark, however low. The mark then stays off for a quiet
+// waits. Any other deadline is judged by what comes next: a peer that sends more before we
+// have begun a write was not waiting for us, and the deadline was a pause too (a live
+// stream to a subscriber that only reads). Otherwise the mark is not paying: most often a
+// peer that sends no more until it hears from us (a full Receive Maximum window, a request
+// waiting for its answer), which leaves the tail of each window below any mark, however
+// low. The mark then stays off for a quiet
 // period that doubles each time this happens again (20 ms up to 2.56 s at the default
 // bound) and halves only after a period in which the mark was up and paid. Such a peer
 // costs a deadline now and then, not one per window. The acknowledgements a batch causes
@@ -41,6 +44,10 @@ type readPacer struct {
 	delay time.Duration   // the longest a read waits for the mark (the deadline)
 	// maxMark is the highest mark: paceMaxMark, or less for a small receive buffer.
 	maxMark int
+	// ceil is the highest mark for now: halved by each pause of the stream that reached a
+	// deadline (judge), doubled again after paceMinHits waits the stream filled (grow).
+	ceil int
+	grow int
 
 	on      atomic.Bool  // set once the connection's read loop runs
 	final   atomic.Int64 // unix nanos of a deadline set to end the read loop (stop); 0 if none
@@ -56,6 +63,16 @@ type readPacer struct {
 	winStart time.Time
 	winBytes int
 	armed    bool // a read deadline of ours is set
+	// sends counts the writes the connection has begun (writer.begun); nil until the
+	// connection has a writer, and in tests of the policy alone (every deadline is then
+	// judged by hits when it happens).
+	sends *atomic.Uint64
+	// A deadline the stream had not paid for waits for its verdict until the next bytes
+	// arrive (pending): if we had begun no write since the deadline (sentAt), the peer went
+	// on without hearing from us, and the deadline was a pause in its stream (resumed).
+	pending bool
+	sentAt  uint64
+	resumed int
 
 	waiting func() // tests: called before a read that may wait for the mark
 }
@@ -90,7 +107,8 @@ func newReadPacer(nc net.Conn, delay time.Duration) *readPacer {
 	if set == nil || most < paceMinMark {
 		return nil
 	}
-	return &readPacer{nc: nc, setLW: set, delay: delay, mark: 1, maxMark: min(most, paceMaxMark)}
+	most = min(most, paceMaxMark)
+	return &readPacer{nc: nc, setLW: set, delay: delay, mark: 1, maxMark: most, ceil: most}
 }
 
 // start lets the pacer act; before it (the handshake) every read is passed straight on.
@@ -143,16 +161,28 @@ func (p *readPacer) Read(b []byte) (int, error) {
 	if err != nil {
 		return n, err
 	}
+	if p.pending && n > 0 {
+		p.judge(now)
+	}
 	if waits && n >= min(p.mark, len(b)) {
-		p.hits++ // the stream filled the mark (or the buffer): a wake-up saved
-		p.paid++
+		p.filled() // the stream filled the mark (or the buffer): a wake-up saved
 	}
 	p.observe(n, now)
 	return n, nil
 }
 
-// failed records a wait that reached its deadline at now, and backs off unless it was a
-// pause in a stream that the mark pays for.
+// filled records a wait for the mark that the stream filled.
+func (p *readPacer) filled() {
+	p.hits++
+	p.paid++
+	if p.grow++; p.grow >= paceMinHits && p.ceil < p.maxMark {
+		p.ceil, p.grow = min(2*p.ceil, p.maxMark), 0
+	}
+}
+
+// failed records a wait that reached its deadline at now. A pause in a stream that the mark
+// pays for is forgiven at once; any other deadline is judged when the next bytes arrive
+// (judge), or backs off now when the pacer cannot tell (no write counter).
 func (p *readPacer) failed(now time.Time) {
 	p.expired++
 	filled := p.hits
@@ -160,8 +190,35 @@ func (p *readPacer) failed(now time.Time) {
 	if filled >= paceMinHits {
 		return // a pause in a stream that filled the mark often enough since the last one
 	}
-	// The mark is not paying: a lower one would fail the same way (a peer that waits for us
-	// leaves the tail of each window below any mark), so it stays off for a while.
+	if p.sends == nil {
+		p.backOff(now)
+		return
+	}
+	p.pending, p.sentAt = true, p.sends.Load()
+}
+
+// judge gives the verdict on the pending deadline once bytes have arrived after it, at now.
+// The tail read at the deadline took all that had arrived by then, so these bytes were sent
+// later: with no write of ours begun in between, the peer was not waiting for us (a stream
+// that paused: the broker busy, its publisher slow) and the mark stays. Otherwise the peer
+// may have been waiting for what we sent (an acknowledgement that opened its window, a
+// request it answers), and the pacer backs off.
+func (p *readPacer) judge(now time.Time) {
+	p.pending = false
+	if p.sends.Load() == p.sentAt {
+		// The stream paused longer than its rate promised: the marks that follow are
+		// smaller, down to what it fills between such pauses.
+		p.resumed++
+		p.ceil, p.grow = max(p.ceil/2, paceMinMark), 0
+		return
+	}
+	p.backOff(now)
+}
+
+// backOff keeps the mark off for a quiet period at now, longer at each back-off: the mark is
+// not paying, and a lower one would fail the same way (a peer that waits for us leaves the
+// tail of each window below any mark).
+func (p *readPacer) backOff(now time.Time) {
 	p.level = min(p.level+1, paceMaxLevel)
 	p.quiet = now.Add(p.quietUnit() << p.level)
 	p.calm = p.quiet.Add(p.quietUnit() << p.level)
@@ -193,7 +250,7 @@ func (p *readPacer) observe(n int, now time.Time) {
 		p.downs++
 		p.calm = now.Add(p.quietUnit() << p.level)
 	}
-	want := min(int(rate*float64(p.delay/2)), p.maxMark)
+	want := min(int(rate*float64(p.delay/2)), p.ceil)
 	if want < paceMinMark || now.Before(p.quiet) {
 		want = 1
 	}

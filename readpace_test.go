@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -142,6 +143,9 @@ func TestReadPacerFastStreamThenLastPacket(t *testing.T) {
 func TestReadPacerPeerWaitsForUs(t *testing.T) {
 	c, s := tcpPair(t)
 	p := startedPacer(t, c)
+	var sends atomic.Uint64 // as the client's writer counts its writes
+	p.sends = &sends
+
 	const window, windows = 8 << 10, 300
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -172,6 +176,7 @@ func TestReadPacerPeerWaitsForUs(t *testing.T) {
 		} else {
 			readFull(t, p, w)
 		}
+		sends.Add(1)
 		if _, err := c.Write([]byte{1}); err != nil {
 			t.Fatalf("window %d: %v", i, err)
 		}
@@ -179,10 +184,58 @@ func TestReadPacerPeerWaitsForUs(t *testing.T) {
 	wg.Wait()
 	// Two per back-off: a window may fill the mark often enough for its tail's deadline to
 	// pass for a pause in a stream, the next one backs off.
-	if bound := 2 * backOffs(time.Since(start)); p.expired > bound {
-		t.Fatalf("%d of %d windows waited for the deadline; want at most %d", p.expired, windows, bound)
+	t.Logf("%d windows, %d waits to the deadline, %d judged pauses, level %d", windows, p.expired, p.resumed, p.level)
+	// A deadline the peer's next bytes followed before our write was a pause of the peer
+	// within a window (a slow writer), not a wait for us: each halves the marks after it.
+	if bound := 2 * backOffs(time.Since(start)); p.expired-p.resumed > bound {
+		t.Fatalf("%d of %d windows waited for the deadline and then for us; want at most %d", p.expired-p.resumed, windows, bound)
 	}
-	t.Logf("%d windows, %d waits to the deadline", windows, p.expired)
+}
+
+// A stream that pauses between bursts, to a reader that never writes: each burst's tail waits
+// for its deadline, the bytes after it come without a write of ours, and the mark comes back
+// with every burst instead of backing off.
+func TestReadPacerPausingStreamKeepsMark(t *testing.T) {
+	c, s := tcpPair(t)
+	p := startedPacer(t, c)
+	p.sends = new(atomic.Uint64) // never bumped: the reader only reads
+	const pkt, perBurst, bursts = 80, 4000, 12
+	next := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		b := make([]byte, pkt)
+		for range bursts {
+			for range perBurst {
+				if _, err := s.Write(b); err != nil {
+					return
+				}
+			}
+			if _, ok := <-next; !ok {
+				return
+			}
+		}
+	}()
+	defer wg.Wait()
+	defer close(next)
+	buf := make([]byte, pkt*perBurst)
+	raised := 0
+	for i := range bursts {
+		if readFull(t, p, buf) >= paceMinMark {
+			raised++
+		}
+		if i < bursts-1 {
+			next <- struct{}{} // the peer's pause lasts until the whole burst has been read
+		}
+	}
+	t.Logf("%d bursts: mark up in %d, %d deadlines, %d judged pauses, level %d", bursts, raised, p.expired, p.resumed, p.level)
+	if p.level != 0 {
+		t.Fatalf("a stream that never waited for us backed off to level %d", p.level)
+	}
+	if raised < bursts/2 {
+		t.Fatalf("the mark rose in %d of %d bursts", raised, bursts)
+	}
 }
 
 // stop ends a wait for the mark by the deadline it is given, and that deadline's error is the

@@ -43,6 +43,9 @@ type writer struct {
 	wake    chan struct{} // cap 1: there is something to write
 	stopped chan struct{} // closed when the loop has exited
 	writes  atomic.Uint64 // completed writes, read by the keepalive timer
+	// begun counts writes about to be made, bumped before the system call: the read pacer
+	// compares it across a pause of the peer (did the peer wait for something we sent?).
+	begun atomic.Uint64
 	// urgentWakes counts sendUrgent calls that woke the loop (not corked): at most one per
 	// read batch when acknowledgements coalesce, which a test checks.
 	urgentWakes atomic.Uint64
@@ -238,6 +241,7 @@ func (w *writer) writeInline() {
 	for round := 1; ; round++ {
 		out, gen := w.swapLocked()
 		w.mu.Unlock()
+		w.begun.Add(1)
 		n, err := w.raw.tryWrite(out)
 		if n > 0 {
 			w.writes.Add(1)
@@ -425,6 +429,7 @@ func (w *writer) drain() bool {
 		}
 		w.mu.Unlock()
 
+		w.begun.Add(1)
 		_, err := w.conn.Write(out)
 		w.writes.Add(1)
 		w.loopWrites.Add(1)
