@@ -27,14 +27,14 @@ import (
 // that many marks before it waits for us costs at most one deadline per paceMinHits filled
 // waits. Any other deadline is judged by what comes next: a peer that sends more before we
 // have begun a write was not waiting for us, and the deadline was a pause too (a live
-// stream to a subscriber that only reads). Otherwise the mark is not paying: most often a
-// peer that sends no more until it hears from us (a full Receive Maximum window, a request
-// waiting for its answer), which leaves the tail of each window below any mark, however
-// low. The mark then stays off for a quiet
-// period that doubles each time this happens again (20 ms up to 2.56 s at the default
-// bound) and halves only after a period in which the mark was up and paid. Such a peer
-// costs a deadline now and then, not one per window. The acknowledgements a batch causes
-// leave before the read loop reads again (endBatch), never behind a wait.
+// stream to a subscriber that only reads); the marks after it are smaller. Otherwise the
+// mark is not paying: most often a peer that sends no more until it hears from us (a full
+// Receive Maximum window, a request waiting for its answer), which leaves the tail of each
+// window below any mark, however low. The mark then stays off for a quiet period that
+// doubles each time this happens again (20 ms up to 2.56 s at the default bound) and halves
+// only after a period in which the mark was up and paid. Such a peer costs a deadline now
+// and then, not one per window. The acknowledgements a batch causes leave before the read
+// loop reads again (endBatch), never behind a wait.
 //
 // Only plain TCP connections on Linux have it (the kernel wakes a reader by SO_RCVLOWAT
 // there); TLS, WebSocket, Unix sockets and custom dialers read as before.
