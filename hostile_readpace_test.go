@@ -73,6 +73,69 @@ func arrive(p *readPacer, n int, now time.Time) {
 	p.observe(n, now)
 }
 
+// TestHostileReadPaceLearnsWindow: a deadline after a write of ours whose tail (what the peer
+// had sent by then) is worth a mark teaches the pacer the peer's window: a broker draining a
+// session through its window of unacknowledged messages sends that much after each batch of
+// acknowledgements and waits. The marks stay at three quarters of it, with no back-off, and
+// do not grow past it until a read brings more than a window (the peer did not wait). Another
+// such deadline before paceMinHits filled waits backs off, and so does one whose tail is below
+// any mark (a Receive Maximum of a few messages): too little to gather.
+func TestHostileReadPaceLearnsWindow(t *testing.T) {
+	p, _ := policyPacer(t)
+	var sends atomic.Uint64
+	p.sends = &sends
+	now := time.Now()
+	ambiguous := func(tail int) { // a deadline, our acknowledgements, then the peer's next bytes
+		now = fastWindow(p, now.Add(p.delay))
+		if p.mark <= 1 {
+			t.Fatalf("the mark did not rise (level %d)", p.level)
+		}
+		now = now.Add(p.delay)
+		deadline(p, now)
+		p.tail = tail
+		sends.Add(1)
+		now = now.Add(p.delay)
+		arrive(p, 64, now)
+	}
+	ambiguous(4000)
+	if p.level != 0 || p.learns != 1 || p.ceil != 3000 {
+		t.Fatalf("a 4000-byte window: level %d, %d learned, ceiling %d; want 0, 1, 3000", p.level, p.learns, p.ceil)
+	}
+	if now = fastWindow(p, now.Add(p.delay)); p.mark != 3000 {
+		t.Fatalf("mark %d after learning a 4000-byte window; want 3000", p.mark)
+	}
+	fillWaits(p, 4*paceMinHits)
+	if p.ceil != 3000 {
+		t.Fatalf("ceiling %d after %d filled waits within the window; want it kept at 3000", p.ceil, 4*paceMinHits)
+	}
+	p.unlearn(4000) // a whole window at once: still the window
+	fillWaits(p, paceMinHits)
+	if p.ceil != 3000 {
+		t.Fatalf("ceiling %d after a read of one window; want it kept at 3000", p.ceil)
+	}
+	p.unlearn(4001) // more than a window without waiting for us: forgotten
+	fillWaits(p, paceMinHits)
+	if p.ceil != 6000 {
+		t.Fatalf("ceiling %d once more than a window came; want it doubled to 6000", p.ceil)
+	}
+
+	p, _ = policyPacer(t)
+	p.sends = &sends
+	ambiguous(4000)
+	fillWaits(p, paceMinHits-1)
+	ambiguous(4000)
+	if p.level != 1 || p.learns != 1 {
+		t.Fatalf("a second window %d filled waits later: level %d, %d learned; want a back-off", paceMinHits-1, p.level, p.learns)
+	}
+
+	p, _ = policyPacer(t)
+	p.sends = &sends
+	ambiguous(600) // 450 bytes below it: less than any mark
+	if p.level != 1 || p.learns != 0 {
+		t.Fatalf("a 600-byte window: level %d, %d learned; want a back-off", p.level, p.learns)
+	}
+}
+
 // TestHostileReadPaceVerdictByOurWrites: a deadline the stream had not paid for is judged by
 // what comes next. Bytes that arrive before we have begun a write come from a peer that was
 // not waiting for us: the mark stays (a live stream to a subscriber that only reads). Bytes
@@ -252,10 +315,11 @@ func backOffs(elapsed time.Duration) int {
 // off (backOffs, plus one more for each time the level went down) or comes after at least
 // paceMinHits waits that the stream filled (a pause in a stream the mark pays for) or was
 // followed by bytes the peer sent before any write of ours (resumed: it was not waiting for
-// us), and the last may still wait for its verdict. The
+// us) or taught the pacer the size of the peer's windows (learns, each after paceMinHits
+// filled waits, checked by checkDeadlines), and the last may still wait for its verdict. The
 // design's "a deadline now and then, never one per window", made countable.
 func deadlineBound(p *readPacer, elapsed time.Duration) int {
-	n := backOffs(elapsed) + p.downs + p.paid/paceMinHits + p.resumed
+	n := backOffs(elapsed) + p.downs + p.paid/paceMinHits + p.resumed + p.learns
 	if p.pending {
 		n++ // the last deadline, still waiting for its verdict
 	}
@@ -268,10 +332,13 @@ func checkDeadlines(t *testing.T, elapsed time.Duration, pacers ...*readPacer) {
 	t.Helper()
 	for _, p := range pacers {
 		bound := deadlineBound(p, elapsed)
-		t.Logf("%v: %d deadlines, %d filled waits, %d resumed, level %d (down %d); bound %d",
-			elapsed, p.expired, p.paid, p.resumed, p.level, p.downs, bound)
+		t.Logf("%v: %d deadlines, %d filled waits, %d resumed, %d learned, level %d (down %d); bound %d",
+			elapsed, p.expired, p.paid, p.resumed, p.learns, p.level, p.downs, bound)
 		if p.expired > bound {
 			t.Errorf("%d deadlines; want at most %d", p.expired, bound)
+		}
+		if most := p.paid/paceMinHits + 1; p.learns > most {
+			t.Errorf("learned from %d deadlines with %d filled waits; want at most %d", p.learns, p.paid, most)
 		}
 	}
 }

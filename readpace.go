@@ -27,8 +27,10 @@ import (
 // that many marks before it waits for us costs at most one deadline per paceMinHits filled
 // waits. Any other deadline is judged by what comes next: a peer that sends more before we
 // have begun a write was not waiting for us, and the deadline was a pause too (a live
-// stream to a subscriber that only reads); the marks after it are smaller. Otherwise the
-// mark is not paying: most often a peer that sends no more until it hears from us (a full
+// stream to a subscriber that only reads); the marks after it are smaller. A peer that had
+// sent enough by the deadline to be worth a mark, though it may have waited for our write,
+// taught us its window: the marks stay below that until more than a window comes at once.
+// Otherwise the mark is not paying: most often a peer that sends no more until it hears from us (a full
 // Receive Maximum window, a request waiting for its answer), which leaves the tail of each
 // window below any mark, however low. The mark then stays off for a quiet period that
 // doubles each time this happens again (20 ms up to 2.56 s at the default bound) and halves
@@ -73,6 +75,15 @@ type readPacer struct {
 	pending bool
 	sentAt  uint64
 	resumed int
+	// tail is what the read at the last deadline took: what the peer had sent by then. A
+	// peer that may have waited for us but sent that much is learned from (judge): it sends
+	// windows of window bytes and waits for our answer, so the marks stay at three quarters
+	// of that until a read brings more than a window (the peer did not wait). Learned
+	// (learns) at most once per paceMinHits filled waits (sinceLearn).
+	tail       int
+	window     int
+	learns     int
+	sinceLearn int
 
 	waiting func() // tests: called before a read that may wait for the mark
 }
@@ -108,7 +119,7 @@ func newReadPacer(nc net.Conn, delay time.Duration) *readPacer {
 		return nil
 	}
 	most = min(most, paceMaxMark)
-	return &readPacer{nc: nc, setLW: set, delay: delay, mark: 1, maxMark: most, ceil: most}
+	return &readPacer{nc: nc, setLW: set, delay: delay, mark: 1, maxMark: most, ceil: most, sinceLearn: paceMinHits}
 }
 
 // start lets the pacer act; before it (the handshake) every read is passed straight on.
@@ -153,9 +164,12 @@ func (p *readPacer) Read(b []byte) (int, error) {
 			}
 			p.reset()
 			if n > 0 {
-				return n, nil
+				err = nil
+			} else {
+				n, err = p.nc.Read(b)
 			}
-			return p.nc.Read(b)
+			p.tail = n
+			return n, err
 		}
 	}
 	if err != nil {
@@ -164,6 +178,7 @@ func (p *readPacer) Read(b []byte) (int, error) {
 	if p.pending && n > 0 {
 		p.judge(now)
 	}
+	p.unlearn(n)
 	if waits && n >= min(p.mark, len(b)) {
 		p.filled() // the stream filled the mark (or the buffer): a wake-up saved
 	}
@@ -175,9 +190,26 @@ func (p *readPacer) Read(b []byte) (int, error) {
 func (p *readPacer) filled() {
 	p.hits++
 	p.paid++
-	if p.grow++; p.grow >= paceMinHits && p.ceil < p.maxMark {
-		p.ceil, p.grow = min(2*p.ceil, p.maxMark), 0
+	p.sinceLearn++
+	if p.grow++; p.grow >= paceMinHits && p.ceil < p.highest() {
+		p.ceil, p.grow = min(2*p.ceil, p.highest()), 0
 	}
+}
+
+// unlearn forgets the learned window when a read brought n bytes, more than a window: the
+// peer sent that much without waiting for us.
+func (p *readPacer) unlearn(n int) {
+	if p.window > 0 && n > p.window {
+		p.window = 0
+	}
+}
+
+// highest is the most the ceiling may grow to: below a learned window, or maxMark.
+func (p *readPacer) highest() int {
+	if p.window > 0 {
+		return max(p.window*3/4, paceMinMark)
+	}
+	return p.maxMark
 }
 
 // failed records a wait that reached its deadline at now. A pause in a stream that the mark
@@ -202,7 +234,10 @@ func (p *readPacer) failed(now time.Time) {
 // later: with no write of ours begun in between, the peer was not waiting for us (a stream
 // that paused: the broker busy, its publisher slow) and the mark stays. Otherwise the peer
 // may have been waiting for what we sent (an acknowledgement that opened its window, a
-// request it answers), and the pacer backs off.
+// request it answers). If it had sent enough by the deadline to be worth a mark (a broker
+// draining a session through its window of unacknowledged messages: Mosquitto's 20 at 64 B
+// payloads are 1.5 KiB), that is its window: the marks stay below it, once per paceMinHits
+// filled waits. Otherwise the pacer backs off.
 func (p *readPacer) judge(now time.Time) {
 	p.pending = false
 	if p.sends.Load() == p.sentAt {
@@ -210,6 +245,12 @@ func (p *readPacer) judge(now time.Time) {
 		// smaller, down to what it fills between such pauses.
 		p.resumed++
 		p.ceil, p.grow = max(p.ceil/2, paceMinMark), 0
+		return
+	}
+	if p.tail*3/4 >= paceMinMark && p.sinceLearn >= paceMinHits {
+		p.learns++
+		p.window, p.sinceLearn = p.tail, 0
+		p.ceil, p.grow = min(p.highest(), p.maxMark), 0
 		return
 	}
 	p.backOff(now)

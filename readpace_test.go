@@ -184,11 +184,18 @@ func TestReadPacerPeerWaitsForUs(t *testing.T) {
 	wg.Wait()
 	// Two per back-off: a window may fill the mark often enough for its tail's deadline to
 	// pass for a pause in a stream, the next one backs off.
-	t.Logf("%d windows, %d waits to the deadline, %d judged pauses, level %d", windows, p.expired, p.resumed, p.level)
+	t.Logf("%d windows, %d waits to the deadline, %d judged pauses, %d learned, %d filled waits, level %d", windows, p.expired, p.resumed, p.learns, p.paid, p.level)
 	// A deadline the peer's next bytes followed before our write was a pause of the peer
 	// within a window (a slow writer), not a wait for us: each halves the marks after it.
-	if bound := 2 * backOffs(time.Since(start)); p.expired-p.resumed > bound {
-		t.Fatalf("%d of %d windows waited for the deadline and then for us; want at most %d", p.expired-p.resumed, windows, bound)
+	// Each learned window follows paceMinHits filled waits (or is the first); once the marks
+	// are below the windows, each window fills one, and a deadline after paceMinHits of them is
+	// a pause the stream paid for.
+	bound := 2 * backOffs(time.Since(start))
+	if waited := p.expired - p.resumed - p.learns - p.paid/paceMinHits; waited > bound {
+		t.Fatalf("%d of %d windows waited for the deadline and then for us (%d filled waits); want at most %d", waited, windows, p.paid, bound)
+	}
+	if most := p.paid/paceMinHits + 1; p.learns > most {
+		t.Fatalf("learned from %d deadlines with %d filled waits; want at most %d", p.learns, p.paid, most)
 	}
 }
 
