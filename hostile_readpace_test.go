@@ -73,13 +73,18 @@ func arrive(p *readPacer, n int, now time.Time) {
 	p.observe(n, now)
 }
 
+// maxNarrows is the most a learned window can narrow: each narrowing takes it to a quarter
+// less, from twice the highest mark (32 KiB) to the least window worth a mark (1 KiB).
+const maxNarrows = 13
+
 // TestHostileReadPaceLearnsWindow: a deadline after a write of ours whose tail (what the peer
 // had sent by then) is worth a mark teaches the pacer the peer's window: a broker draining a
 // session through its window of unacknowledged messages sends that much after each batch of
-// acknowledgements and waits. The marks stay at three quarters of it, with no back-off, and
-// do not grow past it until a read brings more than a window (the peer did not wait). Another
-// such deadline before paceMinHits filled waits backs off, and so does one whose tail is below
-// any mark (a Receive Maximum of a few messages): too little to gather.
+// acknowledgements and waits. The marks stay at half of it, with no back-off, and do not
+// grow past that until a read brings more than a window (the peer did not wait). Another such
+// deadline before paceMinHits filled waits narrows the window if its tail is a quarter
+// smaller, and backs off otherwise; so does one whose tail is below twice any mark (a
+// Receive Maximum of a few messages): too little to gather.
 func TestHostileReadPaceLearnsWindow(t *testing.T) {
 	p, _ := policyPacer(t)
 	var sends atomic.Uint64
@@ -98,42 +103,51 @@ func TestHostileReadPaceLearnsWindow(t *testing.T) {
 		arrive(p, 64, now)
 	}
 	ambiguous(4000)
-	if p.level != 0 || p.learns != 1 || p.ceil != 3000 {
-		t.Fatalf("a 4000-byte window: level %d, %d learned, ceiling %d; want 0, 1, 3000", p.level, p.learns, p.ceil)
+	if p.level != 0 || p.learns != 1 || p.ceil != 2000 {
+		t.Fatalf("a 4000-byte window: level %d, %d learned, ceiling %d; want 0, 1, 2000", p.level, p.learns, p.ceil)
 	}
-	if now = fastWindow(p, now.Add(p.delay)); p.mark != 3000 {
-		t.Fatalf("mark %d after learning a 4000-byte window; want 3000", p.mark)
+	if now = fastWindow(p, now.Add(p.delay)); p.mark != 2000 {
+		t.Fatalf("mark %d after learning a 4000-byte window; want 2000", p.mark)
 	}
 	fillWaits(p, 4*paceMinHits)
-	if p.ceil != 3000 {
-		t.Fatalf("ceiling %d after %d filled waits within the window; want it kept at 3000", p.ceil, 4*paceMinHits)
+	if p.ceil != 2000 {
+		t.Fatalf("ceiling %d after %d filled waits within the window; want it kept at 2000", p.ceil, 4*paceMinHits)
 	}
 	p.unlearn(4000) // a whole window at once: still the window
 	fillWaits(p, paceMinHits)
-	if p.ceil != 3000 {
-		t.Fatalf("ceiling %d after a read of one window; want it kept at 3000", p.ceil)
+	if p.ceil != 2000 {
+		t.Fatalf("ceiling %d after a read of one window; want it kept at 2000", p.ceil)
 	}
 	p.unlearn(4001) // more than a window without waiting for us: forgotten
 	fillWaits(p, paceMinHits)
-	if p.ceil != 6000 {
-		t.Fatalf("ceiling %d once more than a window came; want it doubled to 6000", p.ceil)
+	if p.ceil != 4000 {
+		t.Fatalf("ceiling %d once more than a window came; want it doubled to 4000", p.ceil)
 	}
 
 	p, _ = policyPacer(t)
 	p.sends = &sends
 	ambiguous(4000)
 	fillWaits(p, paceMinHits-1)
-	ambiguous(4000)
-	if p.level != 1 || p.learns != 1 {
-		t.Fatalf("a second window %d filled waits later: level %d, %d learned; want a back-off", paceMinHits-1, p.level, p.learns)
+	ambiguous(3500) // not a quarter smaller, too soon to learn again
+	if p.level != 1 || p.learns != 1 || p.narrows != 0 {
+		t.Fatalf("a second window %d filled waits later: level %d, %d learned, %d narrowed; want a back-off",
+			paceMinHits-1, p.level, p.learns, p.narrows)
 	}
 
 	p, _ = policyPacer(t)
 	p.sends = &sends
-	ambiguous(600) // 450 bytes below it: less than any mark
-	if p.level != 1 || p.learns != 0 {
-		t.Fatalf("a 600-byte window: level %d, %d learned; want a back-off", p.level, p.learns)
+	ambiguous(4000)
+	ambiguous(3000) // a quarter smaller: narrowed at once
+	if p.level != 0 || p.learns != 1 || p.narrows != 1 || p.ceil != 1500 {
+		t.Fatalf("a window a quarter smaller: level %d, %d learned, %d narrowed, ceiling %d; want 0, 1, 1, 1500",
+			p.level, p.learns, p.narrows, p.ceil)
 	}
+	ambiguous(2000) // narrowed again: 1000 is still worth a mark
+	ambiguous(1023) // half of it is not: back off
+	if p.level != 1 || p.narrows != 2 || p.window != 2000 {
+		t.Fatalf("a 1023-byte window: level %d, %d narrowed, window %d; want a back-off, 2, 2000", p.level, p.narrows, p.window)
+	}
+	checkLearns(t, p)
 }
 
 // TestHostileReadPaceVerdictByOurWrites: a deadline the stream had not paid for is judged by
@@ -316,10 +330,11 @@ func backOffs(elapsed time.Duration) int {
 // paceMinHits waits that the stream filled (a pause in a stream the mark pays for) or was
 // followed by bytes the peer sent before any write of ours (resumed: it was not waiting for
 // us) or taught the pacer the size of the peer's windows (learns, each after paceMinHits
-// filled waits, checked by checkDeadlines), and the last may still wait for its verdict. The
+// filled waits, and narrows, each a quarter smaller: both checked by checkDeadlines), and the
+// last may still wait for its verdict. The
 // design's "a deadline now and then, never one per window", made countable.
 func deadlineBound(p *readPacer, elapsed time.Duration) int {
-	n := backOffs(elapsed) + p.downs + p.paid/paceMinHits + p.resumed + p.learns
+	n := backOffs(elapsed) + p.downs + p.paid/paceMinHits + p.resumed + p.learns + p.narrows
 	if p.pending {
 		n++ // the last deadline, still waiting for its verdict
 	}
@@ -332,14 +347,24 @@ func checkDeadlines(t *testing.T, elapsed time.Duration, pacers ...*readPacer) {
 	t.Helper()
 	for _, p := range pacers {
 		bound := deadlineBound(p, elapsed)
-		t.Logf("%v: %d deadlines, %d filled waits, %d resumed, %d learned, level %d (down %d); bound %d",
-			elapsed, p.expired, p.paid, p.resumed, p.learns, p.level, p.downs, bound)
+		t.Logf("%v: %d deadlines, %d filled waits, %d resumed, %d learned, %d narrowed, level %d (down %d); bound %d",
+			elapsed, p.expired, p.paid, p.resumed, p.learns, p.narrows, p.level, p.downs, bound)
 		if p.expired > bound {
 			t.Errorf("%d deadlines; want at most %d", p.expired, bound)
 		}
-		if most := p.paid/paceMinHits + 1; p.learns > most {
-			t.Errorf("learned from %d deadlines with %d filled waits; want at most %d", p.learns, p.paid, most)
-		}
+		checkLearns(t, p)
+	}
+}
+
+// checkLearns fails t if p learned windows more often than once per paceMinHits filled waits,
+// or narrowed them more than maxNarrows times per window learned.
+func checkLearns(t *testing.T, p *readPacer) {
+	t.Helper()
+	if most := p.paid/paceMinHits + 1; p.learns > most {
+		t.Errorf("learned from %d deadlines with %d filled waits; want at most %d", p.learns, p.paid, most)
+	}
+	if most := maxNarrows * p.learns; p.narrows > most {
+		t.Errorf("narrowed %d times after %d windows learned; want at most %d", p.narrows, p.learns, most)
 	}
 }
 

@@ -29,14 +29,14 @@ import (
 // have begun a write was not waiting for us, and the deadline was a pause too (a live
 // stream to a subscriber that only reads); the marks after it are smaller. A peer that had
 // sent enough by the deadline to be worth a mark, though it may have waited for our write,
-// taught us its window: the marks stay below that until more than a window comes at once.
-// Otherwise the mark is not paying: most often a peer that sends no more until it hears from us (a full
-// Receive Maximum window, a request waiting for its answer), which leaves the tail of each
-// window below any mark, however low. The mark then stays off for a quiet period that
-// doubles each time this happens again (20 ms up to 2.56 s at the default bound) and halves
-// only after a period in which the mark was up and paid. Such a peer costs a deadline now
-// and then, not one per window. The acknowledgements a batch causes leave before the read
-// loop reads again (endBatch), never behind a wait.
+// taught us its window: the marks stay at half of it until more than a window comes at once.
+// Otherwise the mark is not paying: most often a peer that sends no more until it hears
+// from us (a full Receive Maximum window, a request waiting for its answer), which leaves
+// the tail of each window below any mark, however low. The mark then stays off for a quiet
+// period that doubles each time this happens again (20 ms up to 2.56 s at the default
+// bound) and halves only after a period in which the mark was up and paid. Such a peer
+// costs a deadline now and then, not one per window. The acknowledgements a batch causes
+// leave before the read loop reads again (endBatch), never behind a wait.
 //
 // Only plain TCP connections on Linux have it (the kernel wakes a reader by SO_RCVLOWAT
 // there); TLS, WebSocket, Unix sockets and custom dialers read as before.
@@ -77,12 +77,14 @@ type readPacer struct {
 	resumed int
 	// tail is what the read at the last deadline took: what the peer had sent by then. A
 	// peer that may have waited for us but sent that much is learned from (judge): it sends
-	// windows of window bytes and waits for our answer, so the marks stay at three quarters
-	// of that until a read brings more than a window (the peer did not wait). Learned
-	// (learns) at most once per paceMinHits filled waits (sinceLearn).
+	// windows of window bytes and waits for our answer, so the marks stay at half of that
+	// until a read brings more than a window (the peer did not wait). Learned (learns) at
+	// most once per paceMinHits filled waits (sinceLearn), or narrowed (narrows) at once to
+	// a window a quarter smaller.
 	tail       int
 	window     int
 	learns     int
+	narrows    int
 	sinceLearn int
 
 	waiting func() // tests: called before a read that may wait for the mark
@@ -204,10 +206,10 @@ func (p *readPacer) unlearn(n int) {
 	}
 }
 
-// highest is the most the ceiling may grow to: below a learned window, or maxMark.
+// highest is the most the ceiling may grow to: half a learned window, or maxMark.
 func (p *readPacer) highest() int {
 	if p.window > 0 {
-		return max(p.window*3/4, paceMinMark)
+		return max(p.window/2, paceMinMark)
 	}
 	return p.maxMark
 }
@@ -236,8 +238,10 @@ func (p *readPacer) failed(now time.Time) {
 // may have been waiting for what we sent (an acknowledgement that opened its window, a
 // request it answers). If it had sent enough by the deadline to be worth a mark (a broker
 // draining a session through its window of unacknowledged messages: Mosquitto's 20 at 64 B
-// payloads are 1.5 KiB), that is its window: the marks stay below it, once per paceMinHits
-// filled waits. Otherwise the pacer backs off.
+// payloads are 1.5 KiB), that is its window: the marks stay at half of it (its windows are
+// not all as large), learned once per paceMinHits filled waits, or at once when the window is
+// a quarter smaller than the one learned (narrows: a dozen at most, from twice the highest
+// mark to the least window). Otherwise the pacer backs off.
 func (p *readPacer) judge(now time.Time) {
 	p.pending = false
 	if p.sends.Load() == p.sentAt {
@@ -247,9 +251,18 @@ func (p *readPacer) judge(now time.Time) {
 		p.ceil, p.grow = max(p.ceil/2, paceMinMark), 0
 		return
 	}
-	if p.tail*3/4 >= paceMinMark && p.sinceLearn >= paceMinHits {
-		p.learns++
-		p.window, p.sinceLearn = p.tail, 0
+	// A window over twice the highest mark caps nothing (the marks stay at half of it).
+	if w := min(p.tail, 2*p.maxMark); w/2 >= paceMinMark {
+		switch {
+		case p.sinceLearn >= paceMinHits:
+			p.learns++
+		case p.window > 0 && w <= p.window*3/4:
+			p.narrows++
+		default:
+			p.backOff(now)
+			return
+		}
+		p.window, p.sinceLearn = w, 0
 		p.ceil, p.grow = min(p.highest(), p.maxMark), 0
 		return
 	}
