@@ -81,7 +81,8 @@ const maxNarrows = 13
 // had sent by then) is worth a mark teaches the pacer the peer's window: a broker draining a
 // session through its window of unacknowledged messages sends that much after each batch of
 // acknowledgements and waits. The marks stay at half of it, with no back-off, and do not
-// grow past that until a read brings more than a window (the peer did not wait). Another such
+// grow past that until a read brings more than a window (the peer did not wait; the window
+// is kept for narrowing). Another such
 // deadline before paceMinHits filled waits narrows the window if its tail is a quarter
 // smaller, and backs off otherwise; so does one whose tail is below twice any mark (a
 // Receive Maximum of a few messages): too little to gather.
@@ -118,10 +119,10 @@ func TestHostileReadPaceLearnsWindow(t *testing.T) {
 	if p.ceil != 2000 {
 		t.Fatalf("ceiling %d after a read of one window; want it kept at 2000", p.ceil)
 	}
-	p.unlearn(4001) // more than a window without waiting for us: forgotten
+	p.unlearn(4001) // more than a window without waiting for us: the cap is lifted
 	fillWaits(p, paceMinHits)
-	if p.ceil != 4000 {
-		t.Fatalf("ceiling %d once more than a window came; want it doubled to 4000", p.ceil)
+	if p.ceil != 4000 || p.window != 4000 {
+		t.Fatalf("once more than a window came: ceiling %d, window %d; want the ceiling doubled to 4000, the window kept", p.ceil, p.window)
 	}
 
 	p, _ = policyPacer(t)

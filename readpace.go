@@ -78,11 +78,12 @@ type readPacer struct {
 	// tail is what the read at the last deadline took: what the peer had sent by then. A
 	// peer that may have waited for us but sent that much is learned from (judge): it sends
 	// windows of window bytes and waits for our answer, so the marks stay at half of that
-	// until a read brings more than a window (the peer did not wait). Learned (learns) at
+	// (capped) until a read brings more than a window (the peer did not wait). Learned (learns) at
 	// most once per paceMinHits filled waits (sinceLearn), or narrowed (narrows) at once to
 	// a window a quarter smaller.
 	tail       int
 	window     int
+	capped     bool // the marks are held at half the window (until a read brings more)
 	learns     int
 	narrows    int
 	sinceLearn int
@@ -198,17 +199,18 @@ func (p *readPacer) filled() {
 	}
 }
 
-// unlearn forgets the learned window when a read brought n bytes, more than a window: the
-// peer sent that much without waiting for us.
+// unlearn lifts the cap of the learned window when a read brought n bytes, more than a
+// window: the peer sent that much without waiting for us (Mosquitto overruns its window under
+// load). The window is kept: a smaller one after it is still narrowed at once.
 func (p *readPacer) unlearn(n int) {
-	if p.window > 0 && n > p.window {
-		p.window = 0
+	if p.capped && n > p.window {
+		p.capped = false
 	}
 }
 
 // highest is the most the ceiling may grow to: half a learned window, or maxMark.
 func (p *readPacer) highest() int {
-	if p.window > 0 {
+	if p.capped {
 		return max(p.window/2, paceMinMark)
 	}
 	return p.maxMark
@@ -262,7 +264,7 @@ func (p *readPacer) judge(now time.Time) {
 			p.backOff(now)
 			return
 		}
-		p.window, p.sinceLearn = w, 0
+		p.window, p.capped, p.sinceLearn = w, true, 0
 		p.ceil, p.grow = min(p.highest(), p.maxMark), 0
 		return
 	}
