@@ -265,7 +265,7 @@ func (p *readPacer) judge(now time.Time) {
 			return
 		}
 		p.window, p.capped, p.sinceLearn = w, true, 0
-		p.ceil, p.grow = min(p.highest(), p.maxMark), 0
+		p.ceil, p.grow = p.highest(), 0
 		return
 	}
 	p.backOff(now)
