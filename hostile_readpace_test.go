@@ -32,12 +32,15 @@ func policyPacer(t *testing.T) (*readPacer, *[]int) {
 
 // fastWindow feeds p one rate window of a stream far faster than any mark (64 KiB per delay
 // bound) ending at now, as the reads of such a stream would, and returns the window's end.
-func fastWindow(p *readPacer, now time.Time) time.Time {
+func fastWindow(p *readPacer, now time.Time) time.Time { return streamWindow(p, now, 64<<10) }
+
+// streamWindow feeds p one rate window of n bytes per delay bound ending at now.
+func streamWindow(p *readPacer, now time.Time, n int) time.Time {
 	if p.winStart.IsZero() {
 		p.observe(0, now)
 		now = now.Add(p.delay)
 	}
-	p.observe(64<<10, now)
+	p.observe(n, now)
 	return now
 }
 
@@ -152,17 +155,23 @@ func TestHostileReadPaceLearnsWindow(t *testing.T) {
 }
 
 // TestHostileReadPaceVerdictByOurWrites: a deadline the stream had not paid for is judged by
-// what comes next. Bytes that arrive before we have begun a write come from a peer that was
-// not waiting for us: the mark stays (a live stream to a subscriber that only reads). Bytes
-// that arrive after a write of ours may answer it (an acknowledgement that opened the peer's
-// window, a request's answer): the pacer backs off as it would without the verdict.
+// what comes next. Bytes the peer sent before we began any write show a stream that does not
+// wait for us: no back-off, and from then on the mark is the ceiling, not what the rate
+// fills in half the bound (the kernel still ends each wait early when the receive window is
+// about to close, and the deadline bounds it). Bytes that follow a write of ours may answer
+// it: with a tail too small to be a window, the pacer backs off as before, and the marks
+// follow the rate again after the quiet period.
 func TestHostileReadPaceVerdictByOurWrites(t *testing.T) {
 	p, _ := policyPacer(t)
 	var sends atomic.Uint64
 	p.sends = &sends
-	now := time.Now()
+	rated := func(mark int) bool { return mark >= 1<<10 && mark <= 2<<10 }
+	now := streamWindow(p, time.Now(), 4<<10)
+	if !rated(p.mark) {
+		t.Fatalf("a stream of 4 KiB per bound: mark %d; want what it fills in half the bound", p.mark)
+	}
 	for i := range 20 { // a stream that pauses after every window, to a reader that never writes
-		now = fastWindow(p, now.Add(p.delay))
+		now = streamWindow(p, now.Add(p.delay), 4<<10)
 		if p.mark <= 1 {
 			t.Fatalf("pause %d: the mark did not rise (level %d)", i, p.level)
 		}
@@ -174,19 +183,16 @@ func TestHostileReadPaceVerdictByOurWrites(t *testing.T) {
 	if p.level != 0 || p.resumed != 20 {
 		t.Fatalf("a stream that went on without us: level %d, %d of 20 deadlines judged pauses", p.level, p.resumed)
 	}
-	// Each pause halved the ceiling of the marks, down to the least mark; waits the stream
-	// fills raise it again.
-	if now = fastWindow(p, now.Add(p.delay)); p.ceil != paceMinMark || p.mark != paceMinMark {
-		t.Fatalf("after 20 pauses: ceiling %d, mark %d; want both %d", p.ceil, p.mark, paceMinMark)
+	if now = streamWindow(p, now.Add(p.delay), 4<<10); p.mark != p.maxMark {
+		t.Fatalf("a stream known not to wait for us: mark %d; want the ceiling %d", p.mark, p.maxMark)
 	}
-	now = fastWindow(p, now.Add(p.delay))
 	now = now.Add(p.delay)
 	deadline(p, now)
 	sends.Add(1) // we answered before the peer sent more
 	now = now.Add(p.delay)
 	arrive(p, 64, now)
-	if p.level != 1 || p.resumed != 20 {
-		t.Fatalf("a peer that went on after our write: level %d, %d pauses; want one back-off", p.level, p.resumed)
+	if p.level != 1 || p.resumed != 20 || p.streams {
+		t.Fatalf("a peer that went on after our write: level %d, %d pauses, streams %v; want one back-off", p.level, p.resumed, p.streams)
 	}
 	for i := range 10 {
 		now = fastWindow(p, now)
@@ -194,9 +200,9 @@ func TestHostileReadPaceVerdictByOurWrites(t *testing.T) {
 			t.Fatalf("window %d after the back-off: mark %d; want off for the quiet period", i, p.mark)
 		}
 	}
-	fillWaits(p, 3*paceMinHits)
-	if p.ceil != 8*paceMinMark {
-		t.Fatalf("after %d filled waits: ceiling %d; want %d", 3*paceMinHits, p.ceil, 8*paceMinMark)
+	now = streamWindow(p, p.quiet.Add(p.delay), 4<<10)
+	if streamWindow(p, now.Add(p.delay), 4<<10); !rated(p.mark) {
+		t.Fatalf("after the quiet period: mark %d; want what the rate fills in half the bound again", p.mark)
 	}
 }
 

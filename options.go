@@ -321,8 +321,9 @@ func WithWill(w *packet.Will) Option {
 // WithReadCoalescing bounds how long the read loop lets a fast inbound stream gather before
 // it wakes up (see docs/DESIGN.md, "Read coalescing"). When packets arrive faster than the
 // read loop needs to handle them, one at a time each would cost a wake-up; the client then
-// asks the kernel to wake it only once a batch worth about half of d has arrived, and never
-// waits longer than d for it. Slower traffic (single packets, requests and their answers, a
+// asks the kernel to wake it only once a batch worth about half of d has arrived (or, once
+// the peer is seen sending on without waiting for anything from the client, as much as a
+// read takes), and never waits longer than d for it. Slower traffic (single packets, requests and their answers, a
 // trickle of messages) is read as soon as it arrives. A stream that pauses delays what
 // arrived just before the pause by at most d; a peer that waits for our answer before it
 // sends more costs one wait of d now and then. 0 turns it off: every packet is read as it

@@ -27,7 +27,14 @@ import (
 // that many marks before it waits for us costs at most one deadline per paceMinHits filled
 // waits. Any other deadline is judged by what comes next: a peer that sends more before we
 // have begun a write was not waiting for us, and the deadline was a pause too (a live
-// stream to a subscriber that only reads); the marks after it are smaller. A peer that had
+// stream to a subscriber that only reads). Such a peer is a stream: the mark rises to the
+// ceiling (16 KiB), whatever the rate, and a wait ends when that much has come, when the
+// kernel finds the receive window about to close or the buffer under pressure (Linux wakes
+// a SO_RCVLOWAT reader for both), or at the deadline, so it never outlasts the bound. A
+// sender that stalls until our read meanwhile (a stream from Mosquitto stops after about 20
+// small segments and resumes right after our next read, whose TCP acknowledgement reopens
+// its flow) queues what the broker writes during the wait and sends it in large segments
+// after our read: the broker spends less per message, and a broker-bound stream goes faster. A peer that had
 // sent enough by the deadline to be worth a mark, though it may have waited for our write,
 // taught us its window: the marks stay at half of it until more than a window comes at once.
 // Otherwise the mark is not paying: most often a peer that sends no more until it hears
@@ -46,8 +53,8 @@ type readPacer struct {
 	delay time.Duration   // the longest a read waits for the mark (the deadline)
 	// maxMark is the highest mark: paceMaxMark, or less for a small receive buffer.
 	maxMark int
-	// ceil is the highest mark for now: halved by each pause of the stream that reached a
-	// deadline (judge), doubled again after paceMinHits waits the stream filled (grow).
+	// ceil is the highest mark for now: half a learned window (judge), doubled after each
+	// paceMinHits waits the stream filled (grow) up to highest once the cap is lifted.
 	ceil int
 	grow int
 
@@ -75,6 +82,9 @@ type readPacer struct {
 	pending bool
 	sentAt  uint64
 	resumed int
+	// streams says the last verdict was resumed: the peer sends without waiting for us, so
+	// the mark is the ceiling, not what the rate fills in half the bound (observe).
+	streams bool
 	// tail is what the read at the last deadline took: what the peer had sent by then. A
 	// peer that may have waited for us but sent that much is learned from (judge): it sends
 	// windows of window bytes and waits for our answer, so the marks stay at half of that
@@ -236,7 +246,9 @@ func (p *readPacer) failed(now time.Time) {
 // judge gives the verdict on the pending deadline once bytes have arrived after it, at now.
 // The tail read at the deadline took all that had arrived by then, so these bytes were sent
 // later: with no write of ours begun in between, the peer was not waiting for us (a stream
-// that paused: the broker busy, its publisher slow) and the mark stays. Otherwise the peer
+// that paused: the broker busy, its publisher slow, or its TCP flow waiting for what our
+// read acknowledges), and from then on the mark is the ceiling (streams).
+// Otherwise the peer
 // may have been waiting for what we sent (an acknowledgement that opened its window, a
 // request it answers). If it had sent enough by the deadline to be worth a mark (a broker
 // draining a session through its window of unacknowledged messages: Mosquitto's 20 at 64 B
@@ -247,12 +259,11 @@ func (p *readPacer) failed(now time.Time) {
 func (p *readPacer) judge(now time.Time) {
 	p.pending = false
 	if p.sends.Load() == p.sentAt {
-		// The stream paused longer than its rate promised: the marks that follow are
-		// smaller, down to what it fills between such pauses.
 		p.resumed++
-		p.ceil, p.grow = max(p.ceil/2, paceMinMark), 0
+		p.streams = true
 		return
 	}
+	p.streams = false
 	// A window over twice the highest mark caps nothing (the marks stay at half of it).
 	if w := min(p.tail, 2*p.maxMark); w/2 >= paceMinMark {
 		switch {
@@ -309,6 +320,8 @@ func (p *readPacer) observe(n int, now time.Time) {
 	want := min(int(rate*float64(p.delay/2)), p.ceil)
 	if want < paceMinMark || now.Before(p.quiet) {
 		want = 1
+	} else if p.streams {
+		want = p.ceil
 	}
 	// Change the mark only for a real difference: each change is a system call.
 	if want == 1 && p.mark > 1 {

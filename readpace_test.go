@@ -198,14 +198,14 @@ func TestReadPacerPeerWaitsForUs(t *testing.T) {
 	checkLearns(t, p)
 }
 
-// A stream that pauses between bursts, to a reader that never writes: each burst's tail waits
-// for its deadline, the bytes after it come without a write of ours, and the mark comes back
-// with every burst instead of backing off.
-func TestReadPacerPausingStreamKeepsMark(t *testing.T) {
+// readBursts has a peer write bursts of perBurst packets of pkt bytes to a reader that never
+// writes, each burst once the reader has read the one before (the peer's pause lasts until
+// then), and returns the pacer and the highest mark seen while each burst was read.
+func readBursts(t *testing.T, pkt, perBurst, bursts int) (*readPacer, []int) {
+	t.Helper()
 	c, s := tcpPair(t)
 	p := startedPacer(t, c)
 	p.sends = new(atomic.Uint64) // never bumped: the reader only reads
-	const pkt, perBurst, bursts = 80, 4000, 12
 	next := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -226,13 +226,26 @@ func TestReadPacerPausingStreamKeepsMark(t *testing.T) {
 	defer wg.Wait()
 	defer close(next)
 	buf := make([]byte, pkt*perBurst)
-	raised := 0
+	marks := make([]int, bursts)
 	for i := range bursts {
-		if readFull(t, p, buf) >= paceMinMark {
-			raised++
-		}
+		marks[i] = readFull(t, p, buf)
 		if i < bursts-1 {
-			next <- struct{}{} // the peer's pause lasts until the whole burst has been read
+			next <- struct{}{}
+		}
+	}
+	return p, marks
+}
+
+// A stream that pauses between bursts, to a reader that never writes: each burst's tail waits
+// for its deadline, the bytes after it come without a write of ours, and the mark comes back
+// with every burst instead of backing off.
+func TestReadPacerPausingStreamKeepsMark(t *testing.T) {
+	const bursts = 12
+	p, marks := readBursts(t, 80, 4000, bursts)
+	raised := 0
+	for _, m := range marks {
+		if m >= paceMinMark {
+			raised++
 		}
 	}
 	t.Logf("%d bursts: mark up in %d, %d deadlines, %d judged pauses, level %d", bursts, raised, p.expired, p.resumed, p.level)
@@ -241,6 +254,28 @@ func TestReadPacerPausingStreamKeepsMark(t *testing.T) {
 	}
 	if raised < bursts/2 {
 		t.Fatalf("the mark rose in %d of %d bursts", raised, bursts)
+	}
+}
+
+// Bursts too short to fill the mark paceMinHits times, to a reader that never writes: each
+// tail's deadline is judged by the next burst, which came without a write of ours, so the
+// peer streams and the marks are the ceiling from then on (each wait then ends at the kernel's
+// wake-up or the deadline: bounded, never a back-off). Every byte arrives (readFull).
+func TestReadPacerShortBurstsRaiseMarkToCeiling(t *testing.T) {
+	const bursts = 200
+	p, marks := readBursts(t, 80, 50, bursts)
+	top := 0
+	for _, m := range marks {
+		if m == p.maxMark {
+			top++
+		}
+	}
+	t.Logf("%d bursts: mark at the ceiling in %d, %d deadlines, %d judged pauses, %d filled waits, level %d", bursts, top, p.expired, p.resumed, p.paid, p.level)
+	if p.level != 0 || p.resumed == 0 || !p.streams {
+		t.Fatalf("level %d, %d pauses judged, streams %v: want no back-off and the peer known to stream", p.level, p.resumed, p.streams)
+	}
+	if top == 0 {
+		t.Fatalf("the mark never reached the ceiling %d in %d bursts", p.maxMark, bursts)
 	}
 }
 
