@@ -3,6 +3,7 @@ package tern
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/url"
@@ -515,6 +516,60 @@ func TestHostileReadPaceRequestReply(t *testing.T) {
 	disconnect(t, req)
 	elapsed := time.Since(start)
 	checkDeadlines(t, elapsed, respPacer, reqPacer)
+}
+
+// TestHostileReadPaceLiveStream: a fast QoS 0 stream through Mosquitto to a subscriber that
+// only reads, the case whose marks rise to the ceiling once a pause shows the broker does not
+// wait for us. Every message arrives, in order, and the subscriber's deadlines stay within
+// deadlineBound (each judged pause is one): the ceiling marks never cost a deadline that is
+// not a pause of the stream. The feeder publishes at QoS 1 in windows, so none is lost on
+// its way in; the subscription is QoS 0.
+func TestHostileReadPaceLiveStream(t *testing.T) {
+	b := brokertest.StartMosquitto(t, brokertest.Config{})
+	ctx := testCtx(t)
+	const n, window = 50000, 500
+	sub := newTestClient(t, b.URL)
+	got := make(chan int, 1)
+	var next int
+	if _, err := sub.SubscribeCallback(ctx, []TopicFilter{{Topic: "pace/live"}}, func(m *Message) {
+		seq := int(binary.BigEndian.Uint32(m.Payload))
+		if seq != next {
+			t.Errorf("message %d arrived as number %d", seq, next)
+		}
+		if next++; next == n {
+			got <- next
+		}
+	}, SubInline()); err != nil {
+		t.Fatal(err)
+	}
+	pub := newTestClient(t, b.URL)
+	subPacer := pacerOf(t, sub)
+	if subPacer == nil {
+		t.Skip("no read coalescing on this system")
+	}
+	start := time.Now()
+	for w := 0; w < n; w += window {
+		toks := make([]*PublishToken, 0, window)
+		for i := w; i < w+window; i++ {
+			payload := make([]byte, 64)
+			binary.BigEndian.PutUint32(payload, uint32(i))
+			tok, err := pub.PublishAsync(ctx, PublishOptions{Topic: "pace/live", Payload: payload, QoS: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			toks = append(toks, tok)
+		}
+		waitTokens(ctx, t, toks)
+	}
+	select {
+	case <-got:
+	case <-ctx.Done():
+		t.Fatalf("the stream ended with %d of %d messages", len(got), n)
+	}
+	disconnect(t, sub)
+	disconnect(t, pub)
+	checkDeadlines(t, time.Since(start), subPacer)
+	t.Logf("subscriber: streams %v, mark ceiling %d", subPacer.streams, subPacer.ceil)
 }
 
 // TestHostileReadPaceOwnSocketsOnly: the pacer changes socket options and read deadlines,
