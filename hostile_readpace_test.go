@@ -529,15 +529,15 @@ func TestHostileReadPaceLiveStream(t *testing.T) {
 	ctx := testCtx(t)
 	const n, window = 50000, 500
 	sub := newTestClient(t, b.URL)
-	got := make(chan int, 1)
-	var next int
+	got := make(chan struct{})
+	var next atomic.Int64 // messages in; written by the read loop only
 	if _, err := sub.SubscribeCallback(ctx, []TopicFilter{{Topic: "pace/live"}}, func(m *Message) {
-		seq := int(binary.BigEndian.Uint32(m.Payload))
-		if seq != next {
-			t.Errorf("message %d arrived as number %d", seq, next)
+		seq := int64(binary.BigEndian.Uint32(m.Payload))
+		if want := next.Load(); seq != want {
+			t.Errorf("message %d arrived as number %d", seq, want)
 		}
-		if next++; next == n {
-			got <- next
+		if next.Add(1) == n {
+			close(got)
 		}
 	}, SubInline()); err != nil {
 		t.Fatal(err)
@@ -564,7 +564,7 @@ func TestHostileReadPaceLiveStream(t *testing.T) {
 	select {
 	case <-got:
 	case <-ctx.Done():
-		t.Fatalf("the stream ended with %d of %d messages", len(got), n)
+		t.Fatalf("the stream ended with %d of %d messages", next.Load(), n)
 	}
 	disconnect(t, sub)
 	disconnect(t, pub)
