@@ -376,6 +376,16 @@ func checkLearns(t *testing.T, p *readPacer) {
 	}
 }
 
+// stopAndCheck disconnects clients, so that their readers have stopped, and checks the
+// pacers' deadlines over the time since start (checkDeadlines).
+func stopAndCheck(t *testing.T, start time.Time, clients []*Client, pacers ...*readPacer) {
+	t.Helper()
+	for _, c := range clients {
+		disconnect(t, c)
+	}
+	checkDeadlines(t, time.Since(start), pacers...)
+}
+
 // pacerOf returns the read pacer of c's live connection (nil without one). Its fields are
 // the reader's: read them only once c is disconnected.
 func pacerOf(t *testing.T, c *Client) *readPacer {
@@ -437,24 +447,9 @@ func TestHostileReadPaceSmallReceiveMaximum(t *testing.T) {
 					t.Skip("no read coalescing on this system")
 				}
 				start := time.Now()
-				toks := make([]*PublishToken, 0, n)
-				for range n {
-					tok, err := pub.PublishAsync(ctx, PublishOptions{Topic: topic, Payload: make([]byte, 64), QoS: qos})
-					if err != nil {
-						t.Fatal(err)
-					}
-					toks = append(toks, tok)
-				}
-				waitTokens(ctx, t, toks)
-				select {
-				case <-done:
-				case <-ctx.Done():
-					t.Fatalf("%d of %d messages arrived", got.Load(), n)
-				}
-				disconnect(t, sub)
-				disconnect(t, pub)
-				elapsed := time.Since(start) // the readers have stopped: no deadline after it
-				checkDeadlines(t, elapsed, subPacer, pubPacer)
+				publishInWindows(ctx, t, pub, topic, qos, n, n)
+				awaitAll(ctx, t, done, &got, n)
+				stopAndCheck(t, start, []*Client{sub, pub}, subPacer, pubPacer)
 			})
 		}
 	}
@@ -512,10 +507,7 @@ func TestHostileReadPaceRequestReply(t *testing.T) {
 			}
 		}
 	}
-	disconnect(t, resp)
-	disconnect(t, req)
-	elapsed := time.Since(start)
-	checkDeadlines(t, elapsed, respPacer, reqPacer)
+	stopAndCheck(t, start, []*Client{resp, req}, respPacer, reqPacer)
 }
 
 // TestHostileReadPaceLiveStream: a fast QoS 0 stream through Mosquitto to a subscriber that
@@ -548,12 +540,23 @@ func TestHostileReadPaceLiveStream(t *testing.T) {
 		t.Skip("no read coalescing on this system")
 	}
 	start := time.Now()
+	publishInWindows(ctx, t, pub, "pace/live", 1, n, window)
+	awaitAll(ctx, t, got, &next, n)
+	stopAndCheck(t, start, []*Client{sub, pub}, subPacer)
+	t.Logf("subscriber: streams %v, mark ceiling %d", subPacer.streams, subPacer.ceil)
+}
+
+// publishInWindows publishes n messages of 64 bytes to topic at qos, window at a time: each
+// window's publishes are acknowledged before the next begins. Message i carries i in its
+// first four bytes (big-endian).
+func publishInWindows(ctx context.Context, t *testing.T, pub *Client, topic string, qos byte, n, window int) {
+	t.Helper()
 	for w := 0; w < n; w += window {
 		toks := make([]*PublishToken, 0, window)
-		for i := w; i < w+window; i++ {
+		for i := w; i < min(w+window, n); i++ {
 			payload := make([]byte, 64)
 			binary.BigEndian.PutUint32(payload, uint32(i))
-			tok, err := pub.PublishAsync(ctx, PublishOptions{Topic: "pace/live", Payload: payload, QoS: 1})
+			tok, err := pub.PublishAsync(ctx, PublishOptions{Topic: topic, Payload: payload, QoS: qos})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -561,15 +564,17 @@ func TestHostileReadPaceLiveStream(t *testing.T) {
 		}
 		waitTokens(ctx, t, toks)
 	}
+}
+
+// awaitAll waits until done is closed (all n messages in), failing t with how many arrived
+// (got) if ctx ends first.
+func awaitAll(ctx context.Context, t *testing.T, done <-chan struct{}, got *atomic.Int64, n int) {
+	t.Helper()
 	select {
-	case <-got:
+	case <-done:
 	case <-ctx.Done():
-		t.Fatalf("the stream ended with %d of %d messages", next.Load(), n)
+		t.Fatalf("%d of %d messages arrived", got.Load(), n)
 	}
-	disconnect(t, sub)
-	disconnect(t, pub)
-	checkDeadlines(t, time.Since(start), subPacer)
-	t.Logf("subscriber: streams %v, mark ceiling %d", subPacer.streams, subPacer.ceil)
 }
 
 // TestHostileReadPaceOwnSocketsOnly: the pacer changes socket options and read deadlines,
